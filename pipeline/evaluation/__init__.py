@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, embedding similarity, and the report."""

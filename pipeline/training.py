@@ -1,0 +1,99 @@
+"""Glue around trl's SFTTrainer: the SFTConfig a recipe implies, and the trainer built from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.recipe import Recipe
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import SFTConfig, SFTTrainer
+
+
+def _precision(recipe: Recipe) -> dict[str, bool]:
+    import torch
+
+    precision = recipe.train.precision
+    if precision == "auto":
+        on_bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        precision = "bf16" if on_bf16_gpu and recipe.model.quantization == "none" else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SFTConfig:
+    """The trl SFTConfig for a recipe; checkpoints and logs go under run_dir."""
+    import torch
+    from trl import SFTConfig
+
+    train = recipe.train
+    report_to = [r for r in train.report_to if r != "none"] or "none"
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run_dir / "checkpoints"),
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps,
+        "per_device_train_batch_size": train.batch_size,
+        "per_device_eval_batch_size": recipe.eval.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
+        "warmup_steps": train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "optim": train.optim,
+        "seed": train.seed,
+        "data_seed": train.seed,
+        # Examples are tokenized, masked and truncated by pipeline.formatting; trl only packs when asked.
+        "max_length": train.max_length if train.packing else None,
+        "packing": train.packing,
+        "padding_free": train.padding_free and not train.packing,
+        "train_sampling_strategy": "group_by_length" if train.group_by_length and not train.packing else "random",
+        "activation_checkpointing": train.gradient_checkpointing,
+        "logging_steps": train.logging_steps,
+        "logging_first_step": True,
+        "eval_strategy": "steps" if train.eval_steps else "no",
+        "eval_steps": train.eval_steps or None,
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "save_total_limit": train.save_total_limit,
+        "report_to": report_to,
+        "run_name": recipe.name,
+        "disable_tqdm": True,  # pipeline.progress draws a rich progress bar instead
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        **_precision(recipe),
+    }
+    if distributed and not torch.cuda.is_available():
+        kwargs["ddp_backend"] = "gloo"  # only when distributed: gloo in a single process crashes
+    if dry_run:
+        kwargs["report_to"] = "none"
+    return SFTConfig(**kwargs)
+
+
+def build_trainer(
+    recipe: Recipe,
+    run_dir: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    callbacks: list[Any] | None = None,
+) -> SFTTrainer:
+    """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning)."""
+    from trl import SFTTrainer
+
+    from pipeline.adapters import build_peft_config
+
+    return SFTTrainer(
+        model=model,
+        args=build_sft_config(recipe, run_dir),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=build_peft_config(recipe.adapter),
+        callbacks=callbacks,
+    )
