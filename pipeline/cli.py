@@ -23,15 +23,13 @@ OVERRIDES_HELP = "Dotted overrides such as train.max_steps=2 adapter.r=8."
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Our own rich progress bar covers training; these silence per-file download/load/map bars.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("transformers", "datasets", "bitsandbytes", "accelerate", "peft", "trl", "sentence_transformers",
                  "httpx", "huggingface_hub", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
 
 
 @app.command()
