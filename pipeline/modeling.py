@@ -93,6 +93,10 @@ def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise AssetError(f"{spec.name}: cannot load the model ({str(exc).splitlines()[0]}).") from None
+    # Adapters record this as base_model_name_or_path: keep the portable Hub id, not a cache folder.
+    model.name_or_path = spec.name
+    model.config._name_or_path = spec.name
+    return model
