@@ -1,9 +1,9 @@
 """Build the default fine-tuning data set (pydoc-qa) from the standard library's own docstrings.
 
-Walks a curated list of widely used stdlib modules, turns each public function, class and public
-method with a usable docstring into a chat Q&A record, and writes ``recipes/data/pydoc-qa/`` (train.jsonl,
-eval.jsonl, README.md). Deterministic for a given Python version and platform (sorted walk, seeded
-``random.Random(1234)``). Run: ``python scripts/build_default_data.py``
+Turns each public function, class and public method (with a usable docstring) of ~100 widely used stdlib
+modules into a chat Q&A record and writes ``recipes/data/pydoc-qa/`` (train.jsonl, eval.jsonl, README.md).
+Deterministic for a given Python version and platform (sorted walk, ``random.Random(1234)``).
+Run from anywhere: ``python scripts/build_default_data.py``
 """
 
 from __future__ import annotations
@@ -32,19 +32,17 @@ xml.etree.ElementTree zipfile zlib
 """
 MODULES = sorted(_MODULE_LIST.split())
 # Private homes of objects documented under a public module (os.listdir lives in posix, open in io, ...).
-EXTRA_HOMES = {"os": {"posix", "nt"}, "os.path": {"genericpath"}, "threading": {"_thread"},
-               "builtins": {"io"}}
+HOMES = {"os": {"posix", "nt"}, "os.path": {"genericpath"}, "threading": {"_thread"}, "builtins": {"io"}}
 OUT_DIR = Path(__file__).resolve().parent.parent / "recipes" / "data" / "pydoc-qa"
 SEED, EVAL_FRACTION, EVAL_CAP, FOLLOW_UP_RATE = 1234, 0.05, 200, 0.20
 MAX_SIG, MAX_ANSWER, MIN_DOC = 100, 350, 20
-SIG_LINE = re.compile(r"^[\w.]+\(.*\)(\s*-+>\s*.*)?$", re.S)
+SIG_LINE = re.compile(r"^(async )?[\w.]+\(.*\)(\s*-+>.*)?$|^\w+ = [\w.]+\(|^\w+=\S+(, \w+=\S+)+$", re.S)
+SIG_PREFIX = re.compile(r"^[\w.]+\([^()]*\)(\s+-+\s+|\s+(?=[A-Z]))")  # "log(x, [base]) Return ..."
+COMMON = ["Explain `{q}` in Python.", "How do I use `{q}`?"]
 QUESTIONS = {
-    "function": ["What does `{q}` do?", "Explain `{q}` in Python.", "How do I use `{q}`?",
-                 "What is `{q}` used for?", "Briefly describe the Python function `{q}`."],
-    "class": ["What is `{q}` for?", "Explain the `{q}` class in Python.", "How do I use `{q}`?",
-              "What does the `{q}` class represent?", "Briefly describe `{q}`."],
-    "method": ["What does the `{q}` method do?", "Explain `{q}` in Python.", "How do I use `{q}`?",
-               "What is `{q}` used for?", "Briefly describe the method `{q}`."],
+    "function": [*COMMON, "What does `{q}` do?", "What is `{q}` used for?", "Describe the function `{q}`."],
+    "class": [*COMMON, "What is `{q}` for?", "What does the `{q}` class represent?", "Describe `{q}`."],
+    "method": [*COMMON, "What does the `{q}` method do?", "What is `{q}` used for?", "Describe `{q}`."],
 }
 
 
@@ -58,6 +56,7 @@ class Entry:
     owner: str  # class name for methods, "" otherwise
     signature: str  # "" when inspect.signature fails
     summary: str
+    ident: int  # id() of the documented object: aliases (io.open and open) share it
 
 
 def signature_of(obj: object, qualname: str) -> str:
@@ -77,8 +76,8 @@ def signature_of(obj: object, qualname: str) -> str:
 
 def summarise(doc: str | None) -> str:
     """Return the docstring's first prose paragraph, whitespace-normalised and cut at a sentence end."""
-    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", inspect.cleandoc(doc or ""))]
-    paragraphs = [p for p in paragraphs if p and not SIG_LINE.match(p) and not p.startswith(">>>")]
+    raw = [SIG_PREFIX.sub("", " ".join(p.split())) for p in re.split(r"\n\s*\n", inspect.cleandoc(doc or ""))]
+    paragraphs = [p for p in raw if p and not SIG_LINE.match(p) and not p.startswith(">>>")]
     if not paragraphs or len(paragraphs[0]) < MIN_DOC:  # too short to say anything
         return ""
     text, out = paragraphs[0], ""
@@ -95,7 +94,7 @@ def defined_here(obj: object, module: object, name: str) -> bool:
     """True if ``obj`` was defined by ``module`` (its C accelerator or, for a package, a submodule)."""
     real = getattr(module, "__name__", name)
     home = getattr(obj, "__module__", None)
-    if home in {name, real, "_" + real.rsplit(".", 1)[-1], *EXTRA_HOMES.get(name, ())}:
+    if home in {name, real, "_" + real.rsplit(".", 1)[-1], *HOMES.get(name, ())}:
         return True
     return hasattr(module, "__path__") and isinstance(home, str) and home.startswith(real + ".")
 
@@ -104,15 +103,13 @@ def method_entries(cls: type, modname: str, clsqual: str) -> list[Entry]:
     """Entries for the public methods defined directly on ``cls`` (inherited ones are skipped)."""
     entries = []
     for name, raw in sorted(vars(cls).items()):
-        routine = inspect.isroutine(raw) or isinstance(raw, (classmethod, staticmethod))
-        if name.startswith("_") or not routine:
+        if name.startswith("_") or not inspect.isroutine(raw):  # includes (C) class/static methods
             continue
         obj = getattr(cls, name, raw)
         kind = next((k for k in ("classmethod", "staticmethod") if k in type(raw).__name__), "method")
         qual, owner = f"{clsqual}.{name}", clsqual.rsplit(".", 1)[-1]
-        summary = summarise(getattr(obj, "__doc__", None))
-        if summary:
-            entries.append(Entry(qual, kind, modname, owner, signature_of(obj, qual), summary))
+        if summary := summarise(getattr(obj, "__doc__", None)):
+            entries.append(Entry(qual, kind, modname, owner, signature_of(obj, qual), summary, id(raw)))
     return entries
 
 
@@ -130,10 +127,9 @@ def module_entries(modname: str) -> list[Entry]:
             continue
         qual = prefix + name
         doc = obj.__dict__.get("__doc__") if is_class else obj.__doc__
-        summary = summarise(doc if isinstance(doc, str) else None)
-        if summary:
+        if summary := summarise(doc if isinstance(doc, str) else None):
             kind = "class" if is_class else "function"
-            entries.append(Entry(qual, kind, modname, "", signature_of(obj, qual), summary))
+            entries.append(Entry(qual, kind, modname, "", signature_of(obj, qual), summary, id(obj)))
         if is_class:
             entries.extend(method_entries(obj, modname, qual))
     return entries
@@ -178,8 +174,10 @@ def build_records(entries: list[Entry], rng: random.Random) -> list[dict]:
     records = []
     for e in entries:
         kind = e.kind if e.kind in QUESTIONS else "method"
-        messages = [{"role": "user", "content": rng.choice(QUESTIONS[kind]).format(q=e.qualname)},
-                    {"role": "assistant", "content": first_answer(e)}]
+        messages = [
+            {"role": "user", "content": rng.choice(QUESTIONS[kind]).format(q=e.qualname)},
+            {"role": "assistant", "content": first_answer(e)},
+        ]
         if rng.random() < FOLLOW_UP_RATE:
             question, answer = follow_up(e, rng)
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
@@ -188,19 +186,14 @@ def build_records(entries: list[Entry], rng: random.Random) -> list[dict]:
 
 
 def collect() -> list[Entry]:
-    """All entries from all modules, sorted by name, with duplicate descriptions dropped."""
+    """All entries, sorted by name; an alias or a repeated answer is dropped (the shortest name is kept)."""
     entries, seen = [], set()
-    for e in sorted((e for m in MODULES for e in module_entries(m)), key=lambda e: e.qualname):
-        if e.qualname not in seen and e.summary not in seen:
-            seen.update((e.qualname, e.summary))
+    found = [e for m in MODULES for e in module_entries(m)]
+    for e in sorted(found, key=lambda e: (e.qualname.count("."), e.qualname)):
+        if not {e.qualname, e.ident, first_answer(e)} & seen:
+            seen.update((e.qualname, e.ident, first_answer(e)))
             entries.append(e)
-    return entries
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    """Write records as UTF-8 JSON lines."""
-    lines = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
-    path.write_text("".join(lines), encoding="utf-8")
+    return sorted(entries, key=lambda e: e.qualname)
 
 
 def write_card(train: list[dict], evals: list[dict]) -> None:
@@ -243,8 +236,9 @@ def main() -> None:
     train = [r for r in records if r["source"] not in held_out]
     evals = [r for r in records if r["source"] in held_out]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    write_jsonl(OUT_DIR / "train.jsonl", train)
-    write_jsonl(OUT_DIR / "eval.jsonl", evals)
+    for split, rows in (("train", train), ("eval", evals)):
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        (OUT_DIR / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
     write_card(train, evals)
     kinds = dict(sorted(Counter(e.kind for e in entries).items()))
     print(f"Python {sys.version.split()[0]}: {len(entries)} objects from {len(MODULES)} modules {kinds}")
