@@ -1,117 +1,93 @@
-"""Load training and eval records from local files into conversational form, validating every record."""
+"""Load the recipe's data: sources -> validated records in conversational form -> mixture -> train/eval
+splits; then tokenize them with loss masks (cached under a content key)."""
 
 from __future__ import annotations
 
-import glob
-import json
 import logging
+import random
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import DataError
-from pipeline.formatting import Messages, tokenize_conversation, tokenize_text
-from pipeline.recipe import DataSpec, Recipe, SourceSpec
+from pipeline.formatting import TemplateMismatch, tokenize_conversation, tokenize_text
+from pipeline.recipe import Recipe, SourceSpec
+from pipeline.records import convert, detect_format
+from pipeline.sources import read_source
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass
 class Splits:
-    """Records of the train and eval splits in conversational form, with counts of skipped records."""
+    """Records of the train and eval splits in conversational form, with counts of skipped records.
+
+    Each record is {'messages': [...], 'prompt_turns': n, 'location': 'file:line'} or
+    {'text': ..., 'location': ...}; `skipped` maps a source (file or Hub id) to its count of skipped records.
+    """
 
     train: list[dict[str, Any]]
     eval: list[dict[str, Any]]
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _files(recipe: Recipe, source: SourceSpec) -> list[Path]:
-    pattern = recipe.resolve_path(source.path)
-    path = Path(pattern)
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".jsonl", ".json"))
-    matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-    if not matches:
-        raise DataError(f"{source.path}: no such data file; check data.train / data.eval in the recipe.")
-    return matches
-
-
-def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
-    """(location, record) pairs, where location is 'file:line'."""
-    records = []
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append((f"{path}:{number}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{number}: invalid JSON ({exc.msg}); each line must be one JSON object.") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; give a JSONL file with one JSON object per line.") from None
-    return records
-
-
-def check_messages(messages: Any) -> Messages:
-    """Validate an OpenAI-style message list; raises ValueError naming the bad field."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("messages must be a non-empty list of {role, content} objects")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ValueError(f"messages[{index}] must be an object with role and content")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise ValueError(f"messages[{index}].role must be one of {', '.join(ROLES)} (got {role!r})")
-        if not isinstance(content, str) or not content.strip():
-            raise ValueError(f"messages[{index}].content must be a non-empty string")
-    if not any(m["role"] == "assistant" for m in messages):
-        raise ValueError("the conversation has no assistant turn to train on")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def to_conversation(record: Any, spec: DataSpec) -> dict[str, Any]:
-    """A record in conversational form: {'messages': [...]}, with the recipe's system prompt injected."""
-    if not isinstance(record, dict):
-        raise ValueError("each record must be a JSON object")
-    if "messages" not in record:
-        raise ValueError(f"no 'messages' field (fields: {', '.join(sorted(record)) or 'none'})")
-    messages = check_messages(record["messages"])
-    if spec.system_prompt and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": spec.system_prompt}, *messages]
-    return {"messages": messages}
+def _invalid(recipe: Recipe, location: str, message: str, skipped: dict[str, int]) -> None:
+    """Stop on a bad record (data.on_invalid: error) or count it as skipped."""
+    if recipe.data.on_invalid == "error":
+        raise DataError(f"{location}: {message}; fix the record or set data.on_invalid: skip.")
+    source = location.rsplit(":", 1)[0].split("[", 1)[0]
+    skipped[source] = skipped.get(source, 0) + 1
 
 
 def load_source(recipe: Recipe, source: SourceSpec, skipped: dict[str, int]) -> list[dict[str, Any]]:
-    """Every valid record of one source, in conversational form."""
-    records = []
-    for path in _files(recipe, source):
-        for location, raw in _read_jsonl(path):
-            try:
-                records.append(to_conversation(raw, recipe.data))
-            except ValueError as exc:
-                if recipe.data.on_invalid == "error":
-                    raise DataError(f"{location}: {exc}; fix the record or set data.on_invalid: skip.") from None
-                skipped[str(path)] = skipped.get(str(path), 0) + 1
-    if source.max_examples:
-        records = records[: source.max_examples]
+    """Every valid record of one source, converted from its (detected or declared) format."""
+    records: list[dict[str, Any]] = []
+    fmt = None if source.format == "auto" else source.format
+    for location, raw in read_source(recipe, source):
+        try:
+            fmt = fmt or detect_format(raw)
+            record = convert(raw, fmt, recipe.data.system_prompt)
+        except ValueError as exc:
+            _invalid(recipe, location, str(exc), skipped)
+            continue
+        records.append({**record, "location": location})
+        if source.max_examples and len(records) >= source.max_examples and not source.weight:
+            break
     if not records:
-        raise DataError(f"{source.path}: no usable records; the file is empty or every record was skipped.")
+        raise DataError(f"{source.path}: no usable records; the source is empty or every record was skipped.")
     return records
 
 
-def load_splits(recipe: Recipe) -> Splits:
-    """Train and eval records for a recipe: eval from data.eval, or split off train (seeded)."""
-    import random
+def mix(parts: list[tuple[SourceSpec, list[dict[str, Any]]]], seed: int) -> list[dict[str, Any]]:
+    """Combine sources. Without weights they are concatenated. With weights, the mixture keeps the total
+    size (or the sum of max_examples) and gives each source its weight's share, repeating a small source
+    (seeded) when its share exceeds its size."""
+    if not any(spec.weight for spec, _ in parts):
+        return [r for _, records in parts for r in records]
+    rng = random.Random(seed)
+    total = sum(spec.max_examples or len(records) for spec, records in parts)
+    weights = [spec.weight or 1.0 for spec, _ in parts]
+    mixed: list[dict[str, Any]] = []
+    for weight, (_, records) in zip(weights, parts, strict=True):
+        count = max(1, round(total * weight / sum(weights)))
+        repeats, rest = divmod(count, len(records))
+        mixed += records * repeats + rng.sample(records, rest)
+    rng.shuffle(mixed)
+    return mixed
 
+
+def _load(recipe: Recipe, sources: list[SourceSpec], skipped: dict[str, int]) -> list[dict[str, Any]]:
+    return mix([(s, load_source(recipe, s, skipped)) for s in sources], recipe.data.seed)
+
+
+def load_splits(recipe: Recipe) -> Splits:
+    """Train and eval records: eval from data.eval, or split off train (a fraction or a count, seeded)."""
     skipped: dict[str, int] = {}
-    train = [r for s in recipe.data.train for r in load_source(recipe, s, skipped)]
-    eval_records = [r for s in recipe.data.eval for r in load_source(recipe, s, skipped)]
+    train = _load(recipe, recipe.data.train, skipped)
+    eval_records = _load(recipe, recipe.data.eval, skipped) if recipe.data.eval else []
     if not eval_records and recipe.data.eval_size > 0:
         random.Random(recipe.data.seed).shuffle(train)
         size = recipe.data.eval_size
@@ -120,28 +96,105 @@ def load_splits(recipe: Recipe) -> Splits:
     if recipe.data.max_examples:
         train = train[: recipe.data.max_examples]
     if not train:
-        raise DataError("data.train: no training records left after the eval split; add data or lower data.eval_size.")
+        raise DataError(
+            "data.train: no training records left after the eval split; add data or lower data.eval_size."
+        )
+    if skipped:
+        log.warning(
+            "Skipped %d invalid record(s): %s",
+            sum(skipped.values()),
+            ", ".join(f"{k} ({v})" for k, v in skipped.items()),
+        )
     return Splits(train=train, eval=eval_records, skipped=skipped)
 
 
-def tokenize_records(
-    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, recipe: Recipe, desc: str = "Tokenizing"
-) -> Dataset:
-    """A datasets.Dataset of input_ids and assistant_masks; examples with no trained token are dropped."""
+def encode_record(
+    record: dict[str, Any], tokenizer: PreTrainedTokenizerBase, recipe: Recipe
+) -> dict[str, Any]:
+    """input_ids, assistant_masks, num_tokens and num_trained of one record (raises TemplateMismatch)."""
+    if "text" in record:
+        return tokenize_text(tokenizer, record["text"], recipe.train.max_length)
+    return tokenize_conversation(
+        tokenizer,
+        record["messages"],
+        recipe.train.max_length,
+        recipe.train.loss_on,
+        record.get("prompt_turns", 0),
+    )
+
+
+def _build(
+    records: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    recipe: Recipe,
+    desc: str,
+    keep_untrained: bool,
+) -> tuple[Dataset, dict[str, Any]]:
     from datasets import Dataset
 
-    def encode(record: dict[str, Any]) -> dict[str, Any]:
-        if "text" in record:
-            return tokenize_text(tokenizer, record["text"], recipe.train.max_length)
-        return tokenize_conversation(tokenizer, record["messages"], recipe.train.max_length, recipe.train.loss_on)
+    columns: dict[str, list[Any]] = {
+        "input_ids": [],
+        "assistant_masks": [],
+        "num_tokens": [],
+        "num_trained": [],
+        "location": [],
+    }
+    skipped: dict[str, int] = {}
+    untrained = 0
+    for record in records:
+        location = record.get("location", "record")
+        try:
+            row = encode_record(record, tokenizer, recipe)
+        except TemplateMismatch as exc:
+            _invalid(recipe, location, str(exc), skipped)
+            continue
+        if not any(row["assistant_masks"]) and not keep_untrained:
+            untrained += 1  # every trained token was cut by max_length
+            continue
+        row["location"] = location
+        for key, values in columns.items():
+            values.append(row[key])
+    if untrained:
+        log.warning(
+            "%s: %d example(s) had no trained token left after truncation to %d tokens and were dropped.",
+            desc,
+            untrained,
+            recipe.train.max_length,
+        )
+    if not columns["input_ids"]:
+        raise DataError(
+            f"{desc}: no example has a trained token left; raise train.max_length or check the data."
+        )
+    return Dataset.from_dict(columns), {"skipped": skipped, "untrained": untrained}
 
-    raw = Dataset.from_list(records)
-    dataset = raw.map(encode, remove_columns=raw.column_names, desc=desc)
-    before = len(dataset)
-    dataset = dataset.filter(lambda row: any(row["assistant_masks"]), desc="Dropping untrained examples")
-    if len(dataset) < before:
-        log.warning("%d example(s) had no trained token after truncation to %d and were dropped.",
-                    before - len(dataset), recipe.train.max_length)
-    if len(dataset) == 0:
-        raise DataError(f"{desc}: every example lost all trained tokens; raise train.max_length.")
+
+def tokenize_records(
+    records: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    recipe: Recipe,
+    desc: str = "Tokenizing",
+    skipped: dict[str, int] | None = None,
+    keep_untrained: bool = False,
+) -> Dataset:
+    """A datasets.Dataset of input_ids and assistant_masks (plus num_tokens, num_trained, location).
+
+    Conversations the chat template cannot render follow data.on_invalid (counted into `skipped`);
+    examples with no trained token left after truncation are dropped (kept with keep_untrained, for audits).
+    Results are cached (pipeline.datacache).
+    """
+    from pipeline.datacache import cached_dataset, content_key
+
+    options = {
+        "max_length": recipe.train.max_length,
+        "loss_on": recipe.train.loss_on,
+        "on_invalid": recipe.data.on_invalid,
+        "keep_untrained": keep_untrained,
+    }
+    key = content_key(records, tokenizer, options)
+    dataset, meta, hit = cached_dataset(key, lambda: _build(records, tokenizer, recipe, desc, keep_untrained))
+    if hit:
+        log.info("%s: reusing the tokenized data cache (%s).", desc, key)
+    if skipped is not None:
+        for source, count in meta["skipped"].items():
+            skipped[source] = skipped.get(source, 0) + count
     return dataset

@@ -4,25 +4,46 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import DataError
-
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 Messages = list[dict[str, str]]
 
 
-def render(tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool = False) -> str:
-    """The chat template applied to messages, as text."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+class TemplateMismatch(ValueError):
+    """The chat template cannot render a conversation, or renders it in a way masks cannot follow."""
 
 
-def assistant_spans(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> tuple[str, list[tuple[int, int]]]:
+def render(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool = False
+) -> str:
+    """The chat template applied to messages, as text; template errors become TemplateMismatch."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    except TemplateError as exc:
+        raise TemplateMismatch(f"the chat template cannot render this conversation ({exc})") from None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of two strings."""
+    size = min(len(a), len(b))
+    return next((i for i in range(size) if a[i] != b[i]), size)
+
+
+def assistant_spans(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of every assistant turn.
 
     A span runs from the end of the generation prompt before the turn to the end of the turn as the
     template renders it, so it includes the end-of-turn token. Works for templates without
-    `{% generation %}` markers, provided rendering a prefix of the conversation gives a prefix of the text.
+    `{% generation %}` markers: the prompt before each turn must render as a prefix of the conversation.
+    The turn ends where the conversation cut after it stops agreeing with the whole conversation, so
+    templates that close a finished conversation with an extra EOS (Phi-3) are handled too.
     """
     full = render(tokenizer, messages)
     spans: list[tuple[int, int]] = []
@@ -30,14 +51,26 @@ def assistant_spans(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> t
         if message["role"] != "assistant":
             continue
         prompt = render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
-        upto = render(tokenizer, messages[: index + 1])
-        if not (full.startswith(upto) and upto.startswith(prompt)):
-            raise DataError(
-                f"turn {index}: the chat template renders this conversation inconsistently (a prefix of the "
-                "conversation is not a prefix of its rendering); check the role order or use another template."
+        end = _common_prefix(render(tokenizer, messages[: index + 1]), full)
+        if not full.startswith(prompt) or message["content"].strip() not in full[len(prompt) : end]:
+            raise TemplateMismatch(
+                f"messages[{index}]: the chat template renders this conversation inconsistently (the prompt "
+                "before the turn is not a prefix of the conversation, or the turn's text is not where it "
+                "should be); check the role order or use another template"
             )
-        spans.append((len(prompt), len(upto)))
+        spans.append((len(prompt), end))
     return full, spans
+
+
+def _trained_spans(
+    messages: Messages, spans: list[tuple[int, int]], loss_on: str, prompt_turns: int
+) -> list[tuple[int, int]]:
+    """The assistant spans that carry the loss: never prompt turns; 'completion' keeps only the last."""
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    kept = [(turn, span) for turn, span in zip(turns, spans, strict=True) if turn >= prompt_turns]
+    if loss_on == "completion" and not prompt_turns:
+        kept = kept[-1:]
+    return [span for _, span in kept]
 
 
 def tokenize_conversation(
@@ -45,32 +78,45 @@ def tokenize_conversation(
     messages: Messages,
     max_length: int,
     loss_on: str = "assistant",
+    prompt_turns: int = 0,
 ) -> dict[str, Any]:
     """Token ids and a 0/1 loss mask (`assistant_masks`) for one conversation, truncated to max_length.
 
-    loss_on: 'assistant' trains every assistant turn, 'completion' only the last one, 'all' every token.
-    The returned dict also has `num_tokens` (before truncation) for audits and statistics.
+    loss_on: 'assistant' trains every assistant turn, 'completion' only the last one (or the completion
+    of a prompt/completion record), 'all' every token. The first `prompt_turns` messages are never trained.
+    Also returns `num_tokens` and `num_trained` (both before truncation) for audits and statistics.
     """
     text, spans = assistant_spans(tokenizer, messages)
-    if loss_on == "completion":
-        spans = spans[-1:]
+    spans = _trained_spans(messages, spans, loss_on, prompt_turns)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"]
     if loss_on == "all":
         mask = [1] * len(ids)
     else:
-        mask = [int(any(start <= begin < end for start, end in spans)) for begin, _ in encoding["offset_mapping"]]
-    return {"input_ids": ids[:max_length], "assistant_masks": mask[:max_length], "num_tokens": len(ids)}
+        # A token is trained when it lies wholly inside a span (never one that straddles its edge).
+        offsets = encoding["offset_mapping"]
+        mask = [int(any(start <= begin and stop <= end for start, end in spans)) for begin, stop in offsets]
+    return {
+        "input_ids": ids[:max_length],
+        "assistant_masks": mask[:max_length],
+        "num_tokens": len(ids),
+        "num_trained": sum(mask),
+    }
 
 
 def tokenize_text(tokenizer: PreTrainedTokenizerBase, text: str, max_length: int) -> dict[str, Any]:
     """Token ids for plain text (continued pre-training): every token, and a closing EOS, carries the loss."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return {"input_ids": ids[:max_length], "assistant_masks": [1] * min(len(ids), max_length), "num_tokens": len(ids)}
+    return {
+        "input_ids": ids[:max_length],
+        "assistant_masks": [1] * min(len(ids), max_length),
+        "num_tokens": len(ids),
+        "num_trained": len(ids),
+    }
 
 
 def prompt_messages(messages: Messages) -> tuple[Messages, str]:
-    """Split a conversation into the prompt (all turns before the last assistant turn) and its reference answer."""
+    """Split a conversation into the prompt (turns before the last assistant turn) and the reference."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
         return messages, ""
