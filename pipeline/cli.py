@@ -20,6 +20,28 @@ app = typer.Typer(
 
 OVERRIDES_HELP = "Dotted overrides such as train.max_steps=2 adapter.r=8."
 
+data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's data: formats, loss masks, lengths.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("audit")
+def data_audit(
+    recipe: str = typer.Argument("lora-small", help="Recipe name (recipes/<name>.yaml) or path."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    examples: int = typer.Option(3, "--examples", "-n", help="Examples shown with trained tokens highlighted."),
+    split: str = typer.Option("train", help="Split to audit: train or eval."),
+    html: str = typer.Option(None, help="HTML file; default <train.output_dir>/<recipe>-data-audit.html."),
+) -> None:
+    """Show which tokens carry the loss and length statistics; fail on zero-trained or unstoppable turns."""
+    from pathlib import Path
+
+    from pipeline.audit import audit
+    from pipeline.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides or [], check=False)
+    target = Path(html) if html else Path(loaded.train.output_dir) / f"{loaded.name}-data-audit.html"
+    audit(loaded, examples, split, target, Console())
+
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
