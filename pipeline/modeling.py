@@ -48,11 +48,16 @@ def load_tokenizer(spec: ModelSpec, folder: Path | None = None) -> PreTrainedTok
         if not template.is_file():
             raise RecipeError(f"model.chat_template: file '{template}' not found; see recipes/templates/.")
         tokenizer.chat_template = template.read_text(encoding="utf-8")
+    if spec.add_special_tokens:
+        # Already-present tokens are a no-op, so a tokenizer saved with an adapter can go through here again.
+        tokenizer.add_tokens(list(spec.add_special_tokens), special_tokens=True)
     if tokenizer.pad_token_id is None:
-        # Labels are built from masks, never from pad ids, so reusing EOS as pad cannot mask EOS out of the loss.
+        # Labels come from masks, never from pad ids, so reusing EOS as pad cannot mask EOS out of the loss.
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
-        raise AssetError(f"{spec.name}: the tokenizer has no chat template; set model.chat_template to a file.")
+        raise AssetError(
+            f"{spec.name}: the tokenizer has no chat template; set model.chat_template to a file."
+        )
     return tokenizer
 
 
@@ -73,8 +78,44 @@ def quantization_config(spec: ModelSpec, dtype: torch.dtype) -> Any:
     )
 
 
+def new_token_ids(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Token ids of the recipe's added special tokens (model.add_special_tokens), in recipe order."""
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(list(spec.add_special_tokens))]
+
+
+def resize_embeddings(model: PreTrainedModel, vocab_size: int) -> bool:
+    """Grow the input/output embeddings to vocab_size rows if they are smaller; True when resized."""
+    if model.get_input_embeddings().weight.shape[0] >= vocab_size:
+        return False
+    log.info("Resizing the token embeddings to %d rows for the added special tokens.", vocab_size)
+    model.resize_token_embeddings(vocab_size)
+    return True
+
+
+def _keep_exact_4bit_path(model: PreTrainedModel) -> None:
+    """Turn off bitsandbytes' CPU inference fast path for 4-bit layers.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks 4-bit weights with bf16 scales on the first
+    no-grad forward in eval mode: logits then differ from those seen in training (and from a
+    de-quantized merge), and layers narrower than the 64-value quantization block fail outright.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _on_gpu(model: PreTrainedModel) -> bool:
+    return any(p.device.type == "cuda" for p in model.parameters())
+
+
 def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any = None) -> PreTrainedModel:
-    """Load the base causal LM from safetensors in the recipe's dtype and quantization."""
+    """Load the base causal LM from safetensors in the recipe's dtype and quantization.
+
+    With model.add_special_tokens the embeddings are resized to the tokenizer's new length, so the
+    same call gives the base that adapters of such runs load onto.
+    """
     from transformers import AutoModelForCausalLM
 
     folder = folder or resolve_model(spec.name, spec.revision)
@@ -96,6 +137,10 @@ def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise AssetError(f"{spec.name}: cannot load the model ({str(exc).splitlines()[0]}).") from None
+    if spec.quantization == "4bit" and not _on_gpu(model):
+        _keep_exact_4bit_path(model)
+    if spec.add_special_tokens:
+        resize_embeddings(model, len(load_tokenizer(spec, folder)))
     # Adapters record this as base_model_name_or_path: keep the portable Hub id, not a cache folder.
     model.name_or_path = spec.name
     model.config._name_or_path = spec.name

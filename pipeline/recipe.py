@@ -44,6 +44,10 @@ class ModelSpec(Spec):
     chat_template: str | None = Field(
         None, description="Path of a Jinja chat template file (e.g. recipes/templates/chatml.jinja) to use instead of the tokenizer's."
     )
+    add_special_tokens: list[str] = Field(
+        default_factory=list,
+        description="Special tokens to add (e.g. '<tool_call>'); embeddings grow and only the new rows are trained.",
+    )
 
 
 class AdapterSpec(Spec):

@@ -86,7 +86,7 @@ def build_trainer(
     """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning)."""
     from trl import SFTTrainer
 
-    from pipeline.adapters import build_peft_config
+    from pipeline.adapters import peft_config_for
 
     return SFTTrainer(
         model=model,
@@ -94,6 +94,6 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=build_peft_config(recipe.adapter),
+        peft_config=peft_config_for(recipe, model, tokenizer),
         callbacks=callbacks,
     )

@@ -1,0 +1,257 @@
+"""Post-training checks: the saved result reloads with plain peft/transformers and serves where expected."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import AssetError
+from pipeline.export import FULL_WEIGHT_FILES, write_json
+from pipeline.recipe import Recipe
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+PROBE_PROMPTS = ("What does json.dumps do?", "Write one short sentence about the sea.")
+# Largest |logit difference| allowed, relative to the largest |logit|: reloading repeats the same
+# arithmetic, so anything beyond rounding noise means the saved files do not reproduce the model.
+RELATIVE_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}
+VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank
+VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # values vLLM accepts for --max-lora-rank
+ADAPTER_KEY_MARKERS = ("lora_", "token_adapter", "trainable_tokens")
+
+
+def probe_batch(
+    tokenizer: PreTrainedTokenizerBase, extra_tokens: list[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """A padded batch of chat-rendered prompts; added special tokens appear in it so their rows count."""
+    texts = [f"{p} {' '.join(extra_tokens or [])}".strip() for p in PROBE_PROMPTS]
+    rendered = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
+        )
+        for t in texts
+    ]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        return dict(tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False))
+    finally:
+        tokenizer.padding_side = side
+
+
+def probe_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """float32 CPU logits of the batch in eval mode (the model's train/eval mode is restored)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+    finally:
+        model.train(was_training)
+    mask = batch["attention_mask"].bool()
+    return logits.float().cpu()[mask]  # padded positions dropped: (tokens, vocab)
+
+
+def compare_logits(reference: torch.Tensor, other: torch.Tensor, dtype_name: str) -> dict[str, Any]:
+    """Largest absolute logit difference, relative to the largest logit, and whether it is tolerable."""
+    if reference.shape != other.shape:
+        return {
+            "passed": False,
+            "reason": f"logit shapes differ: {tuple(reference.shape)} vs {tuple(other.shape)}",
+        }
+    diff = float((reference - other).abs().max())
+    scale = max(1.0, float(reference.abs().max()))
+    tolerance = RELATIVE_TOLERANCE.get(dtype_name, RELATIVE_TOLERANCE["bfloat16"])
+    return {
+        "max_abs_diff": diff,
+        "max_abs_logit": scale,
+        "relative_diff": diff / scale,
+        "relative_tolerance": tolerance,
+        "passed": diff / scale <= tolerance,
+    }
+
+
+def dtype_name(model: PreTrainedModel) -> str:
+    """The lowest float precision among the weights: trl keeps QLoRA adapters in bf16 while a plain
+    peft reload computes them in fp32, so such a model is held to the bf16 tolerance."""
+    import torch
+
+    dtypes = {p.dtype for p in model.parameters() if p.dtype.is_floating_point}
+    for dtype in (torch.bfloat16, torch.float16):
+        if dtype in dtypes:
+            return str(dtype).removeprefix("torch.")
+    return "float32"
+
+
+def adapter_file_problems(folder: Path, full: bool) -> list[str]:
+    """What is wrong with the saved files: an adapter must hold no full-model weights, a full run must."""
+    names = {p.name for p in folder.iterdir()}
+    if full:
+        has_weights = bool({"model.safetensors", "model.safetensors.index.json"} & names)
+        pickles = sorted(n for n in names if n.startswith("pytorch_model") or n.endswith((".pt", ".pth")))
+        return ([] if has_weights else [f"{folder}: no model.safetensors written"]) + [
+            f"{folder}/{n}: pickle weights; safetensors only" for n in pickles
+        ]
+    problems = [
+        f"{folder}/{n}: full-model weights in an adapter folder"
+        for n in sorted(names & set(FULL_WEIGHT_FILES))
+    ]
+    if "adapter_model.safetensors" not in names:
+        return [*problems, f"{folder}: adapter_model.safetensors missing"]
+    import json
+
+    from peft.utils.other import EMBEDDING_LAYER_NAMES
+    from safetensors import safe_open
+
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    # peft saves whole embedding layers when the vocabulary was resized; modules_to_save are whole by design.
+    allowed = [*EMBEDDING_LAYER_NAMES, *(config.get("modules_to_save") or [])]
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    stray = [
+        k
+        for k in keys
+        if not any(m in k for m in ADAPTER_KEY_MARKERS)
+        and not any(f".{name}." in f".{k}" for name in allowed)
+    ]
+    if stray:
+        problems.append(
+            f"{folder}/adapter_model.safetensors: {len(stray)} base-model tensors (e.g. {stray[0]})"
+        )
+    return problems
+
+
+def serving_warnings(
+    adapter_config: dict[str, Any], added_tokens: int, vocab: tuple[int, int] | None
+) -> list[str]:
+    """Plain-words warnings for adapters that common servers (vLLM above all) will not load as they are."""
+    warnings = []
+    merge_hint = "merge it with `pipeline merge RUN` and serve the merged model instead"
+    if adapter_config.get("modules_to_save"):
+        modules = ", ".join(adapter_config["modules_to_save"])
+        warnings.append(f"vLLM refuses adapters with modules_to_save (here: {modules}); {merge_hint}.")
+    if adapter_config.get("use_dora"):
+        warnings.append(f"vLLM does not serve DoRA adapters; {merge_hint}.")
+    rank = max(
+        [int(adapter_config.get("r", 0)), *map(int, (adapter_config.get("rank_pattern") or {}).values())]
+    )
+    if rank > VLLM_MAX_LORA_RANK:
+        needed = next((r for r in VLLM_RANKS if r >= rank), rank)
+        warnings.append(
+            f"LoRA rank {rank} is above vLLM's default limit of {VLLM_MAX_LORA_RANK}; "
+            f"start vLLM with --max-lora-rank {needed}."
+        )
+    if vocab is not None and vocab[1] != vocab[0]:
+        warnings.append(
+            f"The vocabulary was resized from {vocab[0]} to {vocab[1]} rows: load the tokenizer from the "
+            "adapter folder and resize the base's embeddings before attaching the adapter."
+        )
+    if added_tokens:
+        warnings.append(
+            f"The adapter trains the embeddings of {added_tokens} added special tokens; vLLM serves "
+            f"adapters on the base vocabulary only, so {merge_hint}."
+        )
+    return warnings
+
+
+def _fresh_copy(recipe: Recipe, folder: Path, full: bool, device: Any) -> PreTrainedModel:
+    """The saved result loaded the way a user would: plain transformers (+ plain peft on a fresh base)."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.modeling import load_base_model, resolve_dtype
+
+    device_map = {"": device} if device.type == "cuda" else None
+    if full:
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=resolve_dtype(recipe.model.dtype), use_safetensors=True, device_map=device_map
+        )
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_base_model(recipe.model, device_map=device_map), str(folder))
+
+
+def _room_for_copy(model: PreTrainedModel) -> str | None:
+    """None, or why a second copy of the model does not fit on its GPU."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    needed = model.get_memory_footprint()
+    if free < 1.2 * needed:  # 20% headroom for activations of the probe prompts
+        return f"a second copy needs ~{needed / 2**30:.1f} GiB of GPU memory, {free / 2**30:.1f} GiB free"
+    return None
+
+
+def check_reload(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, folder: Path
+) -> dict:
+    """Reload the saved result on a fresh base and compare its logits with the in-memory model."""
+    reason = _room_for_copy(model)
+    if reason:
+        return {"passed": None, "skipped": reason}
+    batch = probe_batch(tokenizer, list(recipe.model.add_special_tokens))
+    reference = probe_logits(model, batch)
+    fresh = _fresh_copy(recipe, folder, recipe.adapter.method == "full", next(model.parameters()).device)
+    result = compare_logits(reference, probe_logits(fresh, batch), dtype_name(model))
+    del fresh
+    return result
+
+
+def _base_vocab_size(recipe: Recipe) -> int | None:
+    from transformers import AutoConfig
+
+    from pipeline.assets import resolve_model
+
+    config = AutoConfig.from_pretrained(str(resolve_model(recipe.model.name, recipe.model.revision)))
+    return getattr(config.get_text_config(), "vocab_size", None)
+
+
+def _warnings_for(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, folder: Path
+) -> list:
+    import json
+
+    from pipeline.modeling import new_token_ids
+
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    rows = model.get_input_embeddings().weight.shape[0]
+    base_rows = _base_vocab_size(recipe) if recipe.model.add_special_tokens else None
+    vocab = (base_rows, rows) if base_rows else None
+    return serving_warnings(config, len(new_token_ids(recipe.model, tokenizer)), vocab)
+
+
+def run_checks(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, folder: Path
+) -> dict:
+    """All post-training checks; writes checks.json beside the folder and raises AssetError if one fails."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {"skipped": "not the main process"}
+    folder = Path(folder)
+    full = recipe.adapter.method == "full"
+    result: dict[str, Any] = {"files": {"problems": adapter_file_problems(folder, full)}}
+    result["files"]["passed"] = not result["files"]["problems"]
+    result["reload"] = check_reload(model, tokenizer, recipe, folder)
+    result["warnings"] = [] if full else _warnings_for(model, tokenizer, recipe, folder)
+    for warning in result["warnings"]:
+        log.warning("warning: %s", warning)
+    result["passed"] = result["files"]["passed"] and result["reload"].get("passed") is not False
+    write_json(folder.parent / "checks.json", result)
+    if not result["passed"]:
+        reload = result["reload"]
+        reason = result["files"]["problems"][:1] or [
+            f"reloading {folder} gives logits up to {reload.get('max_abs_diff', '?')} away from the trained "
+            f"model ({reload.get('reason', 'beyond tolerance')})"
+        ]
+        raise AssetError(f"post-training check failed: {reason[0]}; see {folder.parent / 'checks.json'}.")
+    return result

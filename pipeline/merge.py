@@ -1,0 +1,156 @@
+"""`pipeline merge`: fold an adapter into its base and write a standalone, verified model folder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.checks import compare_logits, probe_batch, probe_logits
+from pipeline.errors import AssetError, RecipeError
+from pipeline.export import atomic_dir, write_json
+from pipeline.recipe import ModelSpec
+from pipeline.targets import TargetRef, resolve_target
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Reloading the written folder must reproduce the in-memory merged model: same weights, same arithmetic.
+RELOAD_TOLERANCE = 1e-5
+
+
+@dataclass
+class MergeResult:
+    """Where the merged model went and how closely it matches base + adapter."""
+
+    output: Path
+    dtype: str
+    dequantized_from: str | None
+    max_abs_diff: float
+    relative_diff: float
+    relative_tolerance: float
+    reload_max_abs_diff: float
+    seconds: float
+
+
+def default_output(ref: TargetRef) -> Path:
+    """RUN/merged for a run folder, ADAPTER-merged beside a bare adapter folder."""
+    if ref.run_dir is not None:
+        return ref.run_dir / "merged"
+    assert ref.adapter_dir is not None
+    return ref.adapter_dir.with_name(f"{ref.adapter_dir.name}-merged")
+
+
+def _base(ref: TargetRef, tokenizer: PreTrainedTokenizerBase, fp32: bool) -> PreTrainedModel:
+    """The base as trained (fp32 on request), its embeddings grown to the adapter's tokenizer if needed."""
+    from pipeline.modeling import load_base_model, resize_embeddings
+
+    model = load_base_model(ref.base.model_copy(update={"dtype": "float32"}) if fp32 else ref.base)
+    resize_embeddings(model, len(tokenizer))  # bare adapter folders name no added tokens in a recipe
+    return model
+
+
+def _merged_fp32(ref: TargetRef, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """Base (de-quantized to fp32 when it was trained in 4/8-bit) with the adapter folded in."""
+    import torch
+    from peft import PeftModel
+
+    model = _base(ref, tokenizer, fp32=True)
+    if ref.base.quantization != "none":
+        # De-quantize the very weights training saw (not the original checkpoint), then merge in fp32.
+        model = model.dequantize(dtype=torch.float32)
+    return PeftModel.from_pretrained(model, str(ref.adapter_dir)).merge_and_unload()
+
+
+def _reference(ref: TargetRef, tokenizer: PreTrainedTokenizerBase, batch: dict[str, Any]) -> Any:
+    """Logits of base + adapter exactly as trained (quantized base included)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(_base(ref, tokenizer, fp32=False), str(ref.adapter_dir))
+    logits = probe_logits(model, batch)
+    del model
+    return logits
+
+
+def _full_model(ref: TargetRef) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(ref.base.name, dtype="float32", use_safetensors=True)
+
+
+def _target_dtype(base: ModelSpec, dtype: str) -> Any:
+    from pipeline.modeling import resolve_dtype
+
+    if dtype not in DTYPES:
+        raise RecipeError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}.")
+    return resolve_dtype(base.dtype if dtype == "auto" else dtype)
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    model.config._name_or_path = str(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def merge_run(
+    target: str, output: Path | None = None, dtype: str = "auto", tolerance: float | None = None
+) -> MergeResult:
+    """Merge a run's (or an adapter folder's) adapter into its base, verify the logits, write atomically."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.modeling import load_tokenizer, resolve_dtype
+
+    started = time.perf_counter()
+    ref = resolve_target(target)
+    if ref.kind == "model":
+        raise AssetError(f"{target}: already a full model with no adapter; there is nothing to merge.")
+    torch_dtype = _target_dtype(ref.base, dtype)
+    output = Path(output) if output is not None else default_output(ref)
+    tokenizer = load_tokenizer(ref.base, folder=ref.tokenizer_dir)
+    batch = probe_batch(tokenizer, list(ref.base.add_special_tokens))
+
+    if ref.adapter_dir is None:  # full fine-tuning: the run already holds the whole model
+        merged = _full_model(ref)
+        reference = probe_logits(merged, batch)
+    else:
+        reference = _reference(ref, tokenizer, batch)
+        merged = _merged_fp32(ref, tokenizer)
+    trained_dtype = str(resolve_dtype(ref.base.dtype)).removeprefix("torch.")
+    match = compare_logits(reference, probe_logits(merged, batch), trained_dtype)
+    limit = tolerance if tolerance is not None else match["relative_tolerance"]
+    if not match.get("relative_diff", float("inf")) <= limit:
+        diff, relative = match.get("max_abs_diff", float("nan")), match.get("relative_diff", float("nan"))
+        raise AssetError(
+            f"{target}: the merged model's logits differ from base + adapter by {diff:.3g} "
+            f"(relative {relative:.2g}, tolerance {limit:.2g}); nothing was written to {output}."
+        )
+    merged = merged.to(torch_dtype)
+    expected = probe_logits(merged, batch)
+    with atomic_dir(output) as tmp:
+        _save(merged, tokenizer, tmp)
+        del merged
+        reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch_dtype, use_safetensors=True)
+        reload_diff = float((probe_logits(reloaded, batch) - expected).abs().max())
+        del reloaded
+        if reload_diff > RELOAD_TOLERANCE * max(1.0, float(expected.abs().max())):
+            raise AssetError(
+                f"{output}: the written model reloads with logits {reload_diff:.3g} off; not kept."
+            )
+    result = MergeResult(
+        output=output,
+        dtype=str(torch_dtype).removeprefix("torch."),
+        dequantized_from=ref.base.quantization if ref.base.quantization != "none" else None,
+        max_abs_diff=match["max_abs_diff"],
+        relative_diff=match["relative_diff"],
+        relative_tolerance=limit,
+        reload_max_abs_diff=reload_diff,
+        seconds=time.perf_counter() - started,
+    )
+    if ref.run_dir is not None:
+        write_json(ref.run_dir / "merge.json", {**asdict(result), "output": str(output)})
+    return result
