@@ -1,0 +1,169 @@
+"""Streaming generation: one prompt decoded in a background thread, its text handed out as it is produced."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from pipeline.generation import Sampling, assisted_kwargs, eos_token_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def _held_back(text: str, stop: tuple[str, ...]) -> int:
+    """Length of the longest end of text that could still grow into a stop string (not safe to show yet)."""
+    return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+@functools.cache
+def _streamer_class() -> type:
+    """transformers' TextIteratorStreamer that also counts the generated tokens and keeps the last one."""
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        tokens = 0
+        last_token: int | None = None
+
+        def put(self, value: Any) -> None:
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                ids = value.reshape(-1).tolist()
+                self.tokens += len(ids)
+                self.last_token = ids[-1] if ids else self.last_token
+            super().put(value)
+
+    return CountingStreamer
+
+
+def _cancel_criteria(event: threading.Event) -> Any:
+    """A stopping criterion that ends generation once event is set (client gone, user interrupt)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+            return torch.full(
+                (input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
+    return StoppingCriteriaList([Cancelled()])
+
+
+class TokenStream:
+    """Iterate the text of one generation as it is produced; stop strings are cut out, as in `generate`.
+
+    The generation runs in its own thread (inside `lock` when given, so one model serves one request at a
+    time). `cancel()` (or leaving a `with` block early) stops it at the next token. After the iteration,
+    `finish_reason` is "stop", "length" or "cancelled" and `tokens` counts the generated tokens.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: str,
+        sampling: Sampling | None = None,
+        assistant_model: PreTrainedModel | None = None,
+        assistant_tokenizer: PreTrainedTokenizerBase | None = None,
+        lock: AbstractContextManager[Any] | None = None,
+        add_special_tokens: bool = False,
+        setup: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.sampling = sampling or Sampling()
+        if self.sampling.n != 1:
+            raise ValueError("a stream generates one sample; use n=1")
+        self.prompt, self.prompt_tokens, self._add_special = prompt, 0, add_special_tokens
+        self.finish_reason = "length"
+        self.seconds = 0.0
+        self.error: BaseException | None = None
+        self._eos = eos_token_ids(model, tokenizer)
+        self._cancel = threading.Event()
+        self._model, self._tokenizer, self._lock, self._setup = model, tokenizer, lock or nullcontext(), setup
+        self._extra = assisted_kwargs(model, tokenizer, self.sampling, assistant_model, assistant_tokenizer)
+        self._streamer = _streamer_class()(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import torch
+
+        try:
+            with self._lock:
+                if self._cancel.is_set():
+                    return
+                start = time.perf_counter()
+                # Tokenizing here, inside the lock, keeps the (not thread-safe) fast tokenizer on one thread.
+                inputs = self._tokenizer(
+                    self.prompt, return_tensors="pt", add_special_tokens=self._add_special
+                )
+                self.prompt_tokens = int(inputs["input_ids"].shape[1])
+                scope = self._setup() if self._setup is not None else nullcontext()
+                with scope, torch.inference_mode():
+                    if self.sampling.seed is not None:
+                        torch.manual_seed(self.sampling.seed)
+                    self._model.generate(
+                        **inputs.to(self._model.device),
+                        **self.sampling.generate_kwargs(),
+                        **self._extra,
+                        streamer=self._streamer,
+                        stopping_criteria=_cancel_criteria(self._cancel),
+                        pad_token_id=self._tokenizer.pad_token_id,
+                        tokenizer=self._tokenizer,
+                    )
+                self.seconds = time.perf_counter() - start
+        except BaseException as exc:  # handed to the reading thread, which re-raises it
+            self.error = exc
+        finally:
+            self._streamer.end()
+
+    def cancel(self) -> None:
+        """Stop the generation at its next token (or before it starts when still queued)."""
+        self._cancel.set()
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __iter__(self) -> Iterator[str]:
+        text, sent, stop = "", 0, self.sampling.stop
+        for piece in self._streamer:
+            text += piece
+            # Text that could begin a stop string is held back, so stop strings start at or after `sent`.
+            hits = [i for i in (text.find(s, sent) for s in stop) if i >= 0]
+            if hits:
+                if min(hits) > sent:
+                    yield text[sent : min(hits)]
+                self.finish_reason = "stop"
+                self.cancel()
+                break
+            safe = len(text) - _held_back(text, stop)
+            if safe > sent:
+                yield text[sent:safe]
+                sent = safe
+        else:
+            if len(text) > sent:
+                yield text[sent:]
+            self._thread.join()
+            if self.error is not None:
+                raise self.error
+            if self._cancel.is_set():
+                self.finish_reason = "cancelled"
+            elif self._streamer.last_token in self._eos or self.tokens < self.sampling.max_new_tokens:
+                # EOS, or a stop string that the text search missed (split by skipped special tokens)
+                self.finish_reason = "stop"
+        self._thread.join()
+
+    @property
+    def tokens(self) -> int:
+        """Tokens generated so far (EOS included)."""
+        return self._streamer.tokens
+
+    def text(self) -> str:
+        """Consume the stream and return the whole text."""
+        return "".join(self)
