@@ -2,43 +2,311 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from pipeline.evaluation.report import comparison_rows
+from pipeline.export import write_text
 from pipeline.recipe import Recipe
 
+if TYPE_CHECKING:
+    from huggingface_hub import EvalResult, ModelCard
 
-def build_model_card(recipe: Recipe, metrics: dict[str, Any]) -> str:
-    """Markdown model card with Hub metadata for a finished run."""
-    base, adapted = metrics.get("base", {}), metrics.get("adapted", {})
-    method = "full fine-tuning" if recipe.adapter.method == "full" else (
-        "QLoRA" if recipe.model.quantization == "4bit" else "DoRA" if recipe.adapter.use_dora else "LoRA")
-    sources = ", ".join(s.path for s in recipe.data.train)
-    return f"""---
-base_model: {recipe.model.name}
-library_name: peft
-pipeline_tag: text-generation
-tags:
-- {method.lower().replace(" ", "-")}
-- sft
-- trl
----
+LOSS_IMAGE = "loss_curve.png"
+# comparison_rows() names -> model-index metric types (Hub metric ids where one exists).
+METRIC_TYPES = {
+    "perplexity (trained tokens)": "perplexity",
+    "perplexity (all tokens)": "perplexity",
+    "answer similarity (mean cosine)": "cosine_similarity",
+}
 
-# {recipe.name} adapter for {recipe.model.name}
 
-Fine-tuned with {method} (r={recipe.adapter.r}, alpha={recipe.adapter.alpha}, targets={recipe.adapter.target_modules})
-on {sources} by this project's `pipeline finetune {recipe.name}`.
+def describe_hardware() -> str:
+    """One line naming the accelerator (or CPU) this process runs on."""
+    import torch
 
-## Evaluation (held-out split)
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count} x {torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    cores = torch.get_num_threads()
+    processor = platform.processor() or "unknown model"
+    return f"CPU {platform.machine()} ({processor}), {cores} threads, torch {torch.__version__}"
 
-| metric | base | adapted |
-|---|---|---|
-| perplexity (trained tokens) | {base.get("perplexity")} | {adapted.get("perplexity")} |
-| answer similarity (mean cosine) | {base.get("similarity", {}).get("mean")} | {adapted.get("similarity", {}).get("mean")} |
 
-## How to load
+def is_hub_id(name: str) -> bool:
+    """True for ORG/NAME ids (what Hub metadata accepts), false for local paths."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+
+
+def method_name(recipe: Recipe) -> str:
+    """Human name of the fine-tuning method: full fine-tuning, QLoRA, DoRA, rsLoRA or LoRA."""
+    if recipe.adapter.method == "full":
+        return "full fine-tuning"
+    if recipe.model.quantization != "none":
+        return f"QLoRA ({recipe.model.quantization})"
+    return "DoRA" if recipe.adapter.use_dora else "rsLoRA" if recipe.adapter.use_rslora else "LoRA"
+
+
+def _hyperparameters(recipe: Recipe) -> list[tuple[str, Any]]:
+    adapter, train = recipe.adapter, recipe.train
+    rows: list[tuple[str, Any]] = [("method", method_name(recipe))]
+    if adapter.method == "lora":
+        rows += [
+            ("rank r", adapter.r),
+            ("alpha", adapter.alpha),
+            ("dropout", adapter.dropout),
+            ("target modules", adapter.target_modules),
+            ("modules to save", adapter.modules_to_save or "-"),
+            ("init", adapter.init),
+        ]
+    steps = train.max_steps if train.max_steps > 0 else f"{train.epochs} epochs"
+    return [
+        *rows,
+        ("learning rate", train.learning_rate),
+        ("scheduler", f"{train.lr_scheduler}, warmup {train.warmup_ratio}"),
+        ("steps", steps),
+        ("batch size x grad accum", f"{train.batch_size} x {train.grad_accum}"),
+        ("max length (tokens)", train.max_length),
+        ("loss on", train.loss_on),
+        ("precision", train.precision),
+        ("weight dtype", recipe.model.dtype),
+        ("packing / padding-free", f"{train.packing} / {train.padding_free}"),
+        ("seed", train.seed),
+    ]
+
+
+def eval_results(recipe: Recipe, metrics: dict[str, Any]) -> list[EvalResult]:
+    """Base and adapted metrics as Hub `model-index` entries on the eval data."""
+    from huggingface_hub import EvalResult
+
+    sources = recipe.data.eval or recipe.data.train
+    dataset = sources[0].path
+    split = sources[0].split if recipe.data.eval else f"held-out {recipe.data.eval_size} of train"
+    results = []
+    for name, base, adapted, _better in comparison_rows(metrics):
+        for label, value in (("adapted", adapted), ("base model", base)):
+            if value is None:
+                continue
+            results.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Supervised fine-tuning",
+                    dataset_type=dataset,
+                    dataset_name=Path(dataset).name if not is_hub_id(dataset) else dataset,
+                    dataset_split=split,
+                    metric_type=METRIC_TYPES[name],
+                    metric_name=f"{name}, {label}",
+                    metric_value=round(float(value), 6),
+                )
+            )
+    return results
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _eval_table(metrics: dict[str, Any]) -> str:
+    lines = ["| metric | base | adapted | change |", "|---|---|---|---|"]
+    for name, base, adapted, better in comparison_rows(metrics):
+        change = "-" if base is None or adapted is None else f"{adapted - base:+.4g} ({better} is better)"
+        lines.append(f"| {name} | {_fmt(base)} | {_fmt(adapted)} | {change} |")
+    return "\n".join(lines)
+
+
+def _load_snippets(recipe: Recipe, repo: str, merged: bool) -> str:
+    if merged:
+        return f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+```"""
+    return f"""With plain peft (the base model `{recipe.model.name}` is read from `adapter_config.json`):
 
 ```python
 from peft import AutoPeftModelForCausalLM
-model = AutoPeftModelForCausalLM.from_pretrained("path/to/adapter")
+from transformers import AutoTokenizer
+
+model = AutoPeftModelForCausalLM.from_pretrained("{repo}")
+tokenizer = AutoTokenizer.from_pretrained("{repo}")  # the tokenizer and chat template it was trained with
+messages = [{{"role": "user", "content": "Hello!"}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
+                                       return_tensors="pt")
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0]))
 ```
+
+With this pipeline (base model, adapter and chat template in one call; `revision=` pins a branch or commit):
+
+```python
+from pipeline.targets import load_target
+
+loaded = load_target("{repo}")  # loaded.model, loaded.tokenizer
+```
+
+or fold it into a standalone model: `pipeline merge {repo} --output merged/`."""
+
+
+def _loss_points(metrics: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    history = metrics.get("train", {}).get("log_history", [])
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for key in ("loss", "eval_loss"):
+        points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+        if points:
+            curves[key] = points
+    return curves
+
+
+def write_loss_curve(metrics: dict[str, Any], target: Path) -> bool:
+    """Plot training (and eval) loss per step into a PNG; False when the run logged no loss."""
+    curves = _loss_points(metrics)
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key, points in curves.items():
+        axis.plot(
+            *zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=key.replace("_", " ")
+        )
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("cross-entropy loss (nats/token)")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    tmp = target.with_name(f".{target.name}.tmp.png")
+    figure.savefig(tmp)
+    plt.close(figure)
+    tmp.replace(target)
+    return True
+
+
+def build_model_card(
+    recipe: Recipe,
+    metrics: dict[str, Any],
+    *,
+    repo_id: str | None = None,
+    hardware: str | None = None,
+    merged: bool = False,
+    loss_image: str | None = None,
+) -> ModelCard:
+    """A Hub model card (metadata + Markdown) describing a finished run; repo_id fills the load snippets."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base = recipe.model.name
+    hub_datasets = [s.path for s in recipe.data.train + recipe.data.eval if is_hub_id(s.path)]
+    results = eval_results(recipe, metrics)
+    title = repo_id.split("/")[-1] if repo_id else f"{recipe.name}-{Path(base).name}"
+    method = method_name(recipe)
+    data = ModelCardData(
+        base_model=base if is_hub_id(base) else None,
+        base_model_relation="merge"
+        if merged
+        else "adapter"
+        if recipe.adapter.method == "lora"
+        else "finetune",
+        datasets=sorted(set(hub_datasets)) or None,
+        library_name="transformers" if merged or recipe.adapter.method == "full" else "peft",
+        pipeline_tag="text-generation",
+        tags=sorted({method.split(" ")[0].lower(), "sft", "trl", "pipeline"}),
+        model_name=title if results else None,
+        eval_results=results or None,
+    )
+    train = metrics.get("train", {})
+    seconds = train.get("seconds")
+    sources = "\n".join(
+        f"- `{s.path}` ({s.format}{', split ' + s.split if is_hub_id(s.path) else ''}"
+        f"{', revision ' + s.revision if s.revision else ''})"
+        for s in recipe.data.train
+    )
+    hyper = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in _hyperparameters(recipe))
+    pinned = f" at revision `{recipe.model.revision}`" if recipe.model.revision else ""
+    what = "merged model" if merged else "full fine-tune" if recipe.adapter.method == "full" else "adapter"
+    curve = f"\n![training loss per step]({loss_image})\n" if loss_image else ""
+    repo = repo_id or "ORG/NAME"
+    evaluation = (
+        _eval_table(metrics) if metrics.get("base") or metrics.get("adapted") else "Evaluation was off."
+    )
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {title}
+
+A {method} {what} for [`{base}`]({"https://huggingface.co/" + base if is_hub_id(base) else base}){pinned},
+trained with supervised fine-tuning by this project's `pipeline finetune {recipe.name}`.
+{recipe.description}
+
+## Training data
+
+{sources}
+
+{train.get("examples", "-")} training examples after formatting and filtering; the loss is on
+{recipe.train.loss_on} tokens.
+
+## Training procedure
+
+| hyperparameter | value |
+|---|---|
+{hyper}
+
+- optimizer steps: {train.get("steps", "-")}, final training loss: {_fmt(train.get("loss"))}
+- training time: {_fmt(seconds) + " s" if seconds is not None else "-"}
+- hardware: {train.get("hardware") or hardware or "not recorded"}
+{curve}
+## Evaluation (held-out split, base vs adapted)
+
+{evaluation}
+
+Perplexity is exp(mean negative log-likelihood) over the trained tokens of the eval split; answer
+similarity is the cosine similarity of greedy answers to the reference answers under
+`{recipe.eval.embedding_model}`.
+
+## Intended use
+
+Research and prototyping of assistants in the domain of the training data above, behind a human review step.
+It inherits the licence, intended use and restrictions of the base model `{base}`.
+
+## Limitations
+
+- Trained on {train.get("examples", "few")} examples for {train.get("steps", "?")} steps: it knows only what
+  that data and the base model contain, and can state wrong facts fluently.
+- Evaluated only on the held-out split above, with automatic metrics; no human or safety evaluation.
+- Biases of the base model and of the training data carry over.
+
+## How to load
+
+{_load_snippets(recipe, repo, merged)}
 """
+    return ModelCard(content, ignore_metadata_errors=False)
+
+
+def write_model_card(
+    run_dir: Path, recipe: Recipe, metrics: dict[str, Any], repo_id: str | None = None, merged: bool = False
+) -> Path:
+    """Write README.md (and the loss-curve PNG it shows) into run_dir; returns the README path."""
+    image = LOSS_IMAGE if write_loss_curve(metrics, run_dir / LOSS_IMAGE) else None
+    hardware = _recorded_hardware(run_dir)
+    card = build_model_card(
+        recipe, metrics, repo_id=repo_id, hardware=hardware, merged=merged, loss_image=image
+    )
+    write_text(run_dir / "README.md", str(card))
+    return run_dir / "README.md"
+
+
+def _recorded_hardware(run_dir: Path) -> str | None:
+    """Hardware as recorded by the run's manifest, if it has one."""
+    manifest = run_dir / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    device = data.get("hardware") or data.get("device")
+    return json.dumps(device) if isinstance(device, (dict, list)) else device
