@@ -48,6 +48,7 @@ def _read_json(path: Path) -> Iterator[Located]:
 def _read_csv(path: Path) -> Iterator[Located]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
+        _ = reader.fieldnames  # reads the header line, so line_num counts from it
         start = reader.line_num + 1
         for row in reader:
             yield f"{path}:{start}", row
