@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from rich.console import Console
 
+from pipeline import distributed
 from pipeline.data import Splits, load_splits, tokenize_records
 from pipeline.evaluation.embedding import similarities, summarize
 from pipeline.evaluation.perplexity import perplexity
@@ -40,14 +41,18 @@ class RunResult:
 def new_run_dir(recipe: Recipe) -> Path:
     """A fresh runs/<recipe>-<UTC time>/ folder; never reuses an existing one."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    from pipeline.guards import safe_child
+
     root = Path(recipe.train.output_dir)
-    candidate = root / f"{recipe.name}-{stamp}"
+    candidate = safe_child(root, f"{recipe.name}-{stamp}", "run name")
     suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = root / f"{recipe.name}-{stamp}-{suffix}"
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:
+        try:
+            candidate.mkdir(parents=True)  # no exist_ok: a concurrent run never shares (or overwrites) a folder
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = root / f"{recipe.name}-{stamp}-{suffix}"
 
 
 def evaluate_model(
@@ -62,7 +67,7 @@ def evaluate_model(
     subset = eval_dataset.select(range(min(spec.max_examples, len(eval_dataset))))
     result = perplexity(model, subset, batch_size=spec.batch_size)
     result.pop("per_example")
-    prompts, references = zip(*(prompt_messages(r["messages"]) for r in eval_records[: spec.generate_examples]))
+    prompts, references = zip(*(prompt_messages(r["messages"]) for r in eval_records[: spec.generate_examples] if "messages" in r))
     if prompts:
         generations = generate(model, tokenizer, list(prompts), Sampling(max_new_tokens=spec.max_new_tokens),
                                batch_size=spec.batch_size)
@@ -81,50 +86,94 @@ def _samples(eval_records: list[dict[str, Any]], base: dict[str, Any], adapted: 
     return samples
 
 
-def finetune(recipe: Recipe) -> RunResult:
-    """Train the recipe's adapter, evaluate base vs adapted, and write the run folder."""
+def finetune(
+    recipe: Recipe, resume: str | None = None, force: bool = False, previous: dict[str, Any] | None = None
+) -> RunResult:
+    """Train the recipe's adapter, evaluate base vs adapted, and write the run folder.
+
+    resume: a run folder or 'latest' to continue from its newest complete checkpoint; force: accept changed
+    inputs on resume; previous: the manifest a --from-manifest re-run repeats.
+    """
     import torch
 
     from transformers import PrinterCallback
 
+    from pipeline.guards import NonFiniteGuard
+    from pipeline.manifest import build_manifest, finish_manifest, write_manifest
     from pipeline.modeling import load_base_model, load_tokenizer
     from pipeline.progress import RichProgressCallback
+    from pipeline.resume import open_run, resume_command
+    from pipeline.signals import StopOnSignal
     from pipeline.training import build_trainer
 
     torch.manual_seed(recipe.train.seed)
-    run_dir = new_run_dir(recipe)
-    write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    console.print(f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}")
-
-    splits: Splits = load_splits(recipe)
-    tokenizer = load_tokenizer(recipe.model)
-    train_ds = tokenize_records(splits.train, tokenizer, recipe, desc="Tokenizing train")
-    eval_ds = tokenize_records(splits.eval, tokenizer, recipe, desc="Tokenizing eval") if splits.eval else None
+    # Under `accelerate launch` rank 0 alone names, writes and reports the run; see pipeline.distributed.
+    main = distributed.is_main_process()
+    clock = time.perf_counter()
+    distributed.prepare_assets(recipe)
+    with distributed.local_main_first():  # one rank per machine converts/tokenizes; the rest reuse its cache
+        splits: Splits = load_splits(recipe)
+        tokenizer = load_tokenizer(recipe.model)
+        train_ds = tokenize_records(splits.train, tokenizer, recipe, desc="Tokenizing train", skipped=splits.skipped)
+        eval_ds = tokenize_records(splits.eval, tokenizer, recipe, desc="Tokenizing eval", skipped=splits.skipped) if splits.eval else None
+    # The run folder appears only once the inputs proved valid: a bad recipe or data file writes nothing.
+    manifest = build_manifest(recipe, splits, tokenizer) if main else {}
+    run_dir, checkpoint = distributed.agree(lambda: open_run(recipe, manifest, new_run_dir, resume, force, previous))
+    if main:
+        write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        write_manifest(run_dir, manifest)
+        resuming = f" (resuming from {checkpoint.name})" if checkpoint else ""
+        console.print(f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}{resuming}")
     model = load_base_model(recipe.model)
+    seconds = {"load": time.perf_counter() - clock}
 
     metrics: dict[str, Any] = {"recipe": recipe.name, "model": recipe.model.name, "skipped_records": splits.skipped}
     run_eval = recipe.eval.enabled and eval_ds is not None
-    if run_eval:
+    if run_eval and main:
         console.print("Evaluating the base model ...")
         metrics["base"] = evaluate_model(model, tokenizer, recipe, eval_ds, splits.eval)
 
-    trainer = build_trainer(recipe, run_dir, model, tokenizer, train_ds, None, callbacks=[RichProgressCallback()])
+    stopper = StopOnSignal()
+    trainer = build_trainer(recipe, run_dir, model, tokenizer, train_ds, None,
+                            callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper])
     trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no raw log dicts on stdout
     started = time.perf_counter()
-    output = trainer.train()
+    with stopper.active():
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    stopper.raise_if_stopped(resume_command(recipe, run_dir))
+    seconds["train"] = time.perf_counter() - started
     metrics["train"] = {"steps": output.global_step, "loss": output.training_loss,
                         "seconds": time.perf_counter() - started, "examples": len(train_ds),
-                        "log_history": trainer.state.log_history}
+                        "log_history": trainer.state.log_history, "world_size": trainer.args.world_size}
+    if not main:
+        trainer.save_model(str(run_dir / "adapter"))  # joins the gathers of sharded weights; rank 0 writes
+        distributed.barrier()  # wait while rank 0 checks, evaluates and reports
+        return RunResult(run_dir=run_dir, metrics=metrics)
     save_adapter(trainer.model, tokenizer, run_dir / "adapter", save=trainer.save_model)
+    trained = trainer.model
+    if distributed.is_sharded(trainer):  # FSDP/ZeRO-3 weights live on all ranks: use the saved adapter
+        from pipeline.targets import load_target
+
+        trained = load_target(str(run_dir)).model
+    from pipeline.checks import run_checks
+
+    metrics["checks"] = run_checks(trained, tokenizer, recipe, run_dir / "adapter")
 
     if run_eval:
         console.print("Evaluating the adapted model ...")
-        metrics["adapted"] = evaluate_model(trainer.model, tokenizer, recipe, eval_ds, splits.eval)
+        metrics["adapted"] = evaluate_model(trained, tokenizer, recipe, eval_ds, splits.eval)
     samples = _samples(splits.eval, metrics.get("base", {}), metrics.get("adapted", {}), recipe.eval.samples)
-    write_report(run_dir, metrics, samples)
-    from pipeline.card import build_model_card
+    from pipeline.card import describe_hardware, write_model_card
 
-    write_text(run_dir / "README.md", build_model_card(recipe, metrics))
+    metrics["train"]["hardware"] = describe_hardware()
+    write_report(run_dir, metrics, samples)
+    write_model_card(run_dir, recipe, metrics)
+    seconds["total"] = time.perf_counter() - clock
+    finish_manifest(run_dir, manifest, seconds)
     if run_eval:
         print_summary(metrics, run_dir, console)
+    distributed.barrier()
+    from pipeline.hub import push_after_training
+
+    push_after_training(run_dir, recipe)  # rank 0 only (the others returned above); failures only warn
     return RunResult(run_dir=run_dir, metrics=metrics)

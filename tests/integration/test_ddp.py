@@ -1,0 +1,154 @@
+"""Two real processes (DDP over gloo on CPU) through `accelerate launch -m pipeline finetune`.
+
+One 2-process run, shared by the tests below: it must leave ONE run folder, written by rank 0, with an
+adapter that reloads, and (world-size invariant) match a 1-process run with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+CPU_DDP = ROOT / "recipes" / "accelerate" / "cpu-ddp.yaml"
+# Per-device batch 2 on 2 ranks = global batch 4. group_by_length off: its mega-batches are sized by the
+# per-process batch, so the sample order would differ from the 1-process batch-4 run by design.
+TRAIN = {"batch_size": 2, "max_steps": 3, "group_by_length": False}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch(recipe: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """`accelerate launch --config_file recipes/accelerate/cpu-ddp.yaml -m pipeline finetune RECIPE ...`."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    command = [
+        str(accelerate),
+        "launch",
+        "--config_file",
+        str(CPU_DDP),
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "pipeline",
+        "finetune",
+        str(recipe),
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def run_folders(recipe: Path) -> list[Path]:
+    """Run folders a recipe's runs/ holds."""
+    import yaml
+
+    root = Path(yaml.safe_load(recipe.read_text())["train"]["output_dir"])
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def adapter_weights(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    """The saved LoRA tensors of an adapter folder."""
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def step_losses(metrics: dict[str, Any]) -> list[float]:
+    """Training loss logged at each optimizer step."""
+    return [entry["loss"] for entry in metrics["train"]["log_history"] if "loss" in entry]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
+    """One 2-process cpu-ddp finetune of the tiny model; its recipe and launcher output."""
+    import yaml
+    from conftest import CONVERSATIONS, write_jsonl
+
+    root = tmp_path_factory.mktemp("ddp")
+    train = write_jsonl(root / "train.jsonl", [{"messages": m} for m in CONVERSATIONS * 6])
+    evaluation = write_jsonl(root / "eval.jsonl", [{"messages": m} for m in CONVERSATIONS])
+    recipe = {
+        "model": {"name": str(tiny_model_dir), "dtype": "float32"},
+        "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "data": {"train": str(train), "eval": str(evaluation)},
+        "train": {
+            "max_length": 64,
+            "learning_rate": 1e-2,
+            "logging_steps": 1,
+            "save_steps": 100,
+            "report_to": ["none"],
+            "output_dir": str(root / "runs"),
+            **TRAIN,
+        },
+        # generate_examples > 0: evaluate_model cannot take 0 yet (see the report); rank 0 alone evaluates.
+        "eval": {"max_examples": 4, "generate_examples": 1, "max_new_tokens": 4, "batch_size": 4},
+    }
+    path = root / "tiny-ddp.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = launch(path)
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
+    assert result.returncode == 0, "\n".join(errors)[-4000:]
+    return {"recipe": path, "result": result}
+
+
+def test_two_processes_write_one_run_folder_that_reloads(
+    ddp_run: dict[str, Any], tiny_model_dir: Path
+) -> None:
+    from peft import PeftModel, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    folders = run_folders(ddp_run["recipe"])
+    assert len(folders) == 1, f"expected one run folder, got {[p.name for p in folders]}"
+    run_dir = folders[0]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2, "the launch did not give 2 ranks"
+    assert metrics["train"]["steps"] == 3
+    assert {"recipe.yaml", "adapter", "metrics.json", "README.md"} <= {p.name for p in run_dir.iterdir()}
+    assert not any(p.name.startswith(".") for p in run_dir.iterdir()), "temporary folders left behind"
+
+    weights = adapter_weights(run_dir / "adapter")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items()), "LoRA B never trained"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    reloaded = get_peft_model_state_dict(PeftModel.from_pretrained(base, run_dir / "adapter"))
+    assert reloaded.keys() == weights.keys()
+    assert all(torch.equal(reloaded[k], weights[k]) for k in weights), (
+        "reloaded adapter differs from the file"
+    )
+
+
+def test_world_size_two_matches_one_process_with_the_global_batch(
+    ddp_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 ranks x batch 2 == 1 rank x batch 4: loss at every step and the final adapter within 1e-4."""
+    from pipeline.recipe import load_recipe
+    from pipeline.workflow import finetune
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    single = finetune(
+        load_recipe(
+            str(ddp_run["recipe"]),
+            ["train.batch_size=4", f"train.output_dir={tmp_path / 'runs'}", "eval.enabled=false"],
+        )
+    )
+    two = run_folders(ddp_run["recipe"])[0]
+    two_metrics = json.loads((two / "metrics.json").read_text())
+    assert single.metrics["train"]["world_size"] == 1
+
+    assert step_losses(single.metrics) == pytest.approx(step_losses(two_metrics), abs=1e-4)
+    assert len(step_losses(two_metrics)) == 3
+    one_weights, two_weights = adapter_weights(single.run_dir / "adapter"), adapter_weights(two / "adapter")
+    assert one_weights.keys() == two_weights.keys()
+    for key, value in one_weights.items():
+        assert torch.allclose(value, two_weights[key], atol=1e-4), f"{key} differs between 1 and 2 processes"
