@@ -26,7 +26,7 @@ NO_END_TOKEN = (  # an Alpaca-style text template: assistant turns end with a ne
 
 @pytest.fixture(autouse=True)
 def _private_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tiny-model tests cache tokenized data in tmp; the slow test keeps the shared cache (converted SmolLM2)."""
+    """Tiny-model tests cache tokenized data in tmp; the slow test keeps the shared cache (SmolLM2)."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
 
@@ -68,8 +68,11 @@ def test_audit_stops_when_the_template_has_no_end_of_turn_token(make_recipe: Any
     template = tmp_path / "no-eot.jinja"
     template.write_text(NO_END_TOKEN, encoding="utf-8")
     recipe = load_recipe(str(make_recipe(model={"chat_template": str(template)})), check=False)
-    with pytest.raises(DataError, match=r"train.jsonl:1: a trained assistant turn .* ends without a trained "
-                                        r"end-of-turn/EOS token"):
+    with pytest.raises(
+        DataError,
+        match=r"train.jsonl:1: a trained assistant turn .* ends without a trained "
+        r"end-of-turn/EOS token",
+    ):
         audit(recipe, 1, "train", tmp_path / "a.html", Console(file=io.StringIO()))
     assert (tmp_path / "a.html").is_file()  # the page is written first, to inspect the problem
 
@@ -83,7 +86,9 @@ def test_untrained_eos_is_reported_with_the_token_that_follows() -> None:
     check_example({**row, "location": "ok"}, tokenizer, special_ids(tokenizer))  # the real mask passes
     broken = [0 if i >= eos_at else bit for i, bit in enumerate(row["assistant_masks"])]
     with pytest.raises(DataError, match=r"bad: .*\(next: '<\|im_end\|>'\)"):
-        check_example({**row, "assistant_masks": broken, "location": "bad"}, tokenizer, special_ids(tokenizer))
+        check_example(
+            {**row, "assistant_masks": broken, "location": "bad"}, tokenizer, special_ids(tokenizer)
+        )
 
 
 @pytest.mark.slow

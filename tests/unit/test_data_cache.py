@@ -13,7 +13,9 @@ from pipeline.data import tokenize_records
 from pipeline.formatting import tokenize_conversation
 from pipeline.recipe import load_recipe
 
-RECORDS = [{"messages": m, "prompt_turns": 0, "location": f"x.jsonl:{i}"} for i, m in enumerate(CONVERSATIONS)]
+RECORDS = [
+    {"messages": m, "prompt_turns": 0, "location": f"x.jsonl:{i}"} for i, m in enumerate(CONVERSATIONS)
+]
 
 
 @pytest.fixture
@@ -73,7 +75,9 @@ def test_any_other_input_invalidates_the_cache(make_recipe: Any, builds: list[in
     assert len(builds) == 2
 
 
-def test_cache_can_be_switched_off(make_recipe: Any, builds: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_can_be_switched_off(
+    make_recipe: Any, builds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIPELINE_DATA_CACHE", "0")
     recipe = load_recipe(str(make_recipe()), check=False)
     tokenizer = build_tiny_tokenizer()

@@ -14,18 +14,33 @@ from pipeline.errors import DataError
 from pipeline.recipe import load_recipe
 from pipeline.records import convert, detect_format
 
-QA = [{"role": "user", "content": "What does json.dumps do?"},
-      {"role": "assistant", "content": "It serializes an object."}]
+QA = [
+    {"role": "user", "content": "What does json.dumps do?"},
+    {"role": "assistant", "content": "It serializes an object."},
+]
 
 
 @pytest.mark.parametrize(
     ("record", "fmt"),
     [
         ({"messages": QA}, "messages"),
-        ({"conversations": [{"from": "human", "value": "What does json.dumps do?"},
-                            {"from": "gpt", "value": "It serializes an object."}]}, "sharegpt"),
-        ({"instruction": "What does json.dumps do?", "input": "", "output": "It serializes an object."}, "alpaca"),
-        ({"prompt": "What does json.dumps do?", "completion": "It serializes an object."}, "prompt_completion"),
+        (
+            {
+                "conversations": [
+                    {"from": "human", "value": "What does json.dumps do?"},
+                    {"from": "gpt", "value": "It serializes an object."},
+                ]
+            },
+            "sharegpt",
+        ),
+        (
+            {"instruction": "What does json.dumps do?", "input": "", "output": "It serializes an object."},
+            "alpaca",
+        ),
+        (
+            {"prompt": "What does json.dumps do?", "completion": "It serializes an object."},
+            "prompt_completion",
+        ),
     ],
 )
 def test_every_chat_format_becomes_the_same_messages(record: dict[str, Any], fmt: str) -> None:
@@ -40,18 +55,28 @@ def test_alpaca_input_and_system_and_text() -> None:
         {"role": "user", "content": "Summarize.\n\nA long text."},
         {"role": "assistant", "content": "Short."},
     ]
-    assert convert({"text": "Plain prose."}, detect_format({"text": "Plain prose."})) == {"text": "Plain prose."}
+    assert convert({"text": "Plain prose."}, detect_format({"text": "Plain prose."})) == {
+        "text": "Plain prose."
+    }
 
 
 def test_conversational_prompt_completion_marks_prompt_turns() -> None:
-    record = {"prompt": [{"role": "system", "content": "S."}, *QA, {"role": "user", "content": "More?"}],
-              "completion": [{"role": "assistant", "content": "No."}]}
+    record = {
+        "prompt": [{"role": "system", "content": "S."}, *QA, {"role": "user", "content": "More?"}],
+        "completion": [{"role": "assistant", "content": "No."}],
+    }
     converted = convert(record, "prompt_completion")
-    assert converted["prompt_turns"] == 4 and converted["messages"][-1] == {"role": "assistant", "content": "No."}
+    assert converted["prompt_turns"] == 4 and converted["messages"][-1] == {
+        "role": "assistant",
+        "content": "No.",
+    }
 
 
 def test_system_prompt_is_injected_only_where_missing() -> None:
-    assert convert({"messages": QA}, "messages", "Be kind.")["messages"][0] == {"role": "system", "content": "Be kind."}
+    assert convert({"messages": QA}, "messages", "Be kind.")["messages"][0] == {
+        "role": "system",
+        "content": "Be kind.",
+    }
     own = [{"role": "system", "content": "Own."}, *QA]
     assert convert({"messages": own}, "messages", "Be kind.")["messages"][0]["content"] == "Own."
     shifted = convert({"prompt": "Q?", "completion": "A."}, "prompt_completion", "Be kind.")
@@ -61,21 +86,37 @@ def test_system_prompt_is_injected_only_where_missing() -> None:
 @pytest.mark.parametrize(
     ("record", "fmt", "message"),
     [
-        ({"messages": [*QA, {"role": "bot", "content": "x"}]}, "messages",
-         "messages[2].role must be one of user, assistant, system (got 'bot')"),
-        ({"messages": [QA[0], {"role": "assistant", "content": "  "}]}, "messages", "messages[1].content is empty"),
+        (
+            {"messages": [*QA, {"role": "bot", "content": "x"}]},
+            "messages",
+            "messages[2].role must be one of user, assistant, system (got 'bot')",
+        ),
+        (
+            {"messages": [QA[0], {"role": "assistant", "content": "  "}]},
+            "messages",
+            "messages[1].content is empty",
+        ),
         ({"messages": [QA[0]]}, "messages", "messages has no assistant turn to train on"),
-        ({"messages": [*QA, {"role": "system", "content": "late"}]}, "messages", "messages[2] is a system turn"),
-        ({"conversations": [{"from": "robot", "value": "x"}]}, "sharegpt",
-         "conversations[0].from must be one of human, gpt, system (got 'robot')"),
+        (
+            {"messages": [*QA, {"role": "system", "content": "late"}]},
+            "messages",
+            "messages[2] is a system turn",
+        ),
+        (
+            {"conversations": [{"from": "robot", "value": "x"}]},
+            "sharegpt",
+            "conversations[0].from must be one of human, gpt, system (got 'robot')",
+        ),
         ({"instruction": "Q", "output": ""}, "alpaca", "output is empty"),
         ({"prompt": "Q", "completion": 3}, "prompt_completion", "completion must be a string (got int)"),
         ({"text": "x"}, "messages", "no 'messages' field for format messages (fields: text)"),
     ],
 )
 def test_invalid_records_name_the_field(record: dict[str, Any], fmt: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        ValueError,
+        match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)"),
+    ):
         convert(record, fmt)
 
 
@@ -103,8 +144,10 @@ def test_bad_record_stops_the_run_with_file_and_line(make_recipe: Any, tmp_path:
 
 def test_skip_mode_counts_skipped_records(make_recipe: Any, tmp_path: Path) -> None:
     path = _bad_file(tmp_path)
-    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": [], "on_invalid": "skip",
-                                               "eval_size": 0})), check=False)
+    recipe = load_recipe(
+        str(make_recipe(data={"train": str(path), "eval": [], "on_invalid": "skip", "eval_size": 0})),
+        check=False,
+    )
     splits = load_splits(recipe)
     assert len(splits.train) == 19 and splits.skipped == {str(path): 1}
 

@@ -55,7 +55,10 @@ def test_sharegpt_messages_in_a_csv_cell_as_json(make_recipe: Any, tmp_path: Pat
         writer.writerow(["conversations"])
         writer.writerow([json.dumps(turns)])
     records = load_splits(_recipe(make_recipe, str(path))).train
-    assert records[0]["messages"] == [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
+    assert records[0]["messages"] == [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
 
 
 def test_plain_text_paragraphs_become_text_records(make_recipe: Any, tmp_path: Path) -> None:
@@ -108,17 +111,26 @@ def test_uncached_hub_data_set_offline_fails_fast(make_recipe: Any, monkeypatch:
     with pytest.raises(DataError) as error:
         load_splits(recipe)
     assert time.perf_counter() - started < 15
-    assert str(error.value).startswith("someorg/surely-not-cached-dataset: Hub data set not in the local cache")
+    assert str(error.value).startswith(
+        "someorg/surely-not-cached-dataset: Hub data set not in the local cache"
+    )
     assert "offline" in str(error.value)
 
 
 def test_weighted_mixture_and_sample_counts(make_recipe: Any, tmp_path: Path) -> None:
     big = write_jsonl(tmp_path / "big.jsonl", [{"prompt": f"B{i}", "completion": "big"} for i in range(30)])
-    small = write_jsonl(tmp_path / "small.jsonl", [{"prompt": f"S{i}", "completion": "small"} for i in range(5)])
-    mixed = load_splits(_recipe(make_recipe, [{"path": str(big), "weight": 1}, {"path": str(small), "weight": 2}]))
+    small = write_jsonl(
+        tmp_path / "small.jsonl", [{"prompt": f"S{i}", "completion": "small"} for i in range(5)]
+    )
+    mixed = load_splits(
+        _recipe(make_recipe, [{"path": str(big), "weight": 1}, {"path": str(small), "weight": 2}])
+    )
     answers = _answers(mixed.train)
     assert len(answers) == 35 and answers.count("small") == 23 and answers.count("big") == 12
-    assert len({r["messages"][0]["content"] for r in mixed.train if r["messages"][-1]["content"] == "small"}) == 5
+    assert (
+        len({r["messages"][0]["content"] for r in mixed.train if r["messages"][-1]["content"] == "small"})
+        == 5
+    )
     counted = load_splits(_recipe(make_recipe, [{"path": str(big), "max_examples": 4}, {"path": str(small)}]))
     assert _answers(counted.train) == ["big"] * 4 + ["small"] * 5
 

@@ -69,7 +69,9 @@ def test_every_assistant_turn_and_its_end_token_are_trained(style: str) -> None:
 def test_no_prompt_token_is_trained(style: str) -> None:
     tokenizer = template_tokenizer(style)
     row = tokenize_conversation(tokenizer, TWO_TURNS, max_length=512)
-    untrained = tokenizer.decode([t for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True) if not m])
+    untrained = tokenizer.decode(
+        [t for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True) if not m]
+    )
     assert "Explain os.path.join." in untrained and "Which module?" in untrained
     trained = "".join(trained_runs(tokenizer, row))
     assert "Explain" not in trained and "Which module" not in trained and "user" not in trained
@@ -83,8 +85,10 @@ def test_system_turn_is_not_trained(style: str) -> None:
     assert "Answer briefly" not in "".join(trained_runs(tokenizer, row))
 
 
-@pytest.mark.parametrize(("style", "message"), [("gemma", "System role not supported"),
-                                                ("mistral", "Conversation roles must alternate")])
+@pytest.mark.parametrize(
+    ("style", "message"),
+    [("gemma", "System role not supported"), ("mistral", "Conversation roles must alternate")],
+)
 def test_role_order_the_template_rejects_is_a_clear_error(style: str, message: str) -> None:
     with pytest.raises(TemplateMismatch, match=f"cannot render this conversation.*{message}"):
         tokenize_conversation(template_tokenizer(style), CONVERSATIONS[2], max_length=512)
@@ -108,6 +112,8 @@ def test_truncation_keeps_the_mask_aligned_and_counts_lost_tokens() -> None:
     tokenizer = template_tokenizer("chatml")
     full = tokenize_conversation(tokenizer, TWO_TURNS, max_length=512)
     cut = tokenize_conversation(tokenizer, TWO_TURNS, max_length=len(full["input_ids"]) - 5)
-    assert cut["input_ids"] == full["input_ids"][:-5] and cut["assistant_masks"] == full["assistant_masks"][:-5]
+    assert (
+        cut["input_ids"] == full["input_ids"][:-5] and cut["assistant_masks"] == full["assistant_masks"][:-5]
+    )
     assert cut["num_tokens"] == full["num_tokens"] and cut["num_trained"] == full["num_trained"]
     assert sum(full["assistant_masks"]) - sum(cut["assistant_masks"]) == 5  # the last 5 tokens were trained
