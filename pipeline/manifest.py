@@ -1,0 +1,302 @@
+"""manifest.json: everything needed to tell what a run was and to run it again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import RecipeError
+from pipeline.export import write_json
+from pipeline.recipe import Recipe, validate_recipe_dict
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from pipeline.data import Splits
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+PACKAGES = (
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "huggingface_hub",
+    "bitsandbytes",
+    "sentence-transformers",
+    "pydantic",
+    "pipeline",
+)
+MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
+# Values that look like credentials (Hugging Face, OpenAI-style and generic bearer tokens).
+TOKEN_PATTERN = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{16,}|api_[A-Za-z0-9]{16,})\b")
+SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY", re.IGNORECASE)
+
+
+def now() -> str:
+    """UTC time in ISO 8601 with seconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_text(text: str) -> str:
+    """Hex SHA-256 of a string."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def canonical_hash(data: Any) -> str:
+    """SHA-256 of data as sorted-key JSON, so equal content always hashes equal."""
+    return sha256_text(json.dumps(data, sort_keys=True, separators=(",", ":")))
+
+
+def redact(text: str) -> str:
+    """Replace credentials (token-like strings and the values of secret environment variables) with ***."""
+    for name, value in os.environ.items():
+        if SECRET_ENV.search(name) and len(value) >= 6:
+            text = text.replace(value, "***")
+    return TOKEN_PATTERN.sub("***", text)
+
+
+def data_files(recipe: Recipe) -> list[dict[str, Any]]:
+    """Path, size and SHA-256 of every local data file the recipe reads; Hub data sets by id and revision."""
+    from pipeline.sources import local_files
+
+    entries = []
+    for split, sources in (("train", recipe.data.train), ("eval", recipe.data.eval)):
+        for source in sources:
+            folder = Path(recipe.resolve_path(source.path))
+            paths = (
+                sorted(p for p in folder.rglob("*") if p.is_file())
+                if folder.is_dir()
+                else local_files(recipe, source)
+            )
+            if paths is None:
+                entries.append({"split": split, "source": source.path, "revision": source.revision})
+                continue
+            for path in paths:
+                entries.append(
+                    {
+                        "split": split,
+                        "source": source.path,
+                        "path": str(Path(path).resolve()),
+                        "bytes": Path(path).stat().st_size,
+                        "sha256": sha256_file(path),
+                    }
+                )
+    return entries
+
+
+def tokenizer_info(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """Hashes of the vocabulary (with special tokens) and of the chat template."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    specials = {k: str(v) for k, v in tokenizer.special_tokens_map.items()}
+    template = (
+        tokenizer.chat_template
+        if isinstance(tokenizer.chat_template, str)
+        else json.dumps(tokenizer.chat_template, sort_keys=True)
+    )
+    return {
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "sha256": canonical_hash([vocab, specials]),
+        "chat_template_sha256": sha256_text(template or ""),
+    }
+
+
+def model_info(recipe: Recipe) -> dict[str, Any]:
+    """The base model's id, revision, local folder and SHA-256 of its config and weight files."""
+    from pipeline.assets import resolve_model
+
+    folder = resolve_model(recipe.model.name, recipe.model.revision)
+    files = sorted({p for pattern in MODEL_FILES for p in Path(folder).glob(pattern) if p.is_file()})
+    hashes = {p.name: sha256_file(p) for p in files}
+    # A Hub cache snapshot's folder name is the commit the files came from.
+    commit = folder.name if folder.parent.name == "snapshots" else None
+    return {
+        "name": recipe.model.name,
+        "revision": recipe.model.revision,
+        "commit": commit,
+        "folder": str(folder),
+        "files_sha256": hashes,
+        "sha256": canonical_hash(hashes),
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Python, torch, CUDA, device, world size and the versions of the libraries that shape training."""
+    import torch
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    cuda = torch.cuda.is_available()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if cuda else None,
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()})",
+        "device_count": torch.cuda.device_count() if cuda else 1,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "platform": platform.platform(),
+        "packages": versions,
+    }
+
+
+def git_commit(folder: Path | None = None) -> dict[str, Any] | None:
+    """The git commit of the project checkout (and whether it had uncommitted changes), or None."""
+    folder = folder or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The manifest of a run about to train: configuration, inputs, environment and command."""
+    resolved = recipe.to_dict()
+    return {
+        "format": FORMAT,
+        "recipe_name": recipe.name,
+        "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
+        "recipe": resolved,
+        "recipe_sha256": canonical_hash(resolved),
+        "data": {
+            "files": data_files(recipe),
+            "records": {"train": len(splits.train), "eval": len(splits.eval)},
+            "skipped": dict(splits.skipped),
+        },
+        "tokenizer": tokenizer_info(tokenizer),
+        "model": model_info(recipe),
+        "environment": environment(),
+        "seeds": {"train": recipe.train.seed, "data": recipe.data.seed},
+        "command": [redact(arg) for arg in sys.argv],
+        "cwd": os.getcwd(),
+        "git": git_commit(),
+        "times": {"started": now(), "finished": None, "seconds": {}},
+        "resumed": [],
+    }
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write run_dir/manifest.json atomically (secrets redacted) and return its path."""
+    path = Path(run_dir) / MANIFEST
+    write_json(path, json.loads(redact(json.dumps(manifest))))
+    return path
+
+
+def finish_manifest(run_dir: Path, manifest: dict[str, Any], seconds: dict[str, float]) -> Path:
+    """Stamp the finish time and per-phase wall times (seconds) into the manifest and write it."""
+    manifest["times"]["finished"] = now()
+    manifest["times"]["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
+    return write_manifest(run_dir, manifest)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """Read a manifest.json (or the one inside a run folder), with one-line errors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(
+            f"{path}: no such manifest; give runs/<run>/manifest.json of an earlier run."
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecipeError(
+            f"{path}: not a readable manifest ({exc}); give runs/<run>/manifest.json."
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("recipe"), dict):
+        raise RecipeError(f"{path}: not a pipeline manifest (format {FORMAT} with a 'recipe' section).")
+    return data
+
+
+def recipe_from_manifest(path: Path) -> tuple[Recipe, dict[str, Any]]:
+    """The exact recipe a manifest recorded (relative paths resolve from the original recipe file)."""
+    manifest = read_manifest(path)
+    recipe_path = Path(manifest["recipe_path"]) if manifest.get("recipe_path") else None
+    recipe = validate_recipe_dict(
+        manifest["recipe"],
+        source=f"{path}: recipe",
+        name=manifest.get("recipe_name", "recipe"),
+        path=recipe_path,
+    )
+    return recipe, manifest
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): data}
+
+
+# Recipe sections that do not change what training computes, so they may differ on resume.
+NOT_TRAINING = ("description", "eval.", "hub.")
+
+
+def differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What changed between two manifests that shapes training: recipe, data, tokenizer, model, world size."""
+    found = []
+    old, new = _flatten(previous.get("recipe", {})), _flatten(current.get("recipe", {}))
+    for key in sorted(set(old) | set(new)):
+        if not key.startswith(NOT_TRAINING) and old.get(key) != new.get(key):
+            found.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    old_files = {
+        f.get("path", f["source"]): f.get("sha256") for f in previous.get("data", {}).get("files", [])
+    }
+    new_files = {
+        f.get("path", f["source"]): f.get("sha256") for f in current.get("data", {}).get("files", [])
+    }
+    for path in sorted(set(old_files) | set(new_files)):
+        if path not in new_files:
+            found.append(f"data file {path} is no longer used")
+        elif path not in old_files:
+            found.append(f"data file {path} is new")
+        elif old_files[path] != new_files[path]:
+            found.append(f"data file {path} changed (sha256)")
+    for section, label in (("tokenizer", "tokenizer"), ("model", "model weights")):
+        if previous.get(section, {}).get("sha256") != current.get(section, {}).get("sha256"):
+            found.append(f"{label} changed (sha256)")
+    if previous.get("tokenizer", {}).get("chat_template_sha256") != current.get("tokenizer", {}).get(
+        "chat_template_sha256"
+    ):
+        found.append("chat template changed")
+    old_world = previous.get("environment", {}).get("world_size")
+    new_world = current.get("environment", {}).get("world_size")
+    if old_world != new_world:
+        found.append(f"world size: {old_world} -> {new_world}")
+    return found
