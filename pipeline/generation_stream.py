@@ -160,6 +160,11 @@ class TokenStream:
         self._thread.join()
 
     @property
+    def running(self) -> bool:
+        """True while the generation waits for the lock or decodes."""
+        return self._thread.is_alive()
+
+    @property
     def tokens(self) -> int:
         """Tokens generated so far (EOS included)."""
         return self._streamer.tokens
