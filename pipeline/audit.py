@@ -200,3 +200,13 @@ def audit(recipe: Recipe, examples: int, split: str, html_path: Path | None, con
         f"turn ends with its end-of-turn token ({tokenizer.eos_token!r} is EOS)."
     )
     return stats
+
+
+def write_run_page(
+    path: Path, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, examples: int = 8
+) -> AuditStats:
+    """The audit page of a run's tokenized train split (what finetune trained on), written to path."""
+    stats = compute_stats(dataset, max_length)
+    rows = [dataset[i] for i in range(min(examples, len(dataset)))]
+    write_html(path, rows, tokenizer, stats_lines(stats, "train"))
+    return stats

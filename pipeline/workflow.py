@@ -67,7 +67,8 @@ def evaluate_model(
     subset = eval_dataset.select(range(min(spec.max_examples, len(eval_dataset))))
     result = perplexity(model, subset, batch_size=spec.batch_size)
     result.pop("per_example")
-    prompts, references = zip(*(prompt_messages(r["messages"]) for r in eval_records[: spec.generate_examples] if "messages" in r))
+    pairs = [prompt_messages(r["messages"]) for r in eval_records[: spec.generate_examples] if "messages" in r]
+    prompts, references = zip(*pairs) if pairs else ((), ())  # generate_examples: 0 means no generation
     if prompts:
         generations = generate(model, tokenizer, list(prompts), Sampling(max_new_tokens=spec.max_new_tokens),
                                batch_size=spec.batch_size)
@@ -122,6 +123,9 @@ def finetune(
     if main:
         write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         write_manifest(run_dir, manifest)
+        from pipeline.audit import write_run_page
+
+        write_run_page(run_dir / "data-audit.html", train_ds, tokenizer, recipe.train.max_length)
         resuming = f" (resuming from {checkpoint.name})" if checkpoint else ""
         console.print(f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}{resuming}")
     model = load_base_model(recipe.model)

@@ -24,6 +24,11 @@ NO_END_TOKEN = (  # an Alpaca-style text template: assistant turns end with a ne
 )
 
 
+def _trained_text(page: str) -> str:
+    """The text of the highlighted (trained) tokens of an audit page, joined."""
+    return "".join(part.split("</span>")[0] for part in page.split('<span class="t">')[1:])
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tiny-model tests cache tokenized data in tmp; the slow test keeps the shared cache (SmolLM2)."""
@@ -40,7 +45,7 @@ def test_cli_audit_highlights_trained_tokens_and_prints_statistics(make_recipe: 
     assert "truncated at max_length=64:" in result.output and "masks OK" in result.output
     page = html.read_text(encoding="utf-8")
     assert '<span class="t">' in page and '<span class="u">' in page
-    trained = "".join(part.split("</span>")[0] for part in page.split('<span class="t">')[1:])
+    trained = _trained_text(page)
     assert "It serializes an object to a JSON string.&lt;|im_end|&gt;" in trained
     assert "What does json.dumps do?" not in trained
 
@@ -98,5 +103,14 @@ def test_default_recipe_audit_shows_correct_masks(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "masks OK" in result.output and "'<|im_end|>' is EOS" in result.output
     page = html.read_text(encoding="utf-8")
-    trained = "".join(part.split("</span>")[0] for part in page.split('<span class="t">')[1:])
+    trained = _trained_text(page)
     assert "&lt;|im_end|&gt;" in trained and "You are a concise assistant" not in trained
+
+
+def test_finetune_writes_the_audit_page_into_the_run_folder(make_recipe: Any) -> None:
+    from pipeline.workflow import finetune
+
+    recipe = load_recipe(str(make_recipe(train={"max_steps": 1}, eval={"enabled": False})))
+    page = (finetune(recipe).run_dir / "data-audit.html").read_text(encoding="utf-8")
+    assert "train: 24 examples" in page
+    assert "It serializes an object to a JSON string.&lt;|im_end|&gt;" in _trained_text(page)
