@@ -180,7 +180,9 @@ def read_source(recipe: Recipe, source: SourceSpec) -> Iterator[Located]:
     else:
         files = local_files(recipe, source)
         if files is None:
-            if not _looks_like_hub_id(source.path):
+            # 'data/trian' is a typo'd local folder, not the Hub id of user 'data', when ./data exists.
+            local_parent = Path(recipe.resolve_path(source.path.split("/")[0])).is_dir()
+            if local_parent or not _looks_like_hub_id(source.path):
                 raise DataError(f"{source.path}: no such data file or folder; check data.train / data.eval.")
             rows = read_hub(source)
         elif not files:

@@ -83,6 +83,9 @@ def test_folder_and_glob_and_column_mapping(make_recipe: Any, tmp_path: Path) ->
 def test_missing_file_is_a_clear_error(make_recipe: Any, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.jsonl: no such data file"):
         load_splits(_recipe(make_recipe, str(tmp_path / "nope.jsonl")))
+    (tmp_path / "data").mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=r"^data/trian: no such data file or folder"):
+        load_splits(_recipe(make_recipe, "data/trian"))  # a local folder typo, not a Hub id
 
 
 def test_hub_id_goes_through_load_dataset_with_config_split_revision(
