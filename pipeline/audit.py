@@ -84,9 +84,12 @@ def check_example(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase, speci
     """Raise DataError if the example trains on no token, or a trained turn lacks its end-of-turn token."""
     ids, mask, location = row["input_ids"], row["assistant_masks"], row.get("location", "record")
     if not any(mask):
-        raise DataError(
-            f"{location}: this example would train on zero tokens; check the template and train.loss_on."
+        cause = (
+            f"its trained tokens all lie past train.max_length={len(ids)}; raise train.max_length"
+            if row["num_trained"]
+            else "the template renders no assistant token; check the template and train.loss_on"
         )
+        raise DataError(f"{location}: this example would train on zero tokens ({cause}).")
     truncated = row["num_tokens"] > len(ids)
     for start, end in _runs(mask):
         if truncated and end == len(ids):

@@ -65,7 +65,11 @@ def test_statistics_count_truncation_and_lost_trained_tokens(make_recipe: Any) -
 
 def test_audit_stops_when_an_example_trains_on_zero_tokens(make_recipe: Any) -> None:
     recipe = load_recipe(str(make_recipe(train={"max_length": 8})), check=False)
-    with pytest.raises(DataError, match=r"train.jsonl:1: this example would train on zero tokens"):
+    with pytest.raises(
+        DataError,
+        match=r"train.jsonl:1: this example would train on zero tokens \(its trained tokens all lie past "
+        r"train.max_length=8; raise train.max_length\)",
+    ):
         audit(recipe, 1, "train", None, Console(file=io.StringIO()))
 
 
