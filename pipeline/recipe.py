@@ -162,6 +162,13 @@ class EvalSpec(Spec):
     generate_examples: int = Field(8, ge=0, description="Eval records answered by greedy generation for similarity.")
     max_new_tokens: int = Field(64, gt=0, description="Tokens generated per answer.")
     batch_size: int = Field(8, gt=0, description="Examples per forward pass during evaluation.")
+    context_length: int | None = Field(
+        None, ge=2, description="Tokens per perplexity forward pass; longer examples are scored in sliding windows. "
+        "None = train.max_length."
+    )
+    stride: int | None = Field(
+        None, gt=0, description="Tokens a sliding window advances (< the window); None = half the window."
+    )
     embedding_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2", description="sentence-transformers model for answer similarity."
     )
@@ -170,6 +177,12 @@ class EvalSpec(Spec):
     perplexity_tolerance: float = Field(0.0, ge=0, description="Allowed relative perplexity increase before failing.")
     similarity_tolerance: float = Field(0.02, ge=0, description="Allowed drop in mean cosine similarity before failing.")
     safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
+
+    @model_validator(mode="after")
+    def _stride_inside_window(self) -> EvalSpec:
+        if self.stride is not None and self.context_length is not None and self.stride >= self.context_length:
+            raise ValueError("stride must be smaller than context_length (each window re-reads the rest as context)")
+        return self
 
 
 class HubSpec(Spec):
@@ -271,6 +284,11 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Recipe data with dotted overrides (['eval.max_examples=8']) merged over it."""
+    return _merge(raw, parse_overrides(overrides)) if overrides else raw
+
+
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Allowed keys at the location of an 'extra_forbidden' error, for did-you-mean hints."""
     current: Any = model
@@ -314,6 +332,11 @@ def validate_recipe_dict(raw: Any, source: str, name: str = "recipe", path: Path
         raise RecipeError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     recipe._name = name
     recipe._path = path
+    template = recipe.model.chat_template
+    if template and recipe.resolve_path(template) != template:  # a template file beside the recipe
+        recipe = recipe.model_copy(
+            update={"model": recipe.model.model_copy(update={"chat_template": recipe.resolve_path(template)})}
+        )
     return recipe
 
 
