@@ -126,9 +126,11 @@ def run_chat(
         pieces: list[str] = []
         try:
             for piece in stream:
-                pieces.append(piece)
-                stdout.write(piece)
-                stdout.flush()
+                piece = piece if pieces else piece.lstrip()  # the answer is stored stripped; show it so
+                if piece:
+                    pieces.append(piece)
+                    stdout.write(piece)
+                    stdout.flush()
         except KeyboardInterrupt:
             stream.cancel()
             notices.write("\n[interrupted]")
