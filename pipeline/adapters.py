@@ -19,13 +19,11 @@ UNSUPPORTED_INIT = {
 }
 
 
-def build_peft_config(
-    spec: AdapterSpec, trainable_tokens: dict[str, list[int]] | None = None
-) -> LoraConfig | None:
+def build_peft_config(spec: AdapterSpec, extra_modules_to_save: list[str] | None = None) -> LoraConfig | None:
     """The peft config for the recipe's adapter; None means full fine-tuning.
 
-    trainable_tokens maps embedding module names to token ids whose rows are trained and saved with
-    the adapter (peft's trainable tokens), used for special tokens the recipe adds.
+    extra_modules_to_save: modules trained in full on top of the recipe's (the embeddings, when special
+    tokens were added).
     """
     if spec.method == "full":
         return None
@@ -35,7 +33,7 @@ def build_peft_config(
         )
     from peft import LoraConfig
 
-    modules_to_save = list(spec.modules_to_save) or None
+    modules_to_save = list(dict.fromkeys([*spec.modules_to_save, *(extra_modules_to_save or [])])) or None
     return LoraConfig(
         task_type="CAUSAL_LM",
         r=spec.r,
@@ -43,9 +41,8 @@ def build_peft_config(
         lora_dropout=spec.dropout,
         target_modules=spec.target_modules,
         modules_to_save=modules_to_save,
-        trainable_token_indices=trainable_tokens or None,
         # Keeps a trained embedding and a tied lm_head one tensor, so merging and reloading agree.
-        ensure_weight_tying=bool(modules_to_save or trainable_tokens),
+        ensure_weight_tying=bool(modules_to_save),
         use_dora=spec.use_dora,
         use_rslora=spec.use_rslora,
         init_lora_weights=INIT_WEIGHTS[spec.init],
@@ -55,31 +52,23 @@ def build_peft_config(
 
 def embedding_module_names(model: PreTrainedModel) -> list[str]:
     """Short names (e.g. embed_tokens, lm_head) of the model's input and output embedding modules."""
-    wanted = [model.get_input_embeddings(), model.get_output_embeddings()]
-    names = []
-    for module in wanted:
+    names: list[str] = []
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
         name = next((n for n, m in model.named_modules() if m is module), None)
         if name and name.split(".")[-1] not in names:
             names.append(name.split(".")[-1])
     return names
 
 
-def trainable_token_targets(
-    model: PreTrainedModel, token_ids: list[int], skip: list[str]
-) -> dict[str, list[int]]:
-    """{embedding module: token ids} for peft's trainable tokens, leaving out modules trained in full."""
-    if not token_ids:
-        return {}
-    return {name: list(token_ids) for name in embedding_module_names(model) if name not in skip}
-
-
 def peft_config_for(
     recipe: Recipe, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> LoraConfig | None:
-    """The recipe's peft config for this model, training the rows of any added special tokens."""
+    """The recipe's peft config for this model; added special tokens train the embeddings in full.
+
+    peft's trainable tokens would train only the new rows, but trl's fused LM head reads lm_head.weight
+    directly, bypassing that wrapper (and failing on it), so the embeddings go to modules_to_save.
+    """
     from pipeline.modeling import new_token_ids
 
-    targets = trainable_token_targets(
-        model, new_token_ids(recipe.model, tokenizer), list(recipe.adapter.modules_to_save)
-    )
-    return build_peft_config(recipe.adapter, targets)
+    extra = embedding_module_names(model) if new_token_ids(recipe.model, tokenizer) else []
+    return build_peft_config(recipe.adapter, extra)

@@ -10,15 +10,22 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.adapters import build_peft_config, embedding_module_names, trainable_token_targets
+from pipeline.adapters import build_peft_config, embedding_module_names, peft_config_for
 from pipeline.errors import RecipeError
 from pipeline.modeling import load_base_model, load_tokenizer, new_token_ids, quantization_config
 from pipeline.recipe import RECIPES_DIR, AdapterSpec, ModelSpec, load_recipe
 
 
 def test_lora_options_reach_peft() -> None:
-    spec = AdapterSpec(r=8, alpha=16, dropout=0.1, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"],
-                       use_rslora=True, init="gaussian")
+    spec = AdapterSpec(
+        r=8,
+        alpha=16,
+        dropout=0.1,
+        target_modules=["q_proj", "v_proj"],
+        modules_to_save=["lm_head"],
+        use_rslora=True,
+        init="gaussian",
+    )
     config = build_peft_config(spec)
     assert (config.r, config.lora_alpha, config.lora_dropout) == (8, 16, 0.1)
     assert config.target_modules == {"q_proj", "v_proj"}
@@ -52,7 +59,9 @@ def test_inits_that_rewrite_the_base_are_refused_at_validation(make_recipe: Any,
     with pytest.raises(RecipeError) as info:
         load_recipe(str(make_recipe(adapter={"init": init})))
     message = str(info.value)
-    assert "\n" not in message and f"adapter.init '{init}'" in message and "use default or gaussian" in message
+    assert (
+        "\n" not in message and f"adapter.init '{init}'" in message and "use default or gaussian" in message
+    )
 
 
 def test_4bit_settings_follow_the_recipe() -> None:
@@ -85,9 +94,16 @@ def test_added_special_tokens_grow_tokenizer_and_embeddings(tiny_model_dir: Path
     assert model.get_input_embeddings().weight.shape[0] == base_size + 2
     assert model.get_output_embeddings().weight.shape[0] == base_size + 2
     assert embedding_module_names(model) == ["embed_tokens", "lm_head"]
-    assert trainable_token_targets(model, ids, skip=[]) == {"embed_tokens": ids, "lm_head": ids}
-    assert trainable_token_targets(model, ids, skip=["lm_head"]) == {"embed_tokens": ids}
-    assert trainable_token_targets(model, [], skip=[]) == {}
+
+
+def test_added_tokens_train_the_embeddings_in_full(make_recipe: Any, tiny_model_dir: Path) -> None:
+    plain = load_recipe(str(make_recipe(adapter={"modules_to_save": ["lm_head"]})))
+    spec = plain.model.model_copy(update={"add_special_tokens": ["<tool>"]})
+    tokens = plain.model_copy(update={"model": spec})
+    model = load_base_model(spec)
+    assert peft_config_for(plain, model, load_tokenizer(plain.model)).modules_to_save == ["lm_head"]
+    config = peft_config_for(tokens, model, load_tokenizer(spec))
+    assert config.modules_to_save == ["lm_head", "embed_tokens"] and config.ensure_weight_tying
 
 
 def _gpu_recipes() -> list[Path]:
