@@ -10,13 +10,17 @@ from typing import Any
 from transformers import TrainerCallback
 
 from pipeline.errors import PipelineError, RecipeError, TrainingError
+from pipeline.recipe import Recipe
 
+WRITABLE_FIX = "set train.output_dir to a writable folder"
+FREE_FIX = "free disk space, then resume with --resume"
 STORAGE_REASONS = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
+    errno.ENOSPC: ("the disk is full", FREE_FIX),
+    errno.EDQUOT: ("the disk quota is exceeded", FREE_FIX),
+    errno.EROFS: ("the file system is read-only", WRITABLE_FIX),
+    errno.EACCES: ("permission denied", WRITABLE_FIX),
+    errno.EPERM: ("permission denied", WRITABLE_FIX),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", WRITABLE_FIX),
 }
 # How torch.save and safetensors report a failed write (they do not raise OSError).
 DISK_FULL_TEXT = ("No space left on device", "file write failed", "StorageFull")
@@ -35,15 +39,10 @@ def storage_error(exc: BaseException) -> StorageError | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in STORAGE_REASONS:
-            where = current.filename or "an output file"
-            return StorageError(
-                f"{where}: cannot write ({STORAGE_REASONS[current.errno]}); free space or set "
-                f"train.output_dir to a writable folder, then resume with --resume."
-            )
+            reason, fix = STORAGE_REASONS[current.errno]
+            return StorageError(f"{current.filename or 'an output file'}: cannot write ({reason}); {fix}.")
         if any(text in str(current) for text in DISK_FULL_TEXT):
-            return StorageError(
-                "cannot write an output file (the disk is full); free space, then resume with --resume."
-            )
+            return StorageError(f"cannot write an output file (the disk is full); {FREE_FIX}.")
         current = current.__cause__ or current.__context__
     return None
 
@@ -93,4 +92,23 @@ class NonFiniteGuard(TrainerCallback):
             f"non-finite {what} at step {state.global_step + 1}; training stopped before updating the "
             f"weights and {kept}; lower train.learning_rate (or check the data), then resume with "
             "--resume --force or start over."
+        )
+
+
+def check_target_modules(recipe: Recipe, model: Any) -> None:
+    """Fail early, naming the field, when adapter.target_modules lists a module the model does not have."""
+    targets = recipe.adapter.target_modules
+    if recipe.adapter.method != "lora" or isinstance(targets, str):
+        return  # 'all-linear' or a regular expression: peft resolves those itself
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()} | {
+        n for n, _ in model.named_modules()
+    }
+    missing = [t for t in targets if t not in names and not any(n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
+        )
+        raise RecipeError(
+            f"{recipe.path or recipe.name}: adapter.target_modules: {', '.join(missing)} not in the model; "
+            f"its linear layers are {', '.join(linear)} (or use 'all-linear')."
         )

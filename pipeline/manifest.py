@@ -42,6 +42,7 @@ PACKAGES = (
 MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json")
 # Values that look like credentials (Hugging Face, OpenAI-style and generic bearer tokens).
 TOKEN_PATTERN = re.compile(r"\b(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_-]{16,}|api_[A-Za-z0-9]{16,})\b")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 SECRET_ENV = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY", re.IGNORECASE)
 
 
@@ -182,8 +183,19 @@ def git_commit(folder: Path | None = None) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(status.strip())}
 
 
+def check_no_secrets(recipe: Recipe) -> None:
+    """Refuse a recipe with a token-like value or a secret environment variable's value in any field."""
+    for key, value in _flatten(recipe.to_dict()).items():
+        if isinstance(value, str) and redact(value) != value:
+            raise RecipeError(
+                f"{recipe.path or recipe.name}: {key} holds what looks like a secret (a token); keep "
+                "secrets in the environment (HF_TOKEN), never in recipes or overrides."
+            )
+
+
 def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     """The manifest of a run about to train: configuration, inputs, environment and command."""
+    check_no_secrets(recipe)
     resolved = recipe.to_dict()
     return {
         "format": FORMAT,
@@ -246,10 +258,15 @@ def recipe_from_manifest(path: Path) -> tuple[Recipe, dict[str, Any]]:
     """The exact recipe a manifest recorded (relative paths resolve from the original recipe file)."""
     manifest = read_manifest(path)
     recipe_path = Path(manifest["recipe_path"]) if manifest.get("recipe_path") else None
+    name = str(manifest.get("recipe_name", "recipe"))
+    if not SAFE_NAME.match(name):
+        raise RecipeError(
+            f"{path}: recipe_name '{name}' would write outside the runs folder; use a plain name."
+        )
     recipe = validate_recipe_dict(
         manifest["recipe"],
         source=f"{path}: recipe",
-        name=manifest.get("recipe_name", "recipe"),
+        name=name,
         path=recipe_path,
     )
     return recipe, manifest
@@ -266,6 +283,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 # Recipe sections that do not change what training computes, so they may differ on resume.
 NOT_TRAINING = ("description", "eval.", "hub.")
+
+
+def summarize(changes: list[str], shown: int = 6) -> str:
+    """The first few differences joined into one short clause."""
+    more = f"; and {len(changes) - shown} more" if len(changes) > shown else ""
+    return "; ".join(changes[:shown]) + more
 
 
 def differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:

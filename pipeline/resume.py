@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RecipeError, TrainingError
-from pipeline.manifest import MANIFEST, differences, now, read_manifest
+from pipeline.manifest import MANIFEST, differences, now, read_manifest, summarize
 from pipeline.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,11 @@ def resume_point(recipe: Recipe, run: str, manifest: dict[str, Any], force: bool
     changed = differences(previous, manifest)
     if changed and not force:
         raise TrainingError(
-            f"{run_dir}: cannot resume, the run's inputs changed ({'; '.join(changed)}); "
+            f"{run_dir}: cannot resume, the run's inputs changed ({summarize(changed)}); "
             "start a new run, or pass --force to resume anyway."
         )
     if changed:
-        log.warning("Resuming %s although its inputs changed (--force): %s.", run_dir, "; ".join(changed))
+        log.warning("Resuming %s although its inputs changed (--force): %s.", run_dir, summarize(changed, 50))
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise TrainingError(
@@ -199,11 +199,11 @@ def open_run(
         changed = differences(previous, manifest)
         if changed and not force:
             raise RecipeError(
-                f"--from-manifest: the recorded run's inputs changed ({'; '.join(changed)}); "
+                f"--from-manifest: the recorded run's inputs changed ({summarize(changed)}); "
                 "restore them, or pass --force to run with what is there now."
             )
         if changed:
-            log.warning("Re-running with changed inputs (--force): %s.", "; ".join(changed))
+            log.warning("Re-running with changed inputs (--force): %s.", summarize(changed, 50))
         manifest["rerun_of"] = {
             "command": previous.get("command"),
             "started": previous.get("times", {}).get("started"),
