@@ -7,24 +7,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from rich.console import Console
 
 from pipeline import distributed
 from pipeline.data import Splits, load_splits, tokenize_records
-from pipeline.evaluation.embedding import similarities, summarize
-from pipeline.evaluation.perplexity import perplexity
-from pipeline.evaluation.report import print_summary, write_report
+from pipeline.evaluation.gate import enforce_gate
+from pipeline.evaluation.report import print_summary
+from pipeline.evaluation.runner import evaluate_model, prepare_eval, write_results
 from pipeline.export import save_adapter, write_text
-from pipeline.formatting import prompt_messages
-from pipeline.generation import Sampling, generate
 from pipeline.recipe import Recipe
-
-if TYPE_CHECKING:
-    from datasets import Dataset
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -55,38 +49,6 @@ def new_run_dir(recipe: Recipe) -> Path:
             candidate = root / f"{recipe.name}-{stamp}-{suffix}"
 
 
-def evaluate_model(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    recipe: Recipe,
-    eval_dataset: Dataset,
-    eval_records: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """Perplexity on the eval split and greedy answers with their similarity to the references."""
-    spec = recipe.eval
-    subset = eval_dataset.select(range(min(spec.max_examples, len(eval_dataset))))
-    result = perplexity(model, subset, batch_size=spec.batch_size)
-    result.pop("per_example")
-    pairs = [prompt_messages(r["messages"]) for r in eval_records[: spec.generate_examples] if "messages" in r]
-    prompts, references = zip(*pairs) if pairs else ((), ())  # generate_examples: 0 means no generation
-    if prompts:
-        generations = generate(model, tokenizer, list(prompts), Sampling(max_new_tokens=spec.max_new_tokens),
-                               batch_size=spec.batch_size)
-        scores = similarities(generations.texts, list(references), spec.embedding_model)
-        result.update(similarity=summarize(scores), similarity_per_example=scores, answers=generations.texts,
-                      generation_tokens_per_second=generations.tokens_per_second)
-    return result
-
-
-def _samples(eval_records: list[dict[str, Any]], base: dict[str, Any], adapted: dict[str, Any], count: int) -> list:
-    samples = []
-    for index, record in enumerate(eval_records[: min(count, len(base.get("answers", [])))]):
-        prompt, reference = prompt_messages(record["messages"])
-        samples.append({"prompt": prompt[-1]["content"], "reference": reference,
-                        "base": base["answers"][index], "adapted": adapted["answers"][index]})
-    return samples
-
-
 def finetune(
     recipe: Recipe, resume: str | None = None, force: bool = False, previous: dict[str, Any] | None = None
 ) -> RunResult:
@@ -99,7 +61,7 @@ def finetune(
 
     from transformers import PrinterCallback
 
-    from pipeline.guards import NonFiniteGuard
+    from pipeline.guards import NonFiniteGuard, check_target_modules
     from pipeline.manifest import build_manifest, finish_manifest, write_manifest
     from pipeline.modeling import load_base_model, load_tokenizer
     from pipeline.progress import RichProgressCallback
@@ -117,7 +79,9 @@ def finetune(
         tokenizer = load_tokenizer(recipe.model)
         train_ds = tokenize_records(splits.train, tokenizer, recipe, desc="Tokenizing train", skipped=splits.skipped)
         eval_ds = tokenize_records(splits.eval, tokenizer, recipe, desc="Tokenizing eval", skipped=splits.skipped) if splits.eval else None
-    # The run folder appears only once the inputs proved valid: a bad recipe or data file writes nothing.
+    model = load_base_model(recipe.model)
+    check_target_modules(recipe, model)
+    # The run folder appears only once the inputs proved valid: a bad recipe, data file or model writes nothing.
     manifest = build_manifest(recipe, splits, tokenizer) if main else {}
     run_dir, checkpoint = distributed.agree(lambda: open_run(recipe, manifest, new_run_dir, resume, force, previous))
     if main:
@@ -128,14 +92,14 @@ def finetune(
         write_run_page(run_dir / "data-audit.html", train_ds, tokenizer, recipe.train.max_length)
         resuming = f" (resuming from {checkpoint.name})" if checkpoint else ""
         console.print(f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}{resuming}")
-    model = load_base_model(recipe.model)
     seconds = {"load": time.perf_counter() - clock}
 
     metrics: dict[str, Any] = {"recipe": recipe.name, "model": recipe.model.name, "skipped_records": splits.skipped}
     run_eval = recipe.eval.enabled and eval_ds is not None
+    eval_set = prepare_eval(splits.eval, tokenizer, recipe) if run_eval and main else None
     if run_eval and main:
         console.print("Evaluating the base model ...")
-        metrics["base"] = evaluate_model(model, tokenizer, recipe, eval_ds, splits.eval)
+        metrics["base"] = evaluate_model(model, tokenizer, recipe, eval_set)
 
     stopper = StopOnSignal()
     trainer = build_trainer(recipe, run_dir, model, tokenizer, train_ds, None,
@@ -165,18 +129,18 @@ def finetune(
 
     if run_eval:
         console.print("Evaluating the adapted model ...")
-        metrics["adapted"] = evaluate_model(trained, tokenizer, recipe, eval_ds, splits.eval)
-    samples = _samples(splits.eval, metrics.get("base", {}), metrics.get("adapted", {}), recipe.eval.samples)
+        metrics["adapted"] = evaluate_model(trained, tokenizer, recipe, eval_set)
     from pipeline.card import describe_hardware, write_model_card
 
     metrics["train"]["hardware"] = describe_hardware()
-    write_report(run_dir, metrics, samples)
+    write_results(run_dir, recipe, metrics, eval_set)
     write_model_card(run_dir, recipe, metrics)
     seconds["total"] = time.perf_counter() - clock
     finish_manifest(run_dir, manifest, seconds)
     if run_eval:
         print_summary(metrics, run_dir, console)
     distributed.barrier()
+    enforce_gate(metrics, run_dir / "report.html")  # after every file is written; a failed gate never pushes
     from pipeline.hub import push_after_training
 
     push_after_training(run_dir, recipe)  # rank 0 only (the others returned above); failures only warn

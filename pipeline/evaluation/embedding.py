@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +30,17 @@ def similarities(predictions: list[str], references: list[str], model_name: str)
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
-    """Mean, median and 10th percentile of similarity values."""
-    if not values:
-        return {"mean": None, "median": None, "p10": None, "n": 0}
-    ordered = sorted(values)
-    p10 = ordered[max(0, int(round(0.1 * (len(ordered) - 1))))]
-    return {"mean": statistics.fmean(values), "median": statistics.median(values), "p10": p10, "n": len(values)}
+    """Mean, median and 10th percentile of similarity values, and how many there are."""
+    from pipeline.evaluation.perplexity import distribution
+
+    spread = distribution(values)
+    return {"mean": spread["mean"], "median": spread["median"], "p10": spread["p10"], "n": len(values)}
+
+
+def closer_rate(base: list[float], adapted: list[float], margin: float = 1e-6) -> float | None:
+    """Share of examples whose adapted answer is closer to the reference than the base answer (ties: half)."""
+    if not base or len(base) != len(adapted):
+        return None
+    pairs = zip(base, adapted, strict=True)
+    wins = sum(1.0 if a > b + margin else 0.5 if abs(a - b) <= margin else 0.0 for b, a in pairs)
+    return wins / len(base)

@@ -1,57 +1,217 @@
-"""metrics.json, report.md and the end-of-run table comparing base and adapted."""
+"""What an evaluation writes: metrics.json, eval_examples.jsonl, plots/*.png, report.md, report.html;
+and the base-vs-adapted table printed at the end of a run."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
+from pipeline.evaluation import plots
+from pipeline.evaluation.document import Code, Image, Section, Table, to_html, to_markdown
 from pipeline.export import write_json, write_text
+from pipeline.recipe import Recipe
 
 
 def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
-    """(metric, base, adapted, better) rows; better says which direction is an improvement."""
+    """(metric, base, adapted, better) rows; better says which direction is an improvement.
+
+    The first three names are stable: the model card maps them to `model-index` entries.
+    """
     base, adapted = metrics.get("base", {}), metrics.get("adapted", {})
+
+    def pick(side: dict[str, Any], *path: str) -> float | None:
+        value: Any = side
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, (int, float)) else None
+
+    rows = [
+        ("perplexity (trained tokens)", ("perplexity",), "lower"),
+        ("perplexity (all tokens)", ("perplexity_all_tokens",), "lower"),
+        ("answer similarity (mean cosine)", ("similarity", "mean"), "higher"),
+        ("perplexity per example (median)", ("perplexity_per_example", "median"), "lower"),
+        ("answer similarity (median)", ("similarity", "median"), "higher"),
+        ("answer similarity (10th percentile)", ("similarity", "p10"), "higher"),
+        ("ROUGE-L F1", ("lexical", "rougeL"), "higher"),
+        ("chrF", ("lexical", "chrf"), "higher"),
+        ("BLEU", ("lexical", "bleu"), "higher"),
+        ("generation speed (tokens/s)", ("generation", "tokens_per_second"), "higher"),
+    ]
     return [
-        ("perplexity (trained tokens)", base.get("perplexity"), adapted.get("perplexity"), "lower"),
-        ("perplexity (all tokens)", base.get("perplexity_all_tokens"), adapted.get("perplexity_all_tokens"), "lower"),
-        ("answer similarity (mean cosine)", base.get("similarity", {}).get("mean"),
-         adapted.get("similarity", {}).get("mean"), "higher"),
+        (name, pick(base, *path), pick(adapted, *path), better)
+        for name, path, better in rows
+        if pick(base, *path) is not None or pick(adapted, *path) is not None
     ]
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-" if value is None else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _delta(base: float | None, adapted: float | None) -> str:
+    return "-" if base is None or adapted is None else f"{adapted - base:+.4g}"
 
 
 def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
-    """Print base vs adapted as a table, then where the results are."""
+    """Print base vs adapted as a table, the gate's verdict, then where the results are."""
     console = console or Console()
-    table = Table(title="base vs adapted (held-out eval split)")
-    for column in ("metric", "base", "adapted", "delta"):
+    table = RichTable(title="base vs adapted (held-out eval split)")
+    for column in ("metric", "base", "adapted", "delta", "better"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name, base, adapted, _better in comparison_rows(metrics):
-        delta = None if base is None or adapted is None else adapted - base
-        table.add_row(name, _fmt(base), _fmt(adapted), "-" if delta is None else f"{delta:+.4g}")
-    console.print(table)
-    console.print(f"Run folder: [bold]{run_dir}[/]  (adapter/, metrics.json, report.md, README.md)")
-
-
-def write_report(run_dir: Path, metrics: dict[str, Any], samples: list[dict[str, str]]) -> None:
-    """Write metrics.json and a Markdown report with the comparison table and sample generations."""
-    write_json(run_dir / "metrics.json", metrics)
-    lines = [f"# Run report: {metrics.get('recipe', run_dir.name)}", "", "| metric | base | adapted | better |",
-             "|---|---|---|---|"]
     for name, base, adapted, better in comparison_rows(metrics):
-        lines.append(f"| {name} | {_fmt(base)} | {_fmt(adapted)} | {better} |")
+        table.add_row(name, _fmt(base), _fmt(adapted), _delta(base, adapted), better)
+    console.print(table)
+    comparison = metrics.get("comparison", {})
+    if comparison.get("adapted_closer_rate") is not None:
+        console.print(
+            f"adapted answer closer to the reference than the base's: {comparison['adapted_closer_rate']:.0%}"
+        )
+    gate = metrics.get("gate")
+    if gate:
+        verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
+        console.print(f"regression gate: {verdict}" + ("" if gate["enabled"] else " (not enforced)"))
+    console.print(f"Results: [bold]{run_dir}[/]  (metrics.json, report.md, report.html)")
+
+
+def _summary_section(metrics: dict[str, Any]) -> Section:
+    rows = [[name, _fmt(b), _fmt(a), _delta(b, a), better] for name, b, a, better in comparison_rows(metrics)]
+    comparison = metrics.get("comparison", {})
+    for label, key in (
+        ("examples with lower perplexity after training", "perplexity_improved_rate"),
+        ("answers closer to the reference than the base's", "adapted_closer_rate"),
+    ):
+        if comparison.get(key) is not None:
+            rows.append([label, "", f"{comparison[key]:.0%}", "", "higher"])
+    adapted = metrics.get("adapted", {})
+    text = (
+        f"Model {metrics.get('model', '?')}, evaluated on {adapted.get('examples', '?')} held-out examples "
+        f"({adapted.get('tokens', '?')} trained tokens); answers generated greedily for "
+        f"{adapted.get('generation', {}).get('examples', 0)} of them."
+    )
+    return Section("Base vs adapted", [text, Table(["metric", "base", "adapted", "delta", "better"], rows)])
+
+
+def _gate_section(gate: dict[str, Any]) -> Section:
+    verdict = "PASS" if gate["passed"] else "FAIL"
+    rows = [
+        [
+            c["metric"],
+            _fmt(c["base"]),
+            _fmt(c["adapted"]),
+            _fmt(c["limit"]),
+            "PASS" if c["passed"] else "FAIL",
+        ]
+        for c in gate["checks"]
+    ]
+    enforced = (
+        "enforced (eval.fail_if_worse)" if gate["enabled"] else "recorded only (eval.fail_if_worse is off)"
+    )
+    return Section(
+        "Regression gate",
+        [f"{verdict}: {enforced}.", Table(["check", "base", "adapted", "limit", "result"], rows)],
+    )
+
+
+def _samples_section(rows: list[dict[str, Any]], count: int) -> Section | None:
+    shown = [r for r in rows if "adapted_answer" in r or "base_answer" in r][:count]
+    if not shown:
+        return None
+    table = Table(["prompt", "reference", "base", "adapted"], [])
+    for row in shown:
+        cells = [row.get("prompt", ""), row.get("reference", "")]
+        for side in ("base", "adapted"):
+            answer, score = row.get(f"{side}_answer"), row.get(f"{side}_similarity")
+            cells.append(
+                "-" if answer is None else f"{answer}\n(cosine {score:.2f})" if score is not None else answer
+            )
+        table.rows.append(cells)
+    return Section("Sample generations", [table])
+
+
+def _timings(metrics: dict[str, Any]) -> Table:
+    rows = []
+    for side in ("base", "adapted"):
+        for phase, seconds in metrics.get(side, {}).get("seconds", {}).items():
+            rows.append([f"{side} eval: {phase}", f"{seconds:.1f}"])
     train = metrics.get("train", {})
-    lines += ["", "## Training", "", f"- steps: {train.get('steps')}", f"- final train loss: {_fmt(train.get('loss'))}",
-              f"- train time: {_fmt(train.get('seconds'))} s", f"- examples: {train.get('examples')}", ""]
+    if train.get("seconds") is not None:
+        rows.insert(0, ["training", f"{train['seconds']:.1f}"])
+    return Table(["phase", "seconds"], rows)
+
+
+def build_sections(recipe: Recipe, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> list[Section]:
+    """Every section of the report, with its figures rendered."""
+    sections = [_summary_section(metrics)] if "adapted" in metrics else []
+    if metrics.get("gate"):
+        sections.append(_gate_section(metrics["gate"]))
+    base, adapted, train = metrics.get("base", {}), metrics.get("adapted", {}), metrics.get("train", {})
+    figures = [
+        (
+            "training.png",
+            plots.training_plot(train.get("log_history", []), base.get("nll"), adapted.get("nll")),
+            "training loss, held-out NLL and learning rate per step",
+        ),
+        (
+            "perplexity.png",
+            plots.perplexity_plot(base, adapted, rows),
+            "perplexity before and after, per example",
+        ),
+        (
+            "similarity.png",
+            plots.similarity_plot(
+                [r["base_similarity"] for r in rows if "base_similarity" in r],
+                [r["adapted_similarity"] for r in rows if "adapted_similarity" in r],
+            ),
+            "histogram of answer similarity",
+        ),
+    ]
+    images: list[Any] = [Image(name, png, alt) for name, png, alt in figures if png]
+    if images:
+        sections.append(Section("Plots", images))
+    samples = _samples_section(rows, recipe.eval.samples)
     if samples:
-        lines += ["## Sample generations", ""]
-        for sample in samples:
-            lines += [f"**Prompt:** {sample['prompt']}", "", f"- reference: {sample['reference']}",
-                      f"- base: {sample['base']}", f"- adapted: {sample['adapted']}", ""]
-    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+        sections.append(samples)
+    if train:
+        facts = [
+            ["steps", _fmt(train.get("steps"))],
+            ["final train loss", _fmt(train.get("loss"))],
+            ["training examples", _fmt(train.get("examples"))],
+            ["hardware", _fmt(train.get("hardware"))],
+        ]
+        sections.append(Section("Training", [Table(["", ""], facts)]))
+    sections.append(Section("Timings", [_timings(metrics)]))
+    sections.append(Section("Recipe", [Code(yaml.safe_dump(recipe.to_dict(), sort_keys=False), "yaml")]))
+    return sections
+
+
+def write_report(out_dir: Path, recipe: Recipe, metrics: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Write metrics.json, eval_examples.jsonl, plots/*.png, report.md and the self-contained report.html."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "metrics.json", metrics)
+    if rows:
+        lines = (json.dumps({k: None if _nan(v) else v for k, v in r.items()}) + "\n" for r in rows)
+        write_text(out_dir / "eval_examples.jsonl", "".join(lines))
+    sections = build_sections(recipe, metrics, rows)
+    images = [b for s in sections for b in s.blocks if isinstance(b, Image)]
+    if images:
+        (out_dir / "plots").mkdir(exist_ok=True)
+        for image in images:
+            tmp = out_dir / "plots" / f".{image.name}.tmp"
+            tmp.write_bytes(image.png)
+            tmp.replace(out_dir / "plots" / image.name)
+    title = f"Evaluation report: {metrics.get('recipe', out_dir.name)}"
+    write_text(out_dir / "report.md", to_markdown(title, sections))
+    write_text(out_dir / "report.html", to_html(title, sections))

@@ -1,0 +1,158 @@
+"""`pipeline eval TARGET`: evaluate a run folder, an adapter (folder or Hub id), or a merged/base model
+against its base on a recipe's eval split or a data file, with the same code `pipeline finetune` runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from pipeline.errors import RecipeError
+from pipeline.recipe import (
+    RECIPES_DIR,
+    Recipe,
+    SourceSpec,
+    apply_overrides,
+    find_recipe,
+    load_recipe,
+    validate_recipe_dict,
+)
+from pipeline.targets import TargetRef, resolve_target
+
+console = Console(stderr=True)
+
+
+@dataclass
+class EvalOutcome:
+    """Where the results went, and the metrics as written to metrics.json."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+
+
+def _run_recipe_name(run_dir: Path) -> str:
+    """The recipe name of a run: metrics.json's 'recipe', else the folder name without its UTC time."""
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        name = json.loads(metrics_file.read_text(encoding="utf-8")).get("recipe")
+        if isinstance(name, str) and name:
+            return name
+    return re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", run_dir.name)
+
+
+def _from_dict(raw: dict[str, Any], overrides: list[str], source: str, name: str, anchor: Path) -> Recipe:
+    return validate_recipe_dict(apply_overrides(raw, overrides), source, name=name, path=anchor)
+
+
+def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides: list[str]) -> Recipe:
+    """The recipe whose eval settings and eval split are used: --recipe, else the run's own, else defaults.
+
+    A run's recipe.yaml holds data paths as written in the original recipe, so they resolve against the
+    original recipe file when it still exists under recipes/.
+    """
+    if recipe:
+        loaded = load_recipe(recipe, overrides, check=False)
+    elif ref.run_dir is not None and (ref.run_dir / "recipe.yaml").is_file():
+        path = ref.run_dir / "recipe.yaml"
+        name = _run_recipe_name(ref.run_dir)
+        try:
+            anchor = find_recipe(name)
+        except RecipeError:
+            anchor = RECIPES_DIR / f"{name}.yaml"
+        loaded = _from_dict(
+            yaml.safe_load(path.read_text(encoding="utf-8")) or {}, overrides, str(path), name, anchor
+        )
+    elif data:
+        raw = {"model": ref.base.model_dump(mode="json"), "data": {"train": data}}
+        loaded = _from_dict(raw, overrides, "pipeline eval", Path(data).stem, Path(data).resolve())
+    else:
+        raise RecipeError(
+            f"{ref.adapter_dir or ref.base.name}: nothing to evaluate on; pass --recipe NAME or --data FILE."
+        )
+    if data:
+        source = SourceSpec(path=str(Path(data).resolve()) if Path(data).exists() else data)
+        loaded = loaded.model_copy(update={"data": loaded.data.model_copy(update={"eval": [source]})})
+    return loaded
+
+
+def load_eval_records(recipe: Recipe) -> list[dict[str, Any]]:
+    """The eval records of a recipe: data.eval, or the seeded split off data.train that finetune used."""
+    from pipeline.data import load_source, load_splits, mix
+
+    if recipe.data.eval:
+        skipped: dict[str, int] = {}
+        return mix([(s, load_source(recipe, s, skipped)) for s in recipe.data.eval], recipe.data.seed)
+    return load_splits(recipe).eval
+
+
+def default_output(ref: TargetRef, recipe: Recipe, target: str) -> Path:
+    """<run>/eval-<UTC time>/ for a run folder, else <train.output_dir>/eval-<target name>-<UTC time>/."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if ref.run_dir is not None:
+        return ref.run_dir / f"eval-{stamp}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(target.rstrip("/")).name or "model")
+    return Path(recipe.train.output_dir) / f"eval-{name}-{stamp}"
+
+
+def run_eval(
+    target: str,
+    recipe: str | None = None,
+    data: str | None = None,
+    overrides: list[str] | None = None,
+    output: str | None = None,
+    base: str | None = None,
+    compare: bool = True,
+    fail_if_worse: bool | None = None,
+) -> EvalOutcome:
+    """Evaluate TARGET (and its base, unless compare is off), write the report, then apply the gate."""
+    from pipeline.evaluation.gate import enforce_gate
+    from pipeline.evaluation.report import print_summary
+    from pipeline.evaluation.runner import evaluate_model, prepare_eval, write_results
+    from pipeline.modeling import load_base_model
+    from pipeline.recipe import ModelSpec
+    from pipeline.targets import load_target
+
+    ref = resolve_target(target)
+    spec = eval_recipe(ref, recipe, data, overrides or [])
+    if fail_if_worse is not None:
+        spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"fail_if_worse": fail_if_worse})})
+    records = load_eval_records(spec)
+    loaded = load_target(target)
+    data_set = prepare_eval(records, loaded.tokenizer, spec)
+    # Compare with --base, else the adapter's base (adapter switched off), else a full run's base model.
+    base_spec = (
+        ModelSpec(name=base)
+        if base
+        else spec.model
+        if ref.kind == "run" and ref.adapter_dir is None
+        else None
+    )
+    metrics: dict[str, Any] = {
+        "recipe": spec.name,
+        "model": ref.base.name,
+        "target": target,
+        "target_kind": ref.kind,
+    }
+    if compare and (base_spec is not None or ref.adapter_dir is not None):
+        console.print("Evaluating the base model ...")
+        if base_spec is None:
+            with loaded.model.disable_adapter():
+                metrics["base"] = evaluate_model(loaded.model, loaded.tokenizer, spec, data_set)
+        else:
+            base_model = load_base_model(base_spec)
+            metrics["base"] = evaluate_model(base_model, loaded.tokenizer, spec, data_set)
+            del base_model
+        metrics["model"] = base_spec.name if base_spec else ref.base.name
+    console.print(f"Evaluating {target} ...")
+    metrics["adapted"] = evaluate_model(loaded.model, loaded.tokenizer, spec, data_set)
+    out_dir = Path(output) if output else default_output(ref, spec, target)
+    write_results(out_dir, spec, metrics, data_set)
+    print_summary(metrics, out_dir, console)
+    enforce_gate(metrics, out_dir / "report.html")
+    return EvalOutcome(out_dir=out_dir, metrics=metrics)

@@ -1,0 +1,84 @@
+"""The regression gate: is the adapted model worse than the base beyond the recipe's tolerances?
+
+Checked on every evaluation and recorded in metrics.json; it stops the run (EvaluationGateError, a
+non-zero exit) only with eval.fail_if_worse, after every file of the run folder has been written.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import EvaluationGateError
+from pipeline.recipe import EvalSpec
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def check_gate(metrics: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
+    """{'enabled', 'passed', 'checks': [{metric, base, adapted, limit, passed}]} for base vs adapted.
+
+    Perplexity fails above base * (1 + perplexity_tolerance); mean similarity fails below
+    base - similarity_tolerance. A non-finite adapted value (a diverged model) always fails.
+    """
+    base, adapted = metrics.get("base", {}), metrics.get("adapted", {})
+    checks = []
+    ppl_base, ppl_adapted = _number(base.get("perplexity")), _number(adapted.get("perplexity"))
+    if ppl_base is not None and math.isfinite(ppl_base):
+        limit = ppl_base * (1 + spec.perplexity_tolerance)
+        ok = ppl_adapted is not None and math.isfinite(ppl_adapted) and ppl_adapted <= limit
+        checks.append(
+            {
+                "metric": "perplexity",
+                "base": ppl_base,
+                "adapted": ppl_adapted,
+                "limit": limit,
+                "better": "lower",
+                "passed": ok,
+            }
+        )
+    sim_base = _number(base.get("similarity", {}).get("mean"))
+    sim_adapted = _number(adapted.get("similarity", {}).get("mean"))
+    if sim_base is not None:
+        limit = sim_base - spec.similarity_tolerance
+        ok = sim_adapted is not None and math.isfinite(sim_adapted) and sim_adapted >= limit
+        checks.append(
+            {
+                "metric": "similarity_mean",
+                "base": sim_base,
+                "adapted": sim_adapted,
+                "limit": limit,
+                "better": "higher",
+                "passed": ok,
+            }
+        )
+    return {"enabled": spec.fail_if_worse, "passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def gate_message(gate: dict[str, Any], where: Path | str) -> str:
+    """One line naming each failed check, where the report is, and how to relax or disable the gate."""
+    failed = []
+    for check in gate.get("checks", []):
+        if not check["passed"]:
+            relation = ">" if check["better"] == "lower" else "<"
+            failed.append(
+                f"{check['metric']} {check['adapted']:.4g} {relation} limit {check['limit']:.4g} "
+                f"(base {check['base']:.4g})"
+                if check["adapted"] is not None
+                else f"{check['metric']} is missing or not finite (base {check['base']:.4g})"
+            )
+    return (
+        f"evaluation gate: the adapted model is worse than the base: {'; '.join(failed)}. "
+        f"Report: {where}. Fix the training settings (e.g. train.learning_rate), raise "
+        "eval.perplexity_tolerance / eval.similarity_tolerance, or set eval.fail_if_worse: false."
+    )
+
+
+def enforce_gate(metrics: dict[str, Any], where: Path | str) -> None:
+    """Raise EvaluationGateError when the gate is enabled and failed (metrics['gate'] from check_gate)."""
+    gate = metrics.get("gate")
+    if gate and gate.get("enabled") and not gate.get("passed"):
+        raise EvaluationGateError(gate_message(gate, where))

@@ -1,0 +1,203 @@
+"""Evaluate one model on an eval set (perplexity, generations, similarity, lexical overlap, speed),
+then compare base and adapted, write the results and apply the regression gate.
+
+`pipeline finetune` calls evaluate_model() for the base before training and for the adapted model after,
+then write_results() and enforce_gate(); `pipeline eval` (pipeline.evaluation.cli_eval) does the same for
+a run folder, an adapter or a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.data import encode_record
+from pipeline.errors import DataError, RecipeError
+from pipeline.evaluation import lexical
+from pipeline.evaluation.embedding import closer_rate, similarities, summarize
+from pipeline.evaluation.gate import check_gate
+from pipeline.evaluation.perplexity import perplexity
+from pipeline.formatting import Messages, prompt_messages
+from pipeline.generation import Sampling, generate
+from pipeline.recipe import Recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+UNTRUNCATED = 1 << 30  # eval rows keep every token; long ones are scored with sliding windows instead
+
+
+@dataclass
+class EvalSet:
+    """Eval examples tokenized in full for perplexity, and prompts/references for generation."""
+
+    rows: list[dict[str, Any]]
+    prompts: list[Messages]
+    references: list[str]
+    window: int
+    stride: int
+    row_records: list[int]  # index in the eval records of each row (rows without a scored token are dropped)
+    prompt_records: list[int]  # index in the eval records of each prompt
+
+
+def prepare_eval(
+    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, recipe: Recipe
+) -> EvalSet:
+    """Tokenize the first eval.max_examples records (untruncated); pick eval.generate_examples prompts."""
+    spec = recipe.eval
+    window = spec.context_length or recipe.train.max_length
+    stride = spec.stride or max(1, window // 2)
+    if stride >= window:
+        raise RecipeError(
+            f"eval.stride ({stride}) must be smaller than the window ({window} tokens); lower it."
+        )
+    untruncated = recipe.model_copy(
+        update={"train": recipe.train.model_copy(update={"max_length": UNTRUNCATED})}
+    )
+    rows, row_records = [], []
+    for index, record in enumerate(records[: spec.max_examples]):
+        try:
+            row = encode_record(record, tokenizer, untruncated)
+        except ValueError as exc:  # formatting.TemplateMismatch
+            raise DataError(f"{record.get('location', f'eval record {index}')}: {exc}") from None
+        if any(row["assistant_masks"]):
+            rows.append({"input_ids": row["input_ids"], "assistant_masks": row["assistant_masks"]})
+            row_records.append(index)
+    if not rows:
+        raise DataError("eval data: no example has a token to score; check data.eval and train.loss_on.")
+    prompt_records = [i for i, r in enumerate(records) if "messages" in r][: spec.generate_examples]
+    pairs = [prompt_messages(records[i]["messages"]) for i in prompt_records]
+    return EvalSet(
+        rows=rows,
+        prompts=[p for p, _ in pairs],
+        references=[r for _, r in pairs],
+        window=window,
+        stride=stride,
+        row_records=row_records,
+        prompt_records=prompt_records,
+    )
+
+
+def evaluate_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, data: EvalSet
+) -> dict[str, Any]:
+    """Every metric for one model; `per_example` holds per-example values (for eval_examples.jsonl)."""
+    spec = recipe.eval
+    ppl = perplexity(model, data.rows, batch_size=spec.batch_size, window=data.window, stride=data.stride)
+    result: dict[str, Any] = {
+        key: ppl[key]
+        for key in (
+            "perplexity",
+            "perplexity_all_tokens",
+            "nll",
+            "tokens",
+            "tokens_all",
+            "examples",
+            "windows",
+        )
+    }
+    result["perplexity_per_example"] = ppl["per_example_distribution"]
+    result["seconds"] = {"perplexity": ppl["seconds"]}
+    per_example: dict[str, list[Any]] = {"perplexity": ppl["per_example"]}
+    if data.prompts:
+        generations = generate(
+            model,
+            tokenizer,
+            data.prompts,
+            Sampling(max_new_tokens=spec.max_new_tokens),
+            batch_size=spec.batch_size,
+        )
+        started = time.perf_counter()
+        scores = similarities(generations.texts, data.references, spec.embedding_model)
+        result["similarity"] = summarize(scores)
+        result["lexical"] = lexical.corpus_scores(generations.texts, data.references)
+        result["generation"] = {
+            "examples": len(data.prompts),
+            "new_tokens": generations.new_tokens,
+            "seconds": generations.seconds,
+            "tokens_per_second": generations.tokens_per_second,
+        }
+        result["seconds"].update(generation=generations.seconds, scoring=time.perf_counter() - started)
+        per_example.update(
+            answer=generations.texts,
+            similarity=scores,
+            **lexical.per_example(generations.texts, data.references),
+        )
+    result["per_example"] = per_example
+    return result
+
+
+def _delta(base: Any, adapted: Any) -> float | None:
+    return adapted - base if isinstance(base, (int, float)) and isinstance(adapted, (int, float)) else None
+
+
+def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
+    """Deltas (adapted - base) of every metric, the relative perplexity change and per-example win rates."""
+    deltas = {
+        "perplexity": _delta(base.get("perplexity"), adapted.get("perplexity")),
+        "perplexity_all_tokens": _delta(
+            base.get("perplexity_all_tokens"), adapted.get("perplexity_all_tokens")
+        ),
+        "similarity_mean": _delta(
+            base.get("similarity", {}).get("mean"), adapted.get("similarity", {}).get("mean")
+        ),
+    }
+    for name in ("rougeL", "chrf", "bleu"):
+        deltas[name] = _delta(base.get("lexical", {}).get(name), adapted.get("lexical", {}).get(name))
+    ppl_b, ppl_a = (
+        base.get("per_example", {}).get("perplexity", []),
+        adapted.get("per_example", {}).get("perplexity", []),
+    )
+    # NaN marks an example without scored tokens (NaN != NaN).
+    pairs = [(b, a) for b, a in zip(ppl_b, ppl_a, strict=True) if b == b and a == a]
+    base_ppl = base.get("perplexity")
+    return {
+        "deltas": deltas,
+        "perplexity_relative": adapted["perplexity"] / base_ppl - 1
+        if base_ppl and adapted.get("perplexity")
+        else None,
+        "perplexity_improved_rate": sum(a < b for b, a in pairs) / len(pairs) if pairs else None,
+        "adapted_closer_rate": closer_rate(
+            base.get("per_example", {}).get("similarity", []),
+            adapted.get("per_example", {}).get("similarity", []),
+        ),
+    }
+
+
+def example_rows(metrics: dict[str, Any], data: EvalSet) -> list[dict[str, Any]]:
+    """One row per eval record: prompt, reference and each side's per-example values and answer."""
+    rows: dict[int, dict[str, Any]] = {}
+    for position, record in enumerate(data.prompt_records):
+        prompt = data.prompts[position][-1]["content"] if data.prompts[position] else ""
+        rows[record] = {"record": record, "prompt": prompt, "reference": data.references[position]}
+    for side in ("base", "adapted"):
+        for key, values in metrics.get(side, {}).get("per_example", {}).items():
+            aligned = data.row_records if key == "perplexity" else data.prompt_records
+            for record, value in zip(aligned, values, strict=False):
+                rows.setdefault(record, {"record": record})[f"{side}_{key}"] = value
+    return [rows[r] for r in sorted(rows)]
+
+
+def write_results(
+    out_dir: Path, recipe: Recipe, metrics: dict[str, Any], data: EvalSet | None
+) -> dict[str, Any]:
+    """Add comparison and gate; write metrics.json, eval_examples.jsonl, report.md, report.html, plots/.
+
+    Returns the metrics as written (per-example lists moved out to eval_examples.jsonl).
+    """
+    from pipeline.evaluation.report import write_report
+
+    if "base" in metrics and "adapted" in metrics:
+        metrics["comparison"] = compare(metrics["base"], metrics["adapted"])
+    if "adapted" in metrics:
+        metrics["gate"] = check_gate(metrics, recipe.eval)
+    rows = example_rows(metrics, data) if data is not None else []
+    for side in ("base", "adapted"):
+        metrics.get(side, {}).pop("per_example", None)
+    metrics.setdefault("schema_version", 1)
+    write_report(out_dir, recipe, metrics, rows)
+    return metrics
