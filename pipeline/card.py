@@ -15,11 +15,14 @@ if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
 
 LOSS_IMAGE = "loss_curve.png"
-# comparison_rows() names -> model-index metric types (Hub metric ids where one exists).
+# comparison_rows() names that go into model-index -> metric types (Hub metric ids where one exists).
 METRIC_TYPES = {
     "perplexity (trained tokens)": "perplexity",
     "perplexity (all tokens)": "perplexity",
     "answer similarity (mean cosine)": "cosine_similarity",
+    "ROUGE-L F1": "rouge",
+    "chrF": "chrf",
+    "BLEU": "bleu",
 }
 
 
@@ -87,7 +90,7 @@ def eval_results(recipe: Recipe, metrics: dict[str, Any]) -> list[EvalResult]:
     results = []
     for name, base, adapted, _better in comparison_rows(metrics):
         for label, value in (("adapted", adapted), ("base model", base)):
-            if value is None:
+            if value is None or name not in METRIC_TYPES:
                 continue
             results.append(
                 EvalResult(
@@ -149,39 +152,16 @@ loaded = load_target("{repo}")  # loaded.model, loaded.tokenizer
 or fold it into a standalone model: `pipeline merge {repo} --output merged/`."""
 
 
-def _loss_points(metrics: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    history = metrics.get("train", {}).get("log_history", [])
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for key in ("loss", "eval_loss"):
-        points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
-        if points:
-            curves[key] = points
-    return curves
-
-
 def write_loss_curve(metrics: dict[str, Any], target: Path) -> bool:
-    """Plot training (and eval) loss per step into a PNG; False when the run logged no loss."""
-    curves = _loss_points(metrics)
-    if not curves:
+    """Render the report's training plot (loss and learning rate per step) to target; False if none."""
+    from pipeline.evaluation.plots import training_plot
+
+    history = metrics.get("train", {}).get("log_history", [])
+    png = training_plot(history, metrics.get("base", {}).get("nll"), metrics.get("adapted", {}).get("nll"))
+    if not png:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for key, points in curves.items():
-        axis.plot(
-            *zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=key.replace("_", " ")
-        )
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("cross-entropy loss (nats/token)")
-    axis.legend()
-    axis.grid(alpha=0.3)
-    figure.tight_layout()
-    tmp = target.with_name(f".{target.name}.tmp.png")
-    figure.savefig(tmp)
-    plt.close(figure)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(png)
     tmp.replace(target)
     return True
 
@@ -227,7 +207,7 @@ def build_model_card(
     hyper = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in _hyperparameters(recipe))
     pinned = f" at revision `{recipe.model.revision}`" if recipe.model.revision else ""
     what = "merged model" if merged else "full fine-tune" if recipe.adapter.method == "full" else "adapter"
-    curve = f"\n![training loss per step]({loss_image})\n" if loss_image else ""
+    curve = f"\n![training loss and learning rate per step]({loss_image})\n" if loss_image else ""
     repo = repo_id or "ORG/NAME"
     evaluation = (
         _eval_table(metrics) if metrics.get("base") or metrics.get("adapted") else "Evaluation was off."

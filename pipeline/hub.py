@@ -113,25 +113,27 @@ def _stage_card(run_dir: Path, files: dict[str, Path], staging: Path, repo_id: s
     )
     (staging / "README.md").write_text(str(card), encoding="utf-8")
     files["README.md"] = staging / "README.md"
-    _warn_local_base(files)
 
 
 def _message(exc: Exception, repo_id: str, token: str) -> str:
     """One line for a failed Hub call, with the token scrubbed from whatever the server said."""
-    from huggingface_hub.errors import HfHubHTTPError
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
-    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(token, "***")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    detail = " ".join(lines[:3]).replace(token, "***")
+    if isinstance(exc, (httpx2.TransportError, OfflineModeIsEnabled, OSError)):
+        reason = type(exc).__name__
+        return f"cannot reach the Hub at {constants.ENDPOINT} ({reason}); check the network or HF_ENDPOINT."
     if isinstance(exc, HfHubHTTPError) and status == 401:
         return "the Hub rejected the token (401); set a valid write token in HF_TOKEN or run `hf auth login`."
     if isinstance(exc, HfHubHTTPError) and status == 403:
         return f"the Hub refused the push to {repo_id} (403: no write access); check the namespace and token."
     if isinstance(exc, HfHubHTTPError):
         return f"the Hub refused the push to {repo_id} ({status}): {detail}"
-    from huggingface_hub import constants
-
-    reason = type(exc).__name__
-    return f"cannot reach the Hub at {constants.ENDPOINT} ({reason}); check the network or HF_ENDPOINT."
+    return f"the push to {repo_id} failed ({type(exc).__name__}): {detail}"
 
 
 def push_run(
@@ -169,6 +171,7 @@ def push_run(
             )
         except Exception as exc:
             raise HubError(_message(exc, repo_id, token)) from None
+    _warn_local_base(files)  # after the push, so that a failed push stays one line
     return PushResult(
         repo_id=repo_id, revision=branch, commit_url=info.commit_url, files=tuple(sorted(files))
     )

@@ -23,6 +23,7 @@ REPO = r"(?P<type>models|datasets)/(?P<repo>[^/]+/[^/]+)"
 API_ROUTES = [
     ("POST", r"/api/repos/create", "create_repo"),
     ("GET", r"/api/whoami-v2", "whoami"),
+    ("POST", r"/api/validate-yaml", "validate_yaml"),
     ("POST", rf"/api/{REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
     ("POST", rf"/api/{REPO}/commit/(?P<rev>[^/]+)", "commit"),
     ("POST", rf"/api/{REPO}/branch/(?P<rev>[^/]+)", "create_branch"),
@@ -148,6 +149,20 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
             self._send(200, {"type": "user", "name": hub.user, "orgs": [], "auth": {"type": "access_token"}})
+
+        def validate_yaml(self, _match: re.Match[str]) -> None:
+            """Card metadata check, as the client runs it before committing a README.md."""
+            from huggingface_hub import ModelCard
+
+            errors = []
+            try:
+                data = ModelCard(json.loads(self.body)["content"], ignore_metadata_errors=False).data
+                for name in [data.base_model] if isinstance(data.base_model, str) else data.base_model or []:
+                    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+                        errors.append(f'"base_model" must be a Hub model id, got "{name}"')
+            except Exception as exc:  # any parse failure is a metadata error
+                errors.append(f"{type(exc).__name__}: {exc}")
+            self._send(400 if errors else 200, {"errors": [{"message": e} for e in errors], "warnings": []})
 
         def create_repo(self, _match: re.Match[str]) -> None:
             if not self._authorized():

@@ -11,8 +11,18 @@ from pipeline.card import build_model_card, is_hub_id, write_loss_curve, write_m
 from pipeline.recipe import validate_recipe_dict
 
 METRICS = {
-    "base": {"perplexity": 41.5, "perplexity_all_tokens": 60.25, "similarity": {"mean": 0.31}},
-    "adapted": {"perplexity": 12.75, "perplexity_all_tokens": 30.5, "similarity": {"mean": 0.52}},
+    "base": {
+        "perplexity": 41.5,
+        "perplexity_all_tokens": 60.25,
+        "similarity": {"mean": 0.31, "median": 0.3},
+        "lexical": {"rougeL": 0.125},
+    },
+    "adapted": {
+        "perplexity": 12.75,
+        "perplexity_all_tokens": 30.5,
+        "similarity": {"mean": 0.52, "median": 0.5},
+        "lexical": {"rougeL": 0.25},
+    },
     "train": {
         "steps": 3,
         "loss": 2.5,
@@ -52,7 +62,8 @@ def test_card_metadata_parses_back_as_hub_model_index() -> None:
     assert results[("perplexity (trained tokens), adapted", "perplexity")] == 12.75
     assert results[("perplexity (trained tokens), base model", "perplexity")] == 41.5
     assert results[("answer similarity (mean cosine), adapted", "cosine_similarity")] == 0.52
-    assert len(results) == 6
+    assert results[("ROUGE-L F1, adapted", "rouge")] == 0.25
+    assert len(results) == 8  # medians stay in the text table; model-index holds the headline metrics
     assert {r.dataset_type for r in data.eval_results} == {"org/chat-data"}
 
 
@@ -69,7 +80,7 @@ def test_card_text_has_every_section_a_user_needs() -> None:
         "| perplexity (trained tokens) | 41.5 | 12.75 | -28.75 (lower is better) |",
         "## Intended use",
         "## Limitations",
-        "![training loss per step](loss_curve.png)",
+        "![training loss and learning rate per step](loss_curve.png)",
         'AutoPeftModelForCausalLM.from_pretrained("me/dora-test")',
         'load_target("me/dora-test")',
         "pipeline merge me/dora-test",
@@ -99,6 +110,6 @@ def test_is_hub_id(name: str, expected: bool) -> None:
 def test_write_model_card_writes_card_and_png(tmp_path: Path) -> None:
     readme = write_model_card(tmp_path, recipe(), METRICS)
     assert (tmp_path / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
-    assert "![training loss per step](loss_curve.png)" in readme.read_text()
+    assert "![training loss and learning rate per step](loss_curve.png)" in readme.read_text()
     assert not write_loss_curve({"train": {"log_history": []}}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
