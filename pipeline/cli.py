@@ -282,7 +282,7 @@ def main() -> None:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (OSError, RuntimeError) as exc:  # a full or read-only disk becomes one line; anything else is a bug
+    except Exception as exc:  # a full or read-only disk becomes one line (torch, safetensors and OSError alike)
         from pipeline.guards import storage_error
 
         error = storage_error(exc)

@@ -210,6 +210,15 @@ class Recipe(Spec):
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
 
+    @model_validator(mode="after")
+    def _check_method_fits_model(self) -> Recipe:
+        if self.adapter.method == "full" and self.model.quantization != "none":
+            raise ValueError(
+                f"adapter.method full cannot train a {self.model.quantization}-quantized base; "
+                "use adapter.method: lora (QLoRA) or model.quantization: none"
+            )
+        return self
+
     @property
     def name(self) -> str:
         """The recipe's name (the YAML file's stem)."""

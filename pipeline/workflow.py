@@ -35,9 +35,12 @@ class RunResult:
 def new_run_dir(recipe: Recipe) -> Path:
     """A fresh runs/<recipe>-<UTC time>/ folder; never reuses an existing one."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    from pipeline.errors import RecipeError
     from pipeline.guards import safe_child
 
     root = Path(recipe.train.output_dir)
+    if root.exists() and not root.is_dir():
+        raise RecipeError(f"train.output_dir '{root}' is a file; point it at a folder for runs.")
     candidate = safe_child(root, f"{recipe.name}-{stamp}", "run name")
     suffix = 1
     while True:
