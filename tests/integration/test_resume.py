@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from safetensors.torch import load_file
 
 # Runs `python -m pipeline` with one extra Trainer callback that sends `SIGNAL` to the process itself at the
@@ -134,32 +135,67 @@ def test_interrupt_kill_and_resume_match_an_uninterrupted_run(make_recipe: Any, 
 
 
 def test_resume_refuses_changed_inputs_unless_forced(
-    make_recipe: Any, tmp_path: Path, chat_files: Any
+    make_recipe: Any,
+    tmp_path: Path,
+    chat_files: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
+    # In-process through pipeline.cli.main (no interpreter start-ups): SIGTERM, refusal, forced resume.
+    import torch
+    from transformers import TrainerCallback
+
+    import pipeline.training
+    from pipeline.cli import main
+
+    class SigtermAfterStep1(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def cli(*argv: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["pipeline", "finetune", *argv])
+        with pytest.raises(SystemExit) as exited:
+            main()
+        return exited.value.code, capsys.readouterr().err
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     recipe = make_recipe(
         train={"max_steps": 4, "save_steps": 2, "precision": "fp32"}, eval={"enabled": False}
     )
-    stopped = _finetune([str(recipe)], signal_name="SIGTERM", at_step=1)  # stops after step 2
-    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    original = pipeline.training.build_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            pipeline.training,
+            "build_trainer",
+            lambda *a, callbacks=(), **k: original(*a, callbacks=[*callbacks, SigtermAfterStep1()], **k),
+        )
+        code, err = cli(str(recipe))
     run_dir = _only_run(tmp_path / "runs")
+    assert code == 143 and "SIGTERM: training stopped at step 2 and saved checkpoint-2; resume with: " in err
     before = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*"))
 
     train_file, _ = chat_files
     train_file.write_text(train_file.read_text() + train_file.read_text().splitlines(keepends=True)[0])
-    refused = _finetune([str(recipe), "train.learning_rate=0.02", "--resume", str(run_dir)])
-    assert refused.returncode != 0
-    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in refused.stderr
+    code, err = cli(str(recipe), "train.learning_rate=0.02", "--resume", str(run_dir))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 5 and len(errors) == 1 and "Traceback" not in err
     assert "cannot resume" in errors[0] and "train.learning_rate: 0.01 -> 0.02" in errors[0]
     assert f"data file {train_file.resolve()} changed" in errors[0] and "--force" in errors[0]
     assert sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*")) == before  # nothing touched
 
-    forced = _finetune([str(recipe), "train.learning_rate=0.02", "--resume", str(run_dir), "--force"])
-    assert forced.returncode == 0, forced.stderr[-3000:]
-    assert (
-        "inputs changed (--force)" in " ".join(forced.stderr.split())
-        and "train.learning_rate" in forced.stderr
+    code, err = cli(str(recipe), "train.learning_rate=0.02", "--resume", str(run_dir), "--force")
+    assert code in (0, None), err[-3000:]
+    assert any(
+        "inputs changed (--force)" in r.getMessage() and "train.learning_rate" in r.getMessage()
+        for r in caplog.records
     )
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["resumed"][-1]["forced"] is True
-    assert manifest["recipe"]["train"]["learning_rate"] == 0.02
+    assert (
+        manifest["resumed"][-1]["forced"] is True and manifest["resumed"][-1]["checkpoint"] == "checkpoint-2"
+    )
+    assert manifest["recipe"]["train"]["learning_rate"] == 0.02 and manifest["times"]["finished"]
