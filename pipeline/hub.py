@@ -124,15 +124,15 @@ def _message(exc: Exception, repo_id: str, token: str) -> str:
     status = getattr(getattr(exc, "response", None), "status_code", None)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
     detail = " ".join(lines[:3]).replace(token, "***")
-    if isinstance(exc, (httpx2.TransportError, OfflineModeIsEnabled, OSError)):
-        reason = type(exc).__name__
-        return f"cannot reach the Hub at {constants.ENDPOINT} ({reason}); check the network or HF_ENDPOINT."
     if isinstance(exc, HfHubHTTPError) and status == 401:
         return "the Hub rejected the token (401); set a valid write token in HF_TOKEN or run `hf auth login`."
     if isinstance(exc, HfHubHTTPError) and status == 403:
         return f"the Hub refused the push to {repo_id} (403: no write access); check the namespace and token."
     if isinstance(exc, HfHubHTTPError):
         return f"the Hub refused the push to {repo_id} ({status}): {detail}"
+    if isinstance(exc, (httpx2.TransportError, OfflineModeIsEnabled, OSError)):  # HfHubHTTPError is an OSError
+        reason = type(exc).__name__
+        return f"cannot reach the Hub at {constants.ENDPOINT} ({reason}); check the network or HF_ENDPOINT."
     return f"the push to {repo_id} failed ({type(exc).__name__}): {detail}"
 
 

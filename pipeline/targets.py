@@ -57,8 +57,20 @@ def _run_model_spec(run_dir: Path) -> ModelSpec | None:
     return ModelSpec.model_validate(data.get("model", {}))
 
 
+def split_revision(target: str, revision: str | None = None) -> tuple[str, str | None]:
+    """'ORG/NAME@REV' -> ('ORG/NAME', 'REV') so every command can pin a Hub revision; paths pass unchanged."""
+    name, at, pinned = target.rpartition("@")
+    hub_like = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not at or not hub_like or not pinned or Path(target).expanduser().exists():
+        return target, revision
+    if revision is not None and revision != pinned:
+        raise AssetError(f"{target}: two revisions given ('{pinned}' and '{revision}'); keep one.")
+    return name, pinned
+
+
 def resolve_target(target: str, revision: str | None = None) -> TargetRef:
-    """Classify a target and find its base model, adapter and tokenizer folders (no weights loaded)."""
+    """Classify a target (path, Hub id, or Hub id@revision) and find its base, adapter and tokenizer folders."""
+    target, revision = split_revision(target, revision)
     path = Path(target).expanduser()
     if path.is_dir() and (path / "adapter").is_dir():
         spec = _run_model_spec(path)

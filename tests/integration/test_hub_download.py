@@ -32,10 +32,10 @@ LOAD = """
 import json, sys, torch
 from pipeline.targets import load_target
 results = {}
-for revision in json.loads(sys.argv[1]):
-    loaded = load_target("test-org/tiny-adapter", revision=revision)
+for target in json.loads(sys.argv[1]):
+    loaded = load_target(target)
     with torch.no_grad():
-        results[str(revision)] = loaded.model(torch.tensor(json.loads(sys.argv[2]))).logits.tolist()
+        results[target] = loaded.model(torch.tensor(json.loads(sys.argv[2]))).logits.tolist()
     results["base"] = loaded.ref.base.name
 print(json.dumps(results))
 """
@@ -183,20 +183,20 @@ def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.
 
 
 def test_adapter_id_with_revision_pins_and_finds_base(olah: str, mirror: dict, tmp_path: Path) -> None:
-    revisions = ["v1", None, mirror["v1-sha"]]
-    done = run(["-c", LOAD, json.dumps(revisions), json.dumps(IDS)], client_env(tmp_path, olah))
+    tag, plain, commit = f"{ADAPTER}@v1", ADAPTER, f"{ADAPTER}@{mirror['v1-sha']}"
+    done = run(["-c", LOAD, json.dumps([tag, plain, commit]), json.dumps(IDS)], client_env(tmp_path, olah))
     results = json.loads(done.stdout.strip().splitlines()[-1])
     assert results["base"] == BASE  # found from adapter_config.json, downloaded by id
-    assert torch.allclose(torch.tensor(results["v1"]), mirror["v1"], atol=1e-5)
-    assert torch.allclose(torch.tensor(results["None"]), mirror["main"], atol=1e-5)
-    assert torch.allclose(torch.tensor(results[mirror["v1-sha"]]), mirror["v1"], atol=1e-5)
+    assert torch.allclose(torch.tensor(results[tag]), mirror["v1"], atol=1e-5)
+    assert torch.allclose(torch.tensor(results[plain]), mirror["main"], atol=1e-5)
+    assert torch.allclose(torch.tensor(results[commit]), mirror["v1"], atol=1e-5)
     assert not torch.allclose(mirror["v1"], mirror["main"], atol=1e-3)  # the pin really matters
 
     # Offline afterwards: the cached ids load without the server; an uncached id fails at once, clearly.
     started = time.monotonic()
-    offline = run(["-c", LOAD, json.dumps(["v1"]), json.dumps(IDS)], client_env(tmp_path, olah, offline=True))
+    offline = run(["-c", LOAD, json.dumps([tag]), json.dumps(IDS)], client_env(tmp_path, olah, offline=True))
     assert torch.allclose(
-        torch.tensor(json.loads(offline.stdout.strip().splitlines()[-1])["v1"]), mirror["v1"], atol=1e-5
+        torch.tensor(json.loads(offline.stdout.strip().splitlines()[-1])[tag]), mirror["v1"], atol=1e-5
     )
     missing = run(
         ["-m", "pipeline", "merge", "test-org/not-cached"],

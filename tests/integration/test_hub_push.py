@@ -245,3 +245,16 @@ def test_recipe_hub_push_at_end_of_finetune(hub: FakeHub, tiny_model_dir: Path, 
     assert all(
         (d / "adapter" / "adapter_model.safetensors").is_file() for d in (recipe.parent / "runs").iterdir()
     )
+
+
+def test_push_merged_model(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
+    done = run(
+        ["-m", "pipeline", "push", str(run_dir), "--repo-id", "tester/merged", "--merged"],
+        env=hub_env(tmp_path, hub.endpoint),
+    )
+    files = hub.files("tester/merged")
+    assert files["model.safetensors"] == (run_dir / "merged" / "model.safetensors").read_bytes()
+    assert "config.json" in files and "adapter_config.json" not in files
+    card = files["README.md"].decode()
+    assert "library_name: transformers" in card and 'AutoModelForCausalLM.from_pretrained("tester/merged")' in card
+    assert TOKEN not in done.stdout + done.stderr
