@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -271,22 +270,6 @@ def write_model_card(
 ) -> Path:
     """Write README.md (and the loss-curve PNG it shows) into run_dir; returns the README path."""
     image = LOSS_IMAGE if write_loss_curve(metrics, run_dir / LOSS_IMAGE) else None
-    hardware = _recorded_hardware(run_dir)
-    card = build_model_card(
-        recipe, metrics, repo_id=repo_id, hardware=hardware, merged=merged, loss_image=image
-    )
+    card = build_model_card(recipe, metrics, repo_id=repo_id, merged=merged, loss_image=image)
     write_text(run_dir / "README.md", str(card))
     return run_dir / "README.md"
-
-
-def _recorded_hardware(run_dir: Path) -> str | None:
-    """Hardware as recorded by the run's manifest, if it has one."""
-    manifest = run_dir / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    device = data.get("hardware") or data.get("device")
-    return json.dumps(device) if isinstance(device, (dict, list)) else device
