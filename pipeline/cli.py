@@ -44,6 +44,43 @@ def data_audit(
     audit(loaded, examples, split, target, Console())
 
 
+@data_app.command("hygiene")
+def data_hygiene(
+    target: str = typer.Argument("lora-small", help="Recipe name or path, or a data file/folder."),
+    eval_file: str = typer.Option(None, "--eval", help="Eval data file checked for contamination (with a file)."),
+    output: str = typer.Option(None, "--output", "-o", help="JSON report; default <train.output_dir>/"
+                                                            "<name>-hygiene.json."),
+) -> None:
+    """Exact/near duplicates, train/eval contamination, and personal data or secrets (masked) in the data."""
+    from pathlib import Path
+
+    from pipeline.hygiene import hygiene_report
+
+    report = hygiene_report(target, eval_file, Path(output) if output else None)
+    typer.echo("\n".join(report["lines"]))
+
+
+@app.command()
+def tokens(
+    target: str = typer.Argument("lora-small", help="Recipe name or path, or a data file/folder."),
+    recipe: str = typer.Option("lora-small", "--recipe", help="Recipe whose tokenizer and training settings "
+                                                              "apply to a data file."),
+    tokens_per_second: float = typer.Option(None, "--tokens-per-second", help="Training throughput to estimate "
+                                                                              "with, instead of measuring it."),
+    warmup_steps: int = typer.Option(3, "--warmup-steps", help="Training steps run to measure throughput (the "
+                                                               "first is not timed); 0 skips the estimate."),
+    output: str = typer.Option(None, "--output", "-o", help="Folder for tokens.json and tokens.png; default "
+                                                            "<train.output_dir>/tokens-<name>/."),
+) -> None:
+    """Tokens per example (recipe tokenizer and tiktoken), share above max_length, and a training-time estimate."""
+    from pathlib import Path
+
+    from pipeline.tokens import summary_lines, token_report
+
+    report = token_report(target, Path(output) if output else None, tokens_per_second, warmup_steps, recipe)
+    typer.echo("\n".join(summary_lines(report)))
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Our own rich progress bar covers training; these silence per-file download/load/map bars.
@@ -142,8 +179,8 @@ def merge(
     result = merge_run(run, Path(output) if output else None, dtype, tolerance)
     typer.echo(
         f"{result.output}: merged ({result.dtype}); max |logit diff| vs base + adapter {result.max_abs_diff:.2e} "
-        f"(relative {result.relative_diff:.1e} <= {result.relative_tolerance:.0e}); the saved folder reloads "
-        f"within {result.reload_max_abs_diff:.1e} of the fp32 merge; {result.seconds:.1f} s"
+        f"(relative {result.relative_diff:.1e} <= {result.relative_tolerance:.0e}); reloads with identical "
+        f"weights ({result.dtype} rounding moves logits by {result.reload_max_abs_diff:.1e}); {result.seconds:.1f} s"
     )
 
 
