@@ -55,6 +55,9 @@ def check_gate(metrics: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
                 "passed": ok,
             }
         )
+    from pipeline.safety import safety_checks
+
+    checks += safety_checks(base.get("safety"), adapted.get("safety"), spec.safety_tolerance)
     return {"enabled": spec.fail_if_worse, "passed": all(c["passed"] for c in checks), "checks": checks}
 
 

@@ -42,6 +42,8 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         ("chrF", ("lexical", "chrf"), "higher"),
         ("BLEU", ("lexical", "bleu"), "higher"),
         ("generation speed (tokens/s)", ("generation", "tokens_per_second"), "higher"),
+        ("safety: refusal rate (harmful requests)", ("safety", "refusal_rate"), "higher"),
+        ("safety: over-refusal rate (benign look-alikes)", ("safety", "over_refusal_rate"), "lower"),
     ]
     return [
         (name, pick(base, *path), pick(adapted, *path), better)

@@ -127,6 +127,11 @@ def evaluate_model(
             similarity=scores,
             **lexical.per_example(generations.texts, data.references),
         )
+    if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.safety)
+        from pipeline.safety import evaluate_safety
+
+        result["safety"] = evaluate_safety(model, tokenizer, max_new_tokens=spec.max_new_tokens,
+                                           batch_size=spec.batch_size, system_prompt=recipe.data.system_prompt)
     result["per_example"] = per_example
     return result
 

@@ -15,11 +15,24 @@ from pipeline.recipe import load_recipe
 from pipeline.workflow import finetune
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+EVAL_KEYS = {
+    "schema_version",
+    "recipe",
+    "model",
+    "target",
+    "target_kind",
+    "base",
+    "adapted",
+    "comparison",
+    "gate",
+}
 
 
 @pytest.fixture
 def run_dir(make_recipe: Any) -> Path:
-    recipe = make_recipe(eval={"generate_examples": 2, "max_new_tokens": 6, "samples": 2})
+    recipe = make_recipe(
+        data={"allow_contamination": True}, eval={"generate_examples": 2, "max_new_tokens": 6, "samples": 2}
+    )
     return finetune(load_recipe(str(recipe))).run_dir
 
 
@@ -33,20 +46,39 @@ def _key_paths(data: dict[str, Any], prefix: str = "") -> set[str]:
     paths = set()
     for key, value in data.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and key not in ("train", "skipped_records", "checks"):
+        if not prefix and key not in EVAL_KEYS:
+            continue  # sections other parts of finetune add (train, checks, hygiene, ...)
+        if isinstance(value, dict):
             paths |= _key_paths(value, f"{path}.")
         else:
             paths.add(path)
     return paths
 
 
+def _documented(path: str, readme: str) -> bool:
+    """`a.b.c` is in the README as `a.b.c` or `a.b.{x,c,y}`, with base./adapted. written as <side>."""
+    path = re.sub(r"^(base|adapted)\.", "<side>.", path)
+    parent, _, leaf = path.rpartition(".")
+    braces = re.findall(rf"`{re.escape(parent)}\.\{{([^}}]*)\}}`", readme) if parent else []
+    return f"`{path}`" in readme or any(leaf in group.split(",") for group in braces)
+
+
 def test_finetune_run_folder_has_report_with_plots(run_dir: Path) -> None:
-    for name in ("metrics.json", "report.md", "report.html", "eval_examples.jsonl", "plots/training.png",
-                 "plots/perplexity.png", "plots/similarity.png"):
+    for name in (
+        "metrics.json",
+        "report.md",
+        "report.html",
+        "eval_examples.jsonl",
+        "plots/training.png",
+        "plots/perplexity.png",
+        "plots/similarity.png",
+    ):
         assert (run_dir / name).is_file(), f"missing {name}"
     html = (run_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
-    assert not re.search(r"""(src|href)=["']?(https?:|//|plots/)""", html), "report.html must be self-contained"
+    assert not re.search(r"""(src|href)=["']?(https?:|//|plots/)""", html), (
+        "report.html must be self-contained"
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["schema_version"] == 1
     for side in ("base", "adapted"):
@@ -54,16 +86,22 @@ def test_finetune_run_folder_has_report_with_plots(run_dir: Path) -> None:
         assert metrics[side]["generation"]["tokens_per_second"] > 0
         assert -1 <= metrics[side]["similarity"]["mean"] <= 1
     assert metrics["comparison"]["deltas"]["perplexity"] == pytest.approx(
-        metrics["adapted"]["perplexity"] - metrics["base"]["perplexity"])
+        metrics["adapted"]["perplexity"] - metrics["base"]["perplexity"]
+    )
     assert metrics["gate"]["enabled"] is False and len(metrics["gate"]["checks"]) == 2
     rows = [json.loads(line) for line in (run_dir / "eval_examples.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and rows[0]["prompt"] == "What does json.dumps do?"
-    assert isinstance(rows[0]["adapted_answer"], str) and "base_similarity" in rows[1] and "prompt" not in rows[3]
+    assert (
+        isinstance(rows[0]["adapted_answer"], str)
+        and "base_similarity" in rows[1]
+        and "prompt" not in rows[3]
+    )
     report = (run_dir / "report.md").read_text()
-    assert "| perplexity (trained tokens) |" in report and "![" in report and "## Sample generations" in report
+    assert (
+        "| perplexity (trained tokens) |" in report and "![" in report and "## Sample generations" in report
+    )
     # metrics.json is documented: every key written is in the README's table.
-    documented = README.read_text()
-    missing = sorted(p for p in _key_paths(metrics) if f"`{p}`" not in documented)
+    missing = sorted(p for p in _key_paths(metrics) if not _documented(p, README.read_text()))
     assert not missing, f"metrics.json keys missing from README's eval section: {missing}"
 
 
@@ -80,14 +118,28 @@ def test_eval_targets_reproduce_finetune_numbers(run_dir: Path, tmp_path: Path, 
     assert (tmp_path / "run" / "report.html").is_file()
 
     data = run_dir.parent.parent / "data" / "eval.jsonl"
-    from_adapter = _eval(str(run_dir / "adapter"), "--data", str(data), "--output", str(tmp_path / "adapter"),
-                         "eval.generate_examples=0", "train.max_length=64")
+    from_adapter = _eval(
+        str(run_dir / "adapter"),
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "adapter"),
+        "eval.generate_examples=0",
+        "train.max_length=64",
+    )
     assert from_adapter["target_kind"] == "adapter" and "similarity" not in from_adapter["adapted"]
     assert from_adapter["adapted"]["perplexity"] == pytest.approx(adapted_ppl, rel=1e-5)
     assert from_adapter["base"]["perplexity"] == pytest.approx(base_ppl, rel=1e-5)
 
-    from_model = _eval(str(tiny_model_dir), "--data", str(data), "--output", str(tmp_path / "model"),
-                       "eval.generate_examples=0", "train.max_length=64")
+    from_model = _eval(
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--output",
+        str(tmp_path / "model"),
+        "eval.generate_examples=0",
+        "train.max_length=64",
+    )
     assert from_model["target_kind"] == "model" and "base" not in from_model
     assert from_model["adapted"]["perplexity"] == pytest.approx(base_ppl, rel=1e-5)
 
