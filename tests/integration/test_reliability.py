@@ -54,6 +54,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 ) -> None:
     # Adam moves every weight by about the learning rate: 1e30 makes step 2's logits overflow to inf/NaN.
     recipe = make_recipe(
+        data={"allow_contamination": True},
         train={
             "learning_rate": 1e30,
             "lr_scheduler": "constant",
@@ -86,7 +87,7 @@ def test_from_manifest_reruns_the_same_configuration(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    recipe = make_recipe(train={"max_steps": 3}, eval={"enabled": False})
+    recipe = make_recipe(data={"allow_contamination": True}, train={"max_steps": 3}, eval={"enabled": False})
     assert _cli(["finetune", str(recipe), "train.learning_rate=0.005"], monkeypatch, capsys)[0] in (0, None)
     first = next((tmp_path / "runs").iterdir())
     manifest = json.loads((first / "manifest.json").read_text())
@@ -162,7 +163,11 @@ def test_full_or_read_only_disk_is_one_clear_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     disk = small_disk(options)
-    recipe = make_recipe(train={"output_dir": str(disk / "runs"), "save_steps": 1}, eval={"enabled": False})
+    recipe = make_recipe(
+        data={"allow_contamination": True},
+        train={"output_dir": str(disk / "runs"), "save_steps": 1},
+        eval={"enabled": False},
+    )
     code, err = _cli(["finetune", str(recipe)], monkeypatch, capsys)
     line = _error_line(err)
     assert code == 8 and "cannot write" in line and f"({reason})" in line, line
@@ -184,5 +189,5 @@ def test_storage_errors_from_any_layer_become_one_line(
         )
 
     monkeypatch.setattr(pipeline.manifest, "write_json", full)
-    code, err = _cli(["finetune", str(make_recipe())], monkeypatch, capsys)
+    code, err = _cli(["finetune", str(make_recipe(data={"allow_contamination": True}))], monkeypatch, capsys)
     assert code == 8 and "cannot write an output file (the disk is full)" in _error_line(err)

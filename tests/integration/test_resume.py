@@ -62,10 +62,12 @@ def _only_run(root: Path) -> Path:
     return runs[0]
 
 
+@pytest.mark.slow  # four CLI processes
 def test_interrupt_kill_and_resume_match_an_uninterrupted_run(make_recipe: Any, tmp_path: Path) -> None:
     # 24 records in batches of 4: 6 steps per epoch, so the resumed run crosses an epoch boundary
     # (a new shuffle); dropout > 0 checks that RNG states are restored too.
     recipe = make_recipe(
+        data={"allow_contamination": True},
         adapter={"r": 4, "alpha": 8, "dropout": 0.1},
         train={
             "max_steps": 10,
@@ -165,7 +167,9 @@ def test_resume_refuses_changed_inputs_unless_forced(
     torch.set_num_threads(1)
     request.addfinalizer(lambda: torch.set_num_threads(threads))
     recipe = make_recipe(
-        train={"max_steps": 4, "save_steps": 2, "precision": "fp32"}, eval={"enabled": False}
+        data={"allow_contamination": True},
+        train={"max_steps": 4, "save_steps": 2, "precision": "fp32"},
+        eval={"enabled": False},
     )
     original = pipeline.training.build_trainer
     with monkeypatch.context() as patch:

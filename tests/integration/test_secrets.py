@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hubserver import FakeHub
 
 TOKEN = "hf_LEAKCANARYxq7Zt3Vb9Nw2Rk5Pm8"
@@ -34,9 +35,12 @@ def _leaks(data: bytes) -> list[str]:
     return [s for s in (TOKEN, OTHER_SECRET, "LEAKCANARY") if s.encode() in data]
 
 
+@pytest.mark.slow  # two CLI processes and a push over HTTP
 def test_no_secret_in_any_output(make_recipe: Any, tmp_path: Path) -> None:
     recipe = make_recipe(
-        train={"report_to": ["tensorboard"], "save_steps": 1, "max_steps": 2}, eval={"generate_examples": 0}
+        data={"allow_contamination": True},
+        train={"report_to": ["tensorboard"], "save_steps": 1, "max_steps": 2},
+        eval={"generate_examples": 0},
     )
     with FakeHub(TOKEN) as hub:
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_HOME")}
@@ -78,26 +82,18 @@ def test_no_secret_in_any_output(make_recipe: Any, tmp_path: Path) -> None:
 
 
 def test_a_secret_in_a_recipe_field_is_refused_before_anything_is_written(
-    make_recipe: Any, tmp_path: Path
+    make_recipe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    recipe = make_recipe(train={"max_steps": 1}, eval={"enabled": False})
-    env = {
-        **os.environ,
-        "HF_TOKEN": TOKEN,
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "PIPELINE_CACHE": str(tmp_path / "cache"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "finetune", str(recipe), f"description=use {TOKEN}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    from pipeline.cli import main
+
+    recipe = make_recipe(data={"allow_contamination": True}, train={"max_steps": 1}, eval={"enabled": False})
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setattr(sys, "argv", ["pipeline", "finetune", str(recipe), f"description=use {TOKEN}"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exited.value.code == 2 and "Traceback" not in err
     assert len(errors) == 1 and "description holds what looks like a secret" in errors[0]
-    assert "LEAKCANARY" not in done.stdout + done.stderr
+    assert "LEAKCANARY" not in out + err
     assert not (tmp_path / "runs").exists()
