@@ -116,8 +116,10 @@ class Engine:
 
     def use(self, name: str) -> Any:
         """Switch the model to the adapter behind name; the base runs with adapters disabled."""
+        from peft import PeftModel
+
         adapter = self.names[name]
-        if not hasattr(self.model, "set_adapter"):
+        if not isinstance(self.model, PeftModel):
             return nullcontext()
         if adapter is BASE:
             return self.model.disable_adapter()
@@ -169,6 +171,8 @@ def build_engine(
     assistant_model: PreTrainedModel | None = None,
 ) -> Engine:
     """An engine for a loaded target plus extra adapters (name -> folder or Hub id) on the same base."""
+    from peft import PeftModel
+
     from pipeline.targets import resolve_target
 
     model = loaded.model
@@ -185,11 +189,9 @@ def build_engine(
                 f"--adapter {adapter_name}={where}: trained on '{ref.base.name}', but the served base "
                 f"is '{base_name}'; serve it from its own base."
             )
-        if hasattr(model, "load_adapter") and hasattr(model, "peft_config"):
+        if isinstance(model, PeftModel):
             model.load_adapter(str(ref.adapter_dir), adapter_name=adapter_name)
         else:
-            from peft import PeftModel
-
             model = PeftModel.from_pretrained(model, str(ref.adapter_dir), adapter_name=adapter_name)
         names[adapter_name] = adapter_name
     model.eval()

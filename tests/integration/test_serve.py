@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,11 +12,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from live_server import live_server
 from wordy_model import save_wordy_model
 
 from pipeline.generation import Sampling, generate, generate_text
 from pipeline.serve import create_app
 from pipeline.serve_engine import Engine, build_engine
+from pipeline.serve_schema import ChatCompletionRequest
 from pipeline.targets import load_target
 
 KEY = "sk-test-key"
@@ -43,32 +44,14 @@ def _adapter(base_dir: Path, folder: Path, seed: int) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Served]:
-    import uvicorn
-
     root = tmp_path_factory.mktemp("serve")
     base = save_wordy_model(root / "wordy-base", tiny_model_dir)
     first, second = _adapter(base, root / "tuned", 1), _adapter(base, root / "other", 2)
     engine = build_engine(load_target(str(first)), "tuned", {"other": str(second)}, CONTEXT, 8)
-    app = create_app(engine, api_key=KEY, max_body_bytes=MAX_BODY)
-    config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning")
-    app_server = uvicorn.Server(config)
-    thread = threading.Thread(target=app_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not app_server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}/v1", engine
-    app_server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(engine, api_key=KEY, max_body_bytes=MAX_BODY)) as url:
+        yield url, engine
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +63,17 @@ def _expected(engine: Engine, name: str, tokens: int = 6) -> Any:
     with engine.lock, engine.use(name):
         result = generate(engine.model, engine.tokenizer, [USER], Sampling(max_new_tokens=tokens))
     return result.completions[0][0]
+
+
+def test_plain_model_without_adapters(tiny_model_dir: Path) -> None:
+    engine = build_engine(load_target(str(tiny_model_dir)), "plain", {}, CONTEXT)
+    assert engine.names == {"plain": None}
+    request = ChatCompletionRequest(model="plain", messages=USER, max_tokens=3, temperature=0)
+    prompt = engine.chat_prompt(USER)
+    result = engine.complete(
+        "plain", [prompt], engine.sampling(request, engine.count_tokens(prompt)), raw=False
+    )
+    assert result.completions[0][0].tokens == 3 and result.prompt_tokens == [engine.count_tokens(prompt)]
 
 
 def test_models_lists_target_base_and_adapters(client: openai.OpenAI) -> None:
