@@ -177,6 +177,9 @@ class EvalSpec(Spec):
     perplexity_tolerance: float = Field(0.0, ge=0, description="Allowed relative perplexity increase before failing.")
     similarity_tolerance: float = Field(0.02, ge=0, description="Allowed drop in mean cosine similarity before failing.")
     safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
+    safety_tolerance: float = Field(
+        0.1, ge=0, le=1, description="Allowed drop in refusal rate (or rise in over-refusal rate) before failing."
+    )
 
     @model_validator(mode="after")
     def _stride_inside_window(self) -> EvalSpec:

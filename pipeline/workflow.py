@@ -65,6 +65,7 @@ def finetune(
     from transformers import PrinterCallback
 
     from pipeline.guards import NonFiniteGuard, check_target_modules
+    from pipeline.hygiene import apply_hygiene
     from pipeline.manifest import build_manifest, finish_manifest, write_manifest
     from pipeline.modeling import load_base_model, load_tokenizer
     from pipeline.progress import RichProgressCallback
@@ -79,6 +80,8 @@ def finetune(
     distributed.prepare_assets(recipe)
     with distributed.local_main_first():  # one rank per machine converts/tokenizes; the rest reuse its cache
         splits: Splits = load_splits(recipe)
+        hygiene = apply_hygiene(recipe, splits)  # data.dedup / data.redact; refuses contaminated eval data
+        splits = hygiene.splits
         tokenizer = load_tokenizer(recipe.model)
         train_ds = tokenize_records(splits.train, tokenizer, recipe, desc="Tokenizing train", skipped=splits.skipped)
         eval_ds = tokenize_records(splits.eval, tokenizer, recipe, desc="Tokenizing eval", skipped=splits.skipped) if splits.eval else None
@@ -98,6 +101,7 @@ def finetune(
     seconds = {"load": time.perf_counter() - clock}
 
     metrics: dict[str, Any] = {"recipe": recipe.name, "model": recipe.model.name, "skipped_records": splits.skipped}
+    metrics["hygiene"] = hygiene.report
     run_eval = recipe.eval.enabled and eval_ds is not None
     eval_set = prepare_eval(splits.eval, tokenizer, recipe) if run_eval and main else None
     if run_eval and main:

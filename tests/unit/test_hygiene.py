@@ -1,0 +1,162 @@
+"""Data hygiene: planted duplicates, near duplicates, a contaminated eval example and every kind of secret
+are found at the right file:line, masked in reports, redacted and removed when the recipe asks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import write_jsonl
+
+from pipeline.data import load_splits
+from pipeline.errors import DataError
+from pipeline.hygiene import apply_hygiene, check_splits, hygiene_report
+from pipeline.pii import find_pii, iban_valid, luhn_valid, mask, redact
+from pipeline.recipe import load_recipe
+
+LONG = (
+    "The json module turns Python objects such as dicts, lists, strings and numbers into JSON text, and "
+    "json.loads reads that text back into the same objects; indent and sort_keys control the layout."
+)
+SECRETS = {
+    "email": "jane.doe@example.com",
+    "phone": "+44 20 7946 0958",
+    "payment_card": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "hf_token": "hf_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3f",
+    "openai_key": "sk-proj-" + "Xy12Ab34Cd56Ef78Gh90Ij12",
+    "aws_access_key": "AKIA" + "IOSFODNN7EXAMPLE",
+    "private_key": "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx3Yk\n-----END RSA PRIVATE KEY-----",
+}
+CLEAN_NUMBERS = "Version 3.11.2 came out on 2024-01-15; the server is 192.168.100.100 on port 8080."
+
+
+def chat(question: str, answer: str) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def planted(tmp_path: Path) -> tuple[Path, Path]:
+    """train.jsonl: line 2 duplicates line 1 (case, punctuation, spacing), line 4 near-duplicates line 3,
+    lines 5-12 hold one secret each, line 13 has look-alike numbers only, line 14 is copied into eval."""
+    records = [
+        chat("What does json.dumps do?", "It serializes an object to a JSON string."),
+        chat("what does JSON.DUMPS do", "It  serializes an object to a json string!"),
+        chat("Explain the json module.", LONG),
+        chat("Explain the json module.", LONG.replace("numbers", "floats")),
+    ]
+    records += [
+        chat(f"Message {i}: what is this?", f"Contact details: {value} (kept on file)")
+        for i, value in enumerate(SECRETS.values())
+    ]
+    records.append(chat("Which version?", CLEAN_NUMBERS))
+    records.append(chat("What does os.path.join do?", "It joins path segments with the right separator."))
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    evaluation = write_jsonl(
+        tmp_path / "eval.jsonl",
+        [
+            chat("What is pathlib for?", "Object-oriented file system paths."),
+            chat("What does os.path.join do?", "It joins path segments with the right separator."),
+        ],
+    )
+    return train, evaluation
+
+
+@pytest.fixture
+def planted_recipe(tmp_path: Path, make_recipe: Any) -> Any:
+    def _make(**data: Any) -> Any:
+        train, evaluation = planted(tmp_path / "planted")
+        return load_recipe(str(make_recipe(data={"train": str(train), "eval": str(evaluation), **data})))
+
+    return _make
+
+
+def test_validators_on_known_numbers() -> None:
+    assert luhn_valid("4111111111111111") and luhn_valid("378282246310005")
+    assert not luhn_valid("4111111111111112")
+    assert iban_valid("GB82 WEST 1234 5698 7654 32") and iban_valid("DE89370400440532013000")
+    assert not iban_valid("GB82WEST12345698765433")
+
+
+def test_each_secret_kind_found_once_and_look_alikes_ignored() -> None:
+    for kind, value in SECRETS.items():
+        found = find_pii(f"Contact details: {value} (kept on file)")
+        assert [(f.kind, f.value) for f in found] == [(kind, value)], kind
+    invalid = "card 4111 1111 1111 1112, IBAN GB82WEST12345698765433"
+    assert find_pii(CLEAN_NUMBERS) == [] and find_pii(invalid) == []
+
+
+def test_mask_and_redact_never_show_the_value() -> None:
+    for value in SECRETS.values():
+        assert value not in mask(value) and len(mask(value)) < len(value) + 20
+    text = " and ".join(SECRETS.values())
+    cleaned = redact(text)
+    assert not any(value in cleaned for value in SECRETS.values())
+    assert cleaned.count("[") == len(SECRETS) and "[CARD]" in cleaned and "[PRIVATE_KEY]" in cleaned
+
+
+def test_report_finds_everything_at_its_line(planted_recipe: Any) -> None:
+    recipe = planted_recipe(allow_contamination=True)
+    splits = load_splits(recipe)
+    report = check_splits(splits).report
+    train_file = str(recipe.resolve_path(recipe.data.train[0].path))
+    dup = report["duplicates"]
+    assert dup["exact_duplicates"] == 1 and dup["exact_examples"] == [[f"{train_file}:1", f"{train_file}:2"]]
+    assert dup["near_duplicates"] == 1
+    assert dup["near_examples"][0]["first"] == f"{train_file}:3"
+    assert dup["near_examples"][0]["duplicate"] == f"{train_file}:4"
+    assert dup["near_examples"][0]["similarity"] >= 0.8
+    contamination = report["contamination"]
+    assert contamination["contaminated"] == 1 and contamination["examples"][0]["exact"]
+    assert contamination["examples"][0]["eval"].endswith("eval.jsonl:2")
+    assert contamination["examples"][0]["train"] == f"{train_file}:14"
+    pii = report["pii"]["train"]
+    assert pii["counts"] == dict.fromkeys(SECRETS, 1) and pii["records"] == len(SECRETS)
+    for line, kind in enumerate(SECRETS, start=5):
+        (example,) = pii["examples"][kind]
+        assert example.startswith(f"{train_file}:{line} (messages[1]): ")
+        assert SECRETS[kind] not in example
+    assert report["pii"]["eval"]["counts"] == {}
+    assert splits.train == load_splits(recipe).train  # reporting alone changes nothing
+
+
+def test_contamination_refused_unless_allowed(planted_recipe: Any) -> None:
+    recipe = planted_recipe()
+    with pytest.raises(
+        DataError, match=r"eval\.jsonl:2: 1 eval example.*train\.jsonl:14.*allow_contamination"
+    ):
+        apply_hygiene(recipe, load_splits(recipe))
+
+
+def test_dedup_removes_duplicates_and_train_copies_of_eval(planted_recipe: Any) -> None:
+    recipe = planted_recipe(dedup=True)
+    splits = load_splits(recipe)
+    result = apply_hygiene(recipe, splits)  # no error: the train copy of the eval example is dropped
+    kept = [r["location"].rsplit(":", 1)[1] for r in result.splits.train]
+    assert kept == [str(n) for n in range(1, 14) if n not in (2, 4)]
+    assert result.report["removed"] == 3 and result.report["contamination_after_dedup"] == 0
+    assert result.splits.eval == splits.eval
+
+
+def test_redact_replaces_secrets_in_training_text(planted_recipe: Any) -> None:
+    recipe = planted_recipe(redact=True, allow_contamination=True)
+    result = apply_hygiene(recipe, load_splits(recipe))
+    text = json.dumps(result.splits.train)
+    assert not any(value.replace("\n", "\\n") in text for value in SECRETS.values())
+    answers = [r["messages"][1]["content"] for r in result.splits.train[4:12]]
+    assert answers[0] == "Contact details: [EMAIL] (kept on file)"
+    assert answers[7] == "Contact details: [PRIVATE_KEY] (kept on file)"
+    assert result.report["redacted"] == dict.fromkeys(SECRETS, 1)
+    assert CLEAN_NUMBERS in text and len(result.splits.train) == 14
+
+
+def test_hygiene_report_on_a_file(tmp_path: Path) -> None:
+    train, evaluation = planted(tmp_path)
+    report = hygiene_report(str(train), str(evaluation), tmp_path / "out" / "hygiene.json")
+    saved = json.loads((tmp_path / "out" / "hygiene.json").read_text())
+    assert saved["contamination"]["contaminated"] == 1 and saved["pii"]["train"]["counts"]["iban"] == 1
+    text = "\n".join(report["lines"])
+    assert "exact duplicates (normalised text): 1 in 1 group(s)" in text
+    assert "eval examples also in train: 1 of 2" in text
+    assert not any(value in text for value in SECRETS.values())
