@@ -37,7 +37,10 @@ OVERRIDES = [
 
 def child(recipe_name: str, overrides: list[str]) -> None:
     """Train a few steps and print {"peak_rss": bytes, "runtime_rss": bytes} as JSON."""
-    import datasets  # noqa: F401  (what every run imports: the plan's "runtime")
+    # What every run imports: the plan's "runtime" row.
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    import trl  # noqa: F401
 
     from pipeline.data import load_splits, tokenize_records
     from pipeline.modeling import load_base_model, load_tokenizer
