@@ -1,0 +1,113 @@
+"""The report: metrics.json, eval_examples.jsonl, PNG plots, report.md and a self-contained report.html."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.evaluation.report import comparison_rows, write_report
+from pipeline.recipe import validate_recipe_dict
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics() -> dict[str, Any]:
+    side = {
+        "perplexity": 12.5,
+        "perplexity_all_tokens": 20.0,
+        "nll": 2.53,
+        "tokens": 100,
+        "examples": 3,
+        "similarity": {"mean": 0.4, "median": 0.4, "p10": 0.2, "n": 2},
+        "lexical": {"rougeL": 0.3},
+        "generation": {"tokens_per_second": 50.0},
+        "seconds": {"perplexity": 1.5},
+    }
+    adapted = {
+        **side,
+        "perplexity": 8.0,
+        "nll": 2.08,
+        "similarity": {"mean": 0.6, "median": 0.6, "p10": 0.5, "n": 2},
+    }
+    history = [{"step": s, "loss": 3.0 - 0.1 * s, "learning_rate": 1e-4 * s} for s in range(1, 11)]
+    return {
+        "recipe": "demo",
+        "model": "tiny",
+        "base": side,
+        "adapted": adapted,
+        "train": {"steps": 10, "loss": 2.5, "seconds": 12.0, "log_history": history},
+        "gate": {
+            "enabled": True,
+            "passed": True,
+            "checks": [
+                {
+                    "metric": "perplexity",
+                    "base": 12.5,
+                    "adapted": 8.0,
+                    "limit": 12.5,
+                    "better": "lower",
+                    "passed": True,
+                }
+            ],
+        },
+    }
+
+
+def _rows() -> list[dict[str, Any]]:
+    return [
+        {
+            "record": 0,
+            "prompt": "What | is <b>x</b>?",
+            "reference": "x is y",
+            "base_perplexity": 12.0,
+            "adapted_perplexity": 7.0,
+            "base_answer": "no idea",
+            "adapted_answer": "x is y\nindeed",
+            "base_similarity": 0.3,
+            "adapted_similarity": 0.9,
+        },
+        {"record": 1, "base_perplexity": float("nan"), "adapted_perplexity": 9.0},
+    ]
+
+
+def test_write_report_files(tmp_path: Path) -> None:
+    recipe = validate_recipe_dict(
+        {"data": {"train": "x.jsonl"}, "eval": {"samples": 5}}, "demo.yaml", name="demo"
+    )
+    metrics = _metrics()
+    write_report(tmp_path, recipe, metrics, _rows())
+
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    rows = [json.loads(line) for line in (tmp_path / "eval_examples.jsonl").read_text().splitlines()]
+    assert rows[1]["base_perplexity"] is None  # NaN is written as null: the file stays valid JSON
+    for name in ("training.png", "perplexity.png", "similarity.png"):
+        assert (tmp_path / "plots" / name).read_bytes().startswith(PNG_MAGIC)
+
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| perplexity (trained tokens) | 12.5 | 8 | -4.5 | lower |" in markdown
+    assert "What \\| is <b>x</b>?" in markdown and "x is y<br>indeed<br>(cosine 0.90)" in markdown
+    assert "![training loss" in markdown and "(plots/training.png)" in markdown
+    assert "PASS: enforced (eval.fail_if_worse)." in markdown
+    assert yaml.safe_load(markdown.split("```yaml\n")[1].split("```")[0])["eval"]["samples"] == 5
+
+    html = (tmp_path / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == 3 and all(base64.b64decode(i).startswith(PNG_MAGIC) for i in images)
+    assert "What | is &lt;b&gt;x&lt;/b&gt;?" in html and "<b>x</b>" not in html
+    assert not re.search(r"""(src|href)=["']?(https?:|//|plots/)""", html)
+
+
+def test_comparison_rows_keep_model_card_names_and_skip_absent_metrics() -> None:
+    rows = comparison_rows(_metrics())
+    names = [r[0] for r in rows]
+    assert names[:3] == [
+        "perplexity (trained tokens)",
+        "perplexity (all tokens)",
+        "answer similarity (mean cosine)",
+    ]
+    assert ("ROUGE-L F1", 0.3, 0.3, "higher") in rows and "chrF" not in names
