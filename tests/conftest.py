@@ -121,7 +121,8 @@ def make_recipe(tmp_path: Path, tiny_model_dir: Path, chat_files: tuple[Path, Pa
             "description": "tiny test recipe",
             "model": {"name": str(tiny_model_dir), "dtype": "float32"},
             "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-            "data": {"train": str(train), "eval": str(evaluation)},
+            # The tiny eval set repeats training conversations on purpose (fast, deterministic checks).
+            "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},
             "train": {"max_length": 64, "max_steps": 3, "batch_size": 2, "learning_rate": 1e-2,
                       "logging_steps": 1, "save_steps": 100, "report_to": ["none"],
                       "output_dir": str(tmp_path / "runs")},
