@@ -70,7 +70,8 @@ class Engine:
     def chat_prompt(self, messages: Messages) -> str:
         """The conversation rendered by the served chat template, ready for the assistant's turn."""
         try:
-            return render(self._counter, messages, add_generation_prompt=True)
+            with self._counter_lock:
+                return render(self._counter, messages, add_generation_prompt=True)
         except TemplateMismatch as exc:
             raise ApiError(400, f"messages: {exc}", param="messages") from None
 

@@ -30,7 +30,7 @@ def test_near_zero_temperature_and_top_k_1_equal_greedy(tiny_model: Any, tiny_to
 
 def test_same_seed_same_sample_and_n_samples(tiny_model: Any, tiny_tokenizer: Any) -> None:
     def sample(seed: int, n: int = 1) -> Any:
-        settings = Sampling(max_new_tokens=10, temperature=1.2, top_p=0.95, min_p=0.01, seed=seed, n=n)
+        settings = Sampling(max_new_tokens=8, temperature=1.2, top_p=0.95, min_p=0.01, seed=seed, n=n)
         return generate(tiny_model, tiny_tokenizer, PROMPTS[:2], settings)
 
     assert sample(7).texts == sample(7).texts
