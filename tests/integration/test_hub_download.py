@@ -235,7 +235,11 @@ def test_recipe_names_model_and_data_by_hub_id(olah: str, tmp_path: Path) -> Non
             {
                 "model": {"name": BASE, "revision": "main", "dtype": "float32"},
                 "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-                "data": {"train": [{"path": DATA, "split": "train"}], "eval_size": 4},
+                "data": {
+                    "train": [{"path": DATA, "split": "train"}],
+                    "eval_size": 4,
+                    "allow_contamination": True,
+                },
                 "train": {
                     "max_length": 64,
                     "max_steps": 1,

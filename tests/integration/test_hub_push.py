@@ -71,7 +71,7 @@ def tiny_recipe(folder: Path, model_dir: Path, name: str, **sections: dict) -> P
     recipe = {
         "model": {"name": str(model_dir), "dtype": "float32"},
         "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"train": str(train), "eval": str(evaluation)},
+        "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},  # repeated rows
         "train": {
             "max_length": 64,
             "max_steps": 2,
@@ -121,6 +121,7 @@ def test_push_then_load_by_id_gives_same_logits(hub: FakeHub, run_dir: Path, tmp
         "chat_template.jinja",
         "README.md",
         "metrics.json",
+        "manifest.json",
         "recipe.yaml",
         "loss_curve.png",
     } <= set(files)
@@ -157,7 +158,7 @@ def test_push_then_load_by_id_gives_same_logits(hub: FakeHub, run_dir: Path, tmp
     assert not [text for text in outputs if TOKEN in text]
 
 
-def test_push_to_branch_and_load_pinned_revision(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
+def test_push_to_branch_leaves_main_alone(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
     env = hub_env(tmp_path, hub.endpoint)
     run(["-m", "pipeline", "push", str(run_dir), "--repo-id", "tester/branched"], env=env)
     main_sha = hub.repos[("models", "tester/branched")].branches["main"]
@@ -179,13 +180,7 @@ def test_push_to_branch_and_load_pinned_revision(hub: FakeHub, run_dir: Path, tm
     assert repo.branches["main"] == main_sha and repo.branches["dev"] != main_sha
     assert hub.files("tester/branched", "dev")["adapter_model.safetensors"] == changed
     assert hub.files("tester/branched", "main")["adapter_model.safetensors"] == original
-
-    out = tmp_path / "logits.pt"
-    run(
-        ["-c", LOAD_BY_ID, "tester/branched", main_sha, str(out), json.dumps(PROMPT_IDS)],
-        env=hub_env(tmp_path / "pinned", hub.endpoint),
-    )
-    assert torch.allclose(torch.load(out)["pipeline"], local_logits(run_dir), atol=1e-6)
+    # Loading a pinned revision by id is covered over olah in test_hub_download.py (tag, commit, main).
 
 
 @pytest.mark.parametrize(
@@ -247,6 +242,7 @@ def test_recipe_hub_push_at_end_of_finetune(hub: FakeHub, tiny_model_dir: Path, 
     )
 
 
+@pytest.mark.slow  # merges the tiny model in a subprocess
 def test_push_merged_model(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
     done = run(
         ["-m", "pipeline", "push", str(run_dir), "--repo-id", "tester/merged", "--merged"],
@@ -256,5 +252,8 @@ def test_push_merged_model(hub: FakeHub, run_dir: Path, tmp_path: Path) -> None:
     assert files["model.safetensors"] == (run_dir / "merged" / "model.safetensors").read_bytes()
     assert "config.json" in files and "adapter_config.json" not in files
     card = files["README.md"].decode()
-    assert "library_name: transformers" in card and 'AutoModelForCausalLM.from_pretrained("tester/merged")' in card
+    assert (
+        "library_name: transformers" in card
+        and 'AutoModelForCausalLM.from_pretrained("tester/merged")' in card
+    )
     assert TOKEN not in done.stdout + done.stderr
