@@ -139,11 +139,14 @@ def evaluate(
                                                             "or runs/eval-<target>-<time>/)."),
     fail_if_worse: bool = typer.Option(None, "--fail-if-worse/--no-fail-if-worse", show_default=False,
                                        help="Exit non-zero when worse than the base (default: eval.fail_if_worse)."),
+    safety: bool = typer.Option(False, "--safety", help="Also report refusal / over-refusal rates on the bundled "
+                                                        "safety prompts (same as eval.safety=true)."),
 ) -> None:
     """Perplexity, answer similarity, lexical overlap and speed of TARGET vs its base; writes a report."""
     from pipeline.evaluation.command import run_eval
 
-    run_eval(target, recipe, data, overrides or [], output, base, compare, fail_if_worse)
+    overrides = [*(overrides or []), *(["eval.safety=true"] if safety else [])]
+    run_eval(target, recipe, data, overrides, output, base, compare, fail_if_worse)
 
 
 @app.command()

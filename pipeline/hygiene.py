@@ -155,9 +155,16 @@ def _where(records: list[dict[str, Any]], index: int) -> str:
 
 
 def _fields(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) per field; turns are named by role and number ('assistant turn 1'), since message
+    indices shift when data.system_prompt adds a system turn."""
     if "text" in record:
         return [("text", record["text"])]
-    return [(f"messages[{i}]", m["content"]) for i, m in enumerate(record["messages"])]
+    seen: Counter[str] = Counter()
+    fields = []
+    for message in record["messages"]:
+        seen[message["role"]] += 1
+        fields.append((f"{message['role']} turn {seen[message['role']]}", message["content"]))
+    return fields
 
 
 def scan_pii(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def test_report_finds_everything_at_its_line(planted_recipe: Any) -> None:
     assert pii["counts"] == dict.fromkeys(SECRETS, 1) and pii["records"] == len(SECRETS)
     for line, kind in enumerate(SECRETS, start=5):
         (example,) = pii["examples"][kind]
-        assert example.startswith(f"{train_file}:{line} (messages[1]): ")
+        assert example.startswith(f"{train_file}:{line} (assistant turn 1): ")
         assert SECRETS[kind] not in example
     assert report["pii"]["eval"]["counts"] == {}
     assert splits.train == load_splits(recipe).train  # reporting alone changes nothing
