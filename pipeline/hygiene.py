@@ -11,6 +11,7 @@ MinHash LSH (datasketch) and confirmed with the MinHash estimate.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from collections import Counter
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
     from pipeline.data import Splits
     from pipeline.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 NEAR_DUPLICATE_THRESHOLD = 0.8  # Jaccard similarity of word 3-gram sets
 NUM_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is ~1/sqrt(128) = 0.09
@@ -241,13 +244,44 @@ def check_splits(
 
 
 def apply_hygiene(recipe: Recipe, splits: Splits) -> HygieneResult:
-    """check_splits with the recipe's data.dedup, data.redact and data.allow_contamination."""
-    return check_splits(
+    """check_splits with the recipe's data.dedup, data.redact and data.allow_contamination; what it found
+    is logged in one line per finding kind (values never appear)."""
+    result = check_splits(
         splits,
         dedup=recipe.data.dedup,
         redact_pii=recipe.data.redact,
         allow_contamination=recipe.data.allow_contamination,
     )
+    report = result.report
+    dup = report["duplicates"]
+    if dup["exact_duplicates"] or dup["near_duplicates"]:
+        action = (
+            f"removed {report['removed']}" if "removed" in report else "kept (set data.dedup: true to drop)"
+        )
+        log.warning(
+            "Data hygiene: %d exact and %d near-duplicate training example(s); %s.",
+            dup["exact_duplicates"],
+            dup["near_duplicates"],
+            action,
+        )
+    left = report.get("contamination_after_dedup", report["contamination"]["contaminated"])
+    if left:
+        log.warning(
+            "Data hygiene: %d eval example(s) also in train (allowed by data.allow_contamination).", left
+        )
+    counts = Counter(report["pii"]["train"]["counts"]) + Counter(report["pii"]["eval"]["counts"])
+    if counts:
+        action = (
+            "replaced with placeholders"
+            if "redacted" in report
+            else "kept (set data.redact: true to replace)"
+        )
+        log.warning(
+            "Data hygiene: personal data / secrets found (%s); %s. `pipeline data hygiene` lists where.",
+            ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+            action,
+        )
+    return result
 
 
 def recipe_for(target: str, base: str = "lora-small", eval_file: str | None = None) -> Recipe:

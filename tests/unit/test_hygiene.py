@@ -4,6 +4,7 @@ are found at the right file:line, masked in reports, redacted and removed when t
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,13 @@ def planted(tmp_path: Path) -> tuple[Path, Path]:
 def planted_recipe(tmp_path: Path, make_recipe: Any) -> Any:
     def _make(**data: Any) -> Any:
         train, evaluation = planted(tmp_path / "planted")
-        return load_recipe(str(make_recipe(data={"train": str(train), "eval": str(evaluation), **data})))
+        return load_recipe(
+            str(
+                make_recipe(
+                    data={"train": str(train), "eval": str(evaluation), "allow_contamination": False, **data}
+                )
+            )
+        )
 
     return _make
 
@@ -139,9 +146,16 @@ def test_dedup_removes_duplicates_and_train_copies_of_eval(planted_recipe: Any) 
     assert result.splits.eval == splits.eval
 
 
-def test_redact_replaces_secrets_in_training_text(planted_recipe: Any) -> None:
+def test_redact_replaces_secrets_in_training_text(
+    planted_recipe: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     recipe = planted_recipe(redact=True, allow_contamination=True)
-    result = apply_hygiene(recipe, load_splits(recipe))
+    with caplog.at_level(logging.WARNING, logger="pipeline.hygiene"):
+        result = apply_hygiene(recipe, load_splits(recipe))
+    logged = caplog.text
+    assert "aws_access_key 1, email 1, hf_token 1" in logged and "replaced with placeholders" in logged
+    assert "1 exact and 1 near-duplicate" in logged and "1 eval example(s) also in train" in logged
+    assert not any(value in logged for value in SECRETS.values())
     text = json.dumps(result.splits.train)
     assert not any(value.replace("\n", "\\n") in text for value in SECRETS.values())
     answers = [r["messages"][1]["content"] for r in result.splits.train[4:12]]
