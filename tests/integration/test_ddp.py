@@ -82,7 +82,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
     recipe = {
         "model": {"name": str(tiny_model_dir), "dtype": "float32"},
         "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"train": str(train), "eval": str(evaluation)},
+        "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},
         "train": {
             "max_length": 64,
             "learning_rate": 1e-2,

@@ -25,7 +25,12 @@ from pipeline.training import build_trainer
 
 def _train(make_recipe: Any, tmp_path: Path, batch_size: int, grad_accum: int) -> tuple[list[float], dict]:
     recipe = load_recipe(
-        str(make_recipe(train={"batch_size": batch_size, "grad_accum": grad_accum, "max_steps": 2})),
+        str(
+            make_recipe(
+                train={"batch_size": batch_size, "grad_accum": grad_accum, "max_steps": 2},
+                data={"allow_contamination": True},
+            )
+        ),
         [f"train.output_dir={tmp_path / f'b{batch_size}a{grad_accum}'}"],
     )
     tokenizer = load_tokenizer(recipe.model)
