@@ -72,11 +72,6 @@ def agree(make: Callable[[], T]) -> T:
     return box[0]
 
 
-def shared_run_dir(make: Callable[[], Path]) -> Path:
-    """The run folder rank 0 creates (runs/<recipe>-<UTC time>), the same path on every rank."""
-    return Path(agree(lambda: str(make())))
-
-
 def prepare_assets(recipe: Recipe) -> Path:
     """Resolve (convert or download) the base model once per machine before any rank loads it.
 
