@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,17 @@ def _on_gpu(model: PreTrainedModel) -> bool:
     return any(p.device.type == "cuda" for p in model.parameters())
 
 
+def default_device_map() -> dict[str, int] | None:
+    """This process's GPU ({"": LOCAL_RANK}) so evaluation before training runs there too; None on CPU and
+    under FSDP/DeepSpeed, which place (and shard) the weights themselves."""
+    import torch
+
+    sharded = any(os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED"))
+    if not torch.cuda.is_available() or sharded:
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+
+
 def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any = None) -> PreTrainedModel:
     """Load the base causal LM from safetensors in the recipe's dtype and quantization.
 
@@ -131,6 +143,7 @@ def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any
     quant = quantization_config(spec, dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant
+    device_map = device_map if device_map is not None else default_device_map()
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
