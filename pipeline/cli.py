@@ -63,6 +63,7 @@ def data_hygiene(
 @app.command()
 def tokens(
     target: str = typer.Argument("lora-small", help="Recipe name or path, or a data file/folder."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     recipe: str = typer.Option("lora-small", "--recipe", help="Recipe whose tokenizer and training settings "
                                                               "apply to a data file."),
     tokens_per_second: float = typer.Option(None, "--tokens-per-second", help="Training throughput to estimate "
@@ -77,7 +78,8 @@ def tokens(
 
     from pipeline.tokens import summary_lines, token_report
 
-    report = token_report(target, Path(output) if output else None, tokens_per_second, warmup_steps, recipe)
+    report = token_report(target, Path(output) if output else None, tokens_per_second, warmup_steps, recipe,
+                          overrides or [])
     typer.echo("\n".join(summary_lines(report)))
 
 

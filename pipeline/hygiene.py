@@ -284,9 +284,11 @@ def apply_hygiene(recipe: Recipe, splits: Splits) -> HygieneResult:
     return result
 
 
-def recipe_for(target: str, base: str = "lora-small", eval_file: str | None = None) -> Recipe:
+def recipe_for(
+    target: str, base: str = "lora-small", eval_file: str | None = None, overrides: list[str] | None = None
+) -> Recipe:
     """The recipe named by target, or, when target is a data file or folder, `base` with that data as train
-    (and eval_file, if given, as eval; otherwise no eval split)."""
+    (and eval_file, if given, as eval; otherwise no eval split); dotted overrides apply to either."""
     from pipeline.recipe import SourceSpec, load_recipe
     from pipeline.sources import SUFFIXES
 
@@ -297,8 +299,8 @@ def recipe_for(target: str, base: str = "lora-small", eval_file: str | None = No
             raise DataError(
                 f"--eval {eval_file}: only used with a data file; a recipe names its own eval data."
             )
-        return load_recipe(target)
-    recipe = load_recipe(base)
+        return load_recipe(target, overrides)
+    recipe = load_recipe(base, overrides)
     evaluation = [SourceSpec(path=str(Path(eval_file).resolve()))] if eval_file else []
     data = recipe.data.model_copy(
         update={"train": [SourceSpec(path=str(path.resolve()))], "eval": evaluation, "eval_size": 0}

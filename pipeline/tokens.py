@@ -119,6 +119,7 @@ def measure_throughput(recipe: Recipe, records: list[dict[str, Any]], steps: int
     is warm-up and not timed); tokens are the sample's mean tokens per example times examples per step."""
     import random
 
+    import torch
     from transformers import PrinterCallback, TrainerCallback
 
     from pipeline.data import tokenize_records
@@ -145,6 +146,8 @@ def measure_throughput(recipe: Recipe, records: list[dict[str, Any]], steps: int
 
     class Clock(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # GPU steps are asynchronous: time the finished work
             marks.append(time.perf_counter())
 
     model = load_base_model(recipe.model)
@@ -197,14 +200,15 @@ def token_report(
     tokens_per_second: float | None = None,
     warmup_steps: int = 3,
     base: str = "lora-small",
+    overrides: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Token counts, tiktoken comparisons and a training-time estimate for a recipe or data file; writes
-    tokens.json and tokens.png into `output` (default <train.output_dir>/tokens-<name>/)."""
+    """Token counts, tiktoken comparisons and a training-time estimate for a recipe or data file (with dotted
+    overrides); writes tokens.json and tokens.png into `output` (default <train.output_dir>/tokens-<name>/)."""
     from pipeline.data import load_splits
     from pipeline.hygiene import recipe_for
     from pipeline.modeling import load_tokenizer
 
-    recipe = recipe_for(target, base)
+    recipe = recipe_for(target, base, overrides=overrides)
     is_file = Path(target).exists() and Path(target).suffix.lower() not in (".yaml", ".yml")
     name = Path(target).stem if is_file else recipe.name
     splits = load_splits(recipe)

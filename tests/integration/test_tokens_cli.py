@@ -32,7 +32,14 @@ def test_tokens_on_a_file_with_measured_throughput(
     recipe_path = str(make_recipe(train={"max_length": 40}))
     train_file = str(chat_files[0])
     output, report = _tokens(
-        train_file, "--recipe", recipe_path, "--warmup-steps", "2", "--output", str(tmp_path / "out")
+        train_file,
+        "train.max_steps=5",
+        "--recipe",
+        recipe_path,
+        "--warmup-steps",
+        "2",
+        "--output",
+        str(tmp_path / "out"),
     )
     recipe = recipe_for(train_file, recipe_path)
     expected = model_counts(load_splits(recipe).train, load_tokenizer(recipe.model), recipe)
@@ -43,7 +50,7 @@ def test_tokens_on_a_file_with_measured_throughput(
     assert report["api"]["cl100k_base"]["total"] > 0 and report["api"]["o200k_base"]["total"] > 0
     estimate = report["estimate"]
     assert estimate["source"] == "measured" and estimate["measured_steps"] == 1
-    assert estimate["steps"] == 3 and estimate["seconds"] == pytest.approx(
+    assert estimate["steps"] == 5 and estimate["seconds"] == pytest.approx(
         estimate["tokens"] / estimate["tokens_per_second"], rel=0.01
     )
     assert "tokens/s (measured)" in output
