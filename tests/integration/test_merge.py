@@ -111,6 +111,18 @@ def test_cli_merge_reports_the_difference(run_dir: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert f"{tmp_path / 'cli'}: merged (float32); max |logit diff| vs base + adapter" in result.output
     assert (
-        "the saved folder reloads within 0.0e+00 of the fp32 merge" in result.output
+        "reloads with identical weights (float32 rounding moves logits by 0.0e+00)" in result.output
         and (tmp_path / "cli" / "model.safetensors").is_file()
     )
+
+
+def test_weight_comparison_names_the_tensor_that_changed(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.merge import _differing_weights
+
+    saved, reloaded = (AutoModelForCausalLM.from_pretrained(tiny_model_dir) for _ in range(2))
+    assert _differing_weights(saved, reloaded) == []
+    with torch.no_grad():
+        reloaded.model.norm.weight[0] += 1e-3
+    assert _differing_weights(saved, reloaded) == ["model.norm.weight"]
