@@ -67,4 +67,6 @@ def save_adapter(
         else:
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # Trainer.save_model adds its arguments as a pickle; a shipped folder holds safetensors and JSON only.
+        (tmp / "training_args.bin").unlink(missing_ok=True)
     return target

@@ -90,7 +90,7 @@ def resolve_target(target: str, revision: str | None = None) -> TargetRef:
 
 def load_target(target: str, revision: str | None = None, dtype: str | None = None) -> LoadedTarget:
     """Load a target for inference: base model (+ adapter via peft) and the tokenizer it was trained with."""
-    from pipeline.modeling import load_base_model, load_tokenizer
+    from pipeline.modeling import load_base_model, load_tokenizer, resize_embeddings
 
     ref = resolve_target(target, revision)
     base = ref.base if dtype is None else ref.base.model_copy(update={"dtype": dtype})
@@ -99,6 +99,7 @@ def load_target(target: str, revision: str | None = None, dtype: str | None = No
     if ref.adapter_dir is not None:
         from peft import PeftModel
 
+        resize_embeddings(model, len(tokenizer))  # a bare adapter folder with added tokens names no recipe
         model = PeftModel.from_pretrained(model, str(ref.adapter_dir))
     model.eval()
     return LoadedTarget(ref=ref, model=model, tokenizer=tokenizer)
