@@ -130,8 +130,13 @@ def evaluate_model(
     if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.safety)
         from pipeline.safety import evaluate_safety
 
-        result["safety"] = evaluate_safety(model, tokenizer, max_new_tokens=spec.max_new_tokens,
-                                           batch_size=spec.batch_size, system_prompt=recipe.data.system_prompt)
+        result["safety"] = evaluate_safety(
+            model,
+            tokenizer,
+            max_new_tokens=spec.max_new_tokens,
+            batch_size=spec.batch_size,
+            system_prompt=recipe.data.system_prompt,
+        )
     result["per_example"] = per_example
     return result
 

@@ -63,7 +63,15 @@ def _documented(path: str, readme: str) -> bool:
     return f"`{path}`" in readme or any(leaf in group.split(",") for group in braces)
 
 
-def test_finetune_run_folder_has_report_with_plots(run_dir: Path) -> None:
+def test_finetune_report_then_eval_on_each_target(
+    run_dir: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """One finetune (slow part) serves both checks."""
+    _check_run_folder(run_dir)
+    _check_eval_targets(run_dir, tmp_path, tiny_model_dir)
+
+
+def _check_run_folder(run_dir: Path) -> None:
     for name in (
         "metrics.json",
         "report.md",
@@ -105,7 +113,7 @@ def test_finetune_run_folder_has_report_with_plots(run_dir: Path) -> None:
     assert not missing, f"metrics.json keys missing from README's eval section: {missing}"
 
 
-def test_eval_targets_reproduce_finetune_numbers(run_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+def _check_eval_targets(run_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
     trained = json.loads((run_dir / "metrics.json").read_text())
     base_ppl, adapted_ppl = trained["base"]["perplexity"], trained["adapted"]["perplexity"]
     assert base_ppl != pytest.approx(adapted_ppl, rel=1e-4), "training did not change the model"

@@ -1,0 +1,115 @@
+"""Evaluation speed: our perplexity vs a plain one-example-at-a-time loop that computes the same number.
+
+Both score the default eval split (recipes/data/pydoc-qa/eval.jsonl, every record, tokenized as lora-small
+does) with the packaged SmolLM2-135M-Instruct on the trained (assistant) tokens. The plain loop is what one
+writes with transformers: one example per forward, `labels` with -100 outside the trained tokens, the
+model's own loss times the token count. Ours is `pipeline.evaluation.perplexity.perplexity` exactly as
+evaluation calls it (it also computes the all-token perplexity in the same pass). Runs alternate (plain,
+ours, plain, ours, ...) so that load from other processes hits both alike; the best time of each counts.
+The last line is JSON.
+
+    .venv/bin/python bench/eval_speed.py [--rounds 2] [--examples N] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def plain_loop(model: Any, rows: list[dict[str, Any]]) -> float:
+    """exp(sum NLL / N) over trained tokens, one example per forward pass, with the model's own loss."""
+    import torch
+
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            labels = ids.masked_fill(torch.tensor([row["assistant_masks"]]) == 0, -100)
+            n = int((labels[0, 1:] != -100).sum())
+            if n:
+                nll += float(model(input_ids=ids, labels=labels).loss) * n
+                count += n
+    return math.exp(nll / count)
+
+
+def main() -> None:
+    """Time both methods in alternating rounds and print times, values and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating rounds; the best time of each counts"
+    )
+    parser.add_argument("--examples", type=int, default=0, help="use only the first N eval records (0 = all)")
+    parser.add_argument("--batch-size", type=int, default=0, help="our batch size (default: the recipe's)")
+    args = parser.parse_args()
+
+    import torch
+
+    from pipeline.evaluation.command import load_eval_records
+    from pipeline.evaluation.perplexity import perplexity
+    from pipeline.evaluation.runner import prepare_eval
+    from pipeline.modeling import load_base_model, load_tokenizer
+    from pipeline.recipe import load_recipe
+
+    recipe = load_recipe("lora-small", ["eval.max_examples=100000"], check=False)
+    tokenizer = load_tokenizer(recipe.model)
+    records = load_eval_records(recipe)
+    records = records[: args.examples] if args.examples else records
+    data = prepare_eval(records, tokenizer, recipe)
+    model = load_base_model(recipe.model).eval()
+    batch_size = args.batch_size or recipe.eval.batch_size
+    lengths = [len(r["input_ids"]) for r in data.rows]
+    print(
+        f"{len(data.rows)} examples, {sum(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}, "
+        f"max {max(lengths)}), {torch.get_num_threads()} threads, batch size {batch_size}",
+        flush=True,
+    )
+
+    plain_times, ours_times = [], []
+    plain_value = ours_value = float("nan")
+    for round_index in range(args.rounds):
+        started = time.perf_counter()
+        plain_value = plain_loop(model, data.rows)
+        plain_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        ours_value = perplexity(model, data.rows, batch_size=batch_size, window=data.window)["perplexity"]
+        ours_times.append(time.perf_counter() - started)
+        print(
+            f"round {round_index + 1}: plain {plain_times[-1]:.1f} s, ours {ours_times[-1]:.1f} s", flush=True
+        )
+
+    plain_s, ours_s = min(plain_times), min(ours_times)
+    relative = abs(ours_value - plain_value) / plain_value
+    print(f"plain one-at-a-time loop: {plain_s:.2f} s, perplexity {plain_value:.6f}")
+    print(f"ours (batched, sorted):   {ours_s:.2f} s, perplexity {ours_value:.6f}")
+    print(f"speed-up {plain_s / ours_s:.2f}x, relative difference {relative:.2e}")
+    print(
+        json.dumps(
+            {
+                "benchmark": "eval_speed",
+                "examples": len(data.rows),
+                "tokens": sum(lengths),
+                "batch_size": batch_size,
+                "threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "plain_seconds": round(plain_s, 3),
+                "ours_seconds": round(ours_s, 3),
+                "plain_perplexity": plain_value,
+                "ours_perplexity": ours_value,
+                "relative_difference": relative,
+                "speedup": round(plain_s / ours_s, 3),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
