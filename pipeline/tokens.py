@@ -170,7 +170,7 @@ def estimate(recipe: Recipe, counts: dict[str, Any], throughput: dict[str, Any])
     """Training-time estimate: the run's tokens over the throughput (evaluation time not included)."""
     run = run_tokens(recipe, counts)
     tps = throughput.get("tokens_per_second") or 0.0
-    return {**run, **throughput, "seconds": round(run["tokens"] / tps, 1) if tps else None}
+    return {**run, **throughput, "seconds": round(run["tokens"] / tps, 2) if tps else None}
 
 
 def plot_histogram(values: list[int], max_length: int, path: Path, title: str) -> None:
