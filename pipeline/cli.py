@@ -29,7 +29,9 @@ app.add_typer(data_app, name="data")
 def data_audit(
     recipe: str = typer.Argument("lora-small", help="Recipe name (recipes/<name>.yaml) or path."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    examples: int = typer.Option(3, "--examples", "-n", help="Examples shown with trained tokens highlighted."),
+    examples: int = typer.Option(
+        3, "--examples", "-n", help="Examples shown with trained tokens highlighted."
+    ),
     split: str = typer.Option("train", help="Split to audit: train or eval."),
     html: str = typer.Option(None, help="HTML file; default <train.output_dir>/<recipe>-data-audit.html."),
 ) -> None:
@@ -47,9 +49,12 @@ def data_audit(
 @data_app.command("hygiene")
 def data_hygiene(
     target: str = typer.Argument("lora-small", help="Recipe name or path, or a data file/folder."),
-    eval_file: str = typer.Option(None, "--eval", help="Eval data file checked for contamination (with a file)."),
-    output: str = typer.Option(None, "--output", "-o", help="JSON report; default <train.output_dir>/"
-                                                            "<name>-hygiene.json."),
+    eval_file: str = typer.Option(
+        None, "--eval", help="Eval data file checked for contamination (with a file)."
+    ),
+    output: str = typer.Option(
+        None, "--output", "-o", help="JSON report; default <train.output_dir>/<name>-hygiene.json."
+    ),
 ) -> None:
     """Exact/near duplicates, train/eval contamination, and personal data or secrets (masked) in the data."""
     from pathlib import Path
@@ -64,22 +69,32 @@ def data_hygiene(
 def tokens(
     target: str = typer.Argument("lora-small", help="Recipe name or path, or a data file/folder."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    recipe: str = typer.Option("lora-small", "--recipe", help="Recipe whose tokenizer and training settings "
-                                                              "apply to a data file."),
-    tokens_per_second: float = typer.Option(None, "--tokens-per-second", help="Training throughput to estimate "
-                                                                              "with, instead of measuring it."),
-    warmup_steps: int = typer.Option(3, "--warmup-steps", help="Training steps run to measure throughput (the "
-                                                               "first is not timed); 0 skips the estimate."),
-    output: str = typer.Option(None, "--output", "-o", help="Folder for tokens.json and tokens.png; default "
-                                                            "<train.output_dir>/tokens-<name>/."),
+    recipe: str = typer.Option(
+        "lora-small", "--recipe", help="Recipe whose tokenizer and training settings apply to a data file."
+    ),
+    tokens_per_second: float = typer.Option(
+        None, "--tokens-per-second", help="Training throughput to estimate with, instead of measuring it."
+    ),
+    warmup_steps: int = typer.Option(
+        3,
+        "--warmup-steps",
+        help="Training steps run to measure throughput (the first is not timed); 0 skips the estimate.",
+    ),
+    output: str = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Folder for tokens.json and tokens.png; default <train.output_dir>/tokens-<name>/.",
+    ),
 ) -> None:
     """Tokens per example (recipe tokenizer and tiktoken), share above max_length, and a training-time estimate."""
     from pathlib import Path
 
     from pipeline.tokens import summary_lines, token_report
 
-    report = token_report(target, Path(output) if output else None, tokens_per_second, warmup_steps, recipe,
-                          overrides or [])
+    report = token_report(
+        target, Path(output) if output else None, tokens_per_second, warmup_steps, recipe, overrides or []
+    )
     typer.echo("\n".join(summary_lines(report)))
 
 
@@ -89,23 +104,48 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("transformers", "datasets", "bitsandbytes", "accelerate", "peft", "trl", "sentence_transformers",
-                 "httpx", "httpx2", "huggingface_hub", "torch"):
+    for name in (
+        "transformers",
+        "datasets",
+        "bitsandbytes",
+        "accelerate",
+        "peft",
+        "trl",
+        "sentence_transformers",
+        "httpx",
+        "httpx2",
+        "huggingface_hub",
+        "torch",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @app.command()
 def finetune(
-    recipe: str = typer.Argument(None, help="Recipe name (recipes/<name>.yaml) or path; default lora-small.",
-                                 show_default=False),
+    recipe: str = typer.Argument(
+        None, help="Recipe name (recipes/<name>.yaml) or path; default lora-small.", show_default=False
+    ),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
-    resume: str = typer.Option(None, "--resume", metavar="[RUN]", show_default=False,
-                               help="Continue from the newest complete checkpoint of RUN (a run folder), or of "
-                                    "this recipe's newest run when RUN is left out."),
-    force: bool = typer.Option(False, "--force", help="Resume or re-run even though the recipe, data or world "
-                                                      "size changed (prints what changed)."),
-    from_manifest: str = typer.Option(None, "--from-manifest", metavar="MANIFEST", show_default=False,
-                                      help="Re-run the configuration recorded in runs/<run>/manifest.json."),
+    resume: str = typer.Option(
+        None,
+        "--resume",
+        metavar="[RUN]",
+        show_default=False,
+        help="Continue from the newest complete checkpoint of RUN (a run folder), or of "
+        "this recipe's newest run when RUN is left out.",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Resume or re-run even though the recipe, data or world size changed (prints what changed).",
+    ),
+    from_manifest: str = typer.Option(
+        None,
+        "--from-manifest",
+        metavar="MANIFEST",
+        show_default=False,
+        help="Re-run the configuration recorded in runs/<run>/manifest.json.",
+    ),
 ) -> None:
     """Train an adapter (or the full model), evaluate base vs adapted and write runs/<recipe>-<time>/."""
     from pipeline.resume import recipe_for_finetune
@@ -130,19 +170,35 @@ def validate(
 @app.command("eval")
 def evaluate(
     target: str = typer.Argument(..., help="Run folder, adapter folder or Hub id, or a merged/base model."),
-    overrides: list[str] = typer.Argument(None, help="Dotted overrides such as eval.max_examples=16.",
-                                          show_default=False),
-    recipe: str = typer.Option(None, "--recipe", help="Recipe whose eval split and eval settings to use "
-                                                      "(default: a run folder's own recipe)."),
+    overrides: list[str] = typer.Argument(
+        None, help="Dotted overrides such as eval.max_examples=16.", show_default=False
+    ),
+    recipe: str = typer.Option(
+        None,
+        "--recipe",
+        help="Recipe whose eval split and eval settings to use (default: a run folder's own recipe).",
+    ),
     data: str = typer.Option(None, "--data", help="JSONL file (or Hub data set) to evaluate on instead."),
     base: str = typer.Option(None, "--base", help="Model to compare against (default: the adapter's base)."),
     compare: bool = typer.Option(True, "--compare/--no-compare", help="Also evaluate the base and compare."),
-    output: str = typer.Option(None, "--output", "-o", help="Results folder (default: <run>/eval-<time>/ "
-                                                            "or runs/eval-<target>-<time>/)."),
-    fail_if_worse: bool = typer.Option(None, "--fail-if-worse/--no-fail-if-worse", show_default=False,
-                                       help="Exit non-zero when worse than the base (default: eval.fail_if_worse)."),
-    safety: bool = typer.Option(False, "--safety", help="Also report refusal / over-refusal rates on the bundled "
-                                                        "safety prompts (same as eval.safety=true)."),
+    output: str = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Results folder (default: <run>/eval-<time>/ or runs/eval-<target>-<time>/).",
+    ),
+    fail_if_worse: bool = typer.Option(
+        None,
+        "--fail-if-worse/--no-fail-if-worse",
+        show_default=False,
+        help="Exit non-zero when worse than the base (default: eval.fail_if_worse).",
+    ),
+    safety: bool = typer.Option(
+        False,
+        "--safety",
+        help="Also report refusal / over-refusal rates on the bundled "
+        "safety prompts (same as eval.safety=true).",
+    ),
 ) -> None:
     """Perplexity, answer similarity, lexical overlap and speed of TARGET vs its base; writes a report."""
     from pipeline.evaluation.command import run_eval
@@ -156,7 +212,9 @@ def plan(
     recipe: str = typer.Argument(..., help="Recipe name or path."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     gpus: int = typer.Option(1, "--gpus", min=1, help="Devices the run is launched on."),
-    gpu_memory: str = typer.Option(None, "--gpu-memory", help="Memory per device, e.g. 80GiB; proposes a fit."),
+    gpu_memory: str = typer.Option(
+        None, "--gpu-memory", help="Memory per device, e.g. 80GiB; proposes a fit."
+    ),
     strategy: str = typer.Option("ddp", help="ddp, fsdp, zero2 or zero3 (how state is split over --gpus)."),
     cpu: bool = typer.Option(False, "--cpu", help="Plan a CPU run (process RAM, fp32) instead of a GPU."),
 ) -> None:
@@ -171,10 +229,14 @@ def plan(
 
 @app.command()
 def merge(
-    run: str = typer.Argument(..., help="Run folder (runs/<recipe>-<time>), adapter folder or Hub adapter id."),
+    run: str = typer.Argument(
+        ..., help="Run folder (runs/<recipe>-<time>), adapter folder or Hub adapter id."
+    ),
     output: str = typer.Option(None, "--output", "-o", help="Target folder; default RUN/merged."),
     dtype: str = typer.Option("auto", help="Saved dtype: auto (the recipe's), float32, bfloat16 or float16."),
-    tolerance: float = typer.Option(None, help="Largest relative logit difference allowed vs base + adapter."),
+    tolerance: float = typer.Option(
+        None, help="Largest relative logit difference allowed vs base + adapter."
+    ),
 ) -> None:
     """Fold the adapter into its base (QLoRA: a de-quantized base) and write a standalone, verified model."""
     from pathlib import Path
@@ -254,9 +316,17 @@ def generate(
         greedy, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, stop, n
     )
     prompts = gather_prompts(prompt, file, system, sys.stdin)
-    run_generate(target, prompts, settings, as_jsonl=file is not None or output is not None,
-                 output=Path(output) if output else None, batch_size=batch_size, assistant=assistant,
-                 dtype=dtype, device=device)
+    run_generate(
+        target,
+        prompts,
+        settings,
+        as_jsonl=file is not None or output is not None,
+        output=Path(output) if output else None,
+        batch_size=batch_size,
+        assistant=assistant,
+        dtype=dtype,
+        device=device,
+    )
 
 
 @app.command()
@@ -287,19 +357,32 @@ def chat(
     )
     loaded = load_for_inference(target, dtype, device)
     helper = load_for_inference(assistant, dtype, device).model if assistant else None
-    run_chat(loaded.model, loaded.tokenizer, settings, system=system, context_length=context_length,
-             assistant_model=helper, stats=stats)
+    run_chat(
+        loaded.model,
+        loaded.tokenizer,
+        settings,
+        system=system,
+        context_length=context_length,
+        assistant_model=helper,
+        stats=stats,
+    )
 
 
 @app.command()
 def serve(
     target: gen.Target,
-    adapter: list[str] = typer.Option(None, "--adapter", help="Another adapter on the base: NAME=PATH_OR_ID."),
+    adapter: list[str] = typer.Option(
+        None, "--adapter", help="Another adapter on the base: NAME=PATH_OR_ID."
+    ),
     name: str = typer.Option(None, help="Model id of TARGET in the API; default: its folder name or Hub id."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless behind a proxy."),
     port: int = typer.Option(8000, help="TCP port."),
-    api_key: str = typer.Option(None, envvar="PIPELINE_API_KEY", show_default=False,
-                                help="Require 'Authorization: Bearer KEY' (or set PIPELINE_API_KEY)."),
+    api_key: str = typer.Option(
+        None,
+        envvar="PIPELINE_API_KEY",
+        show_default=False,
+        help="Require 'Authorization: Bearer KEY' (or set PIPELINE_API_KEY).",
+    ),
     max_tokens: int = typer.Option(256, min=1, help="Completion length when a request gives no max_tokens."),
     context_length: int = typer.Option(None, min=16, help="Prompt + completion limit; default: the model's."),
     assistant: gen.Assistant = None,
@@ -309,8 +392,9 @@ def serve(
     """OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions) over a run and adapters."""
     from pipeline.serve import serve_target
 
-    serve_target(target, adapter or [], name, host, port, api_key, max_tokens, context_length, assistant,
-                 dtype, device)
+    serve_target(
+        target, adapter or [], name, host, port, api_key, max_tokens, context_length, assistant, dtype, device
+    )
 
 
 def main() -> None:
@@ -324,7 +408,9 @@ def main() -> None:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"error: {line}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # a full or read-only disk becomes one line (torch, safetensors and OSError alike)
+    except (
+        Exception
+    ) as exc:  # a full or read-only disk becomes one line (torch, safetensors and OSError alike)
         from pipeline.guards import storage_error
 
         error = storage_error(exc)

@@ -58,7 +58,10 @@ def _finite(value: Any) -> Any:
 
 
 def save_adapter(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path, save: Callable[[Path], None] | None = None
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    target: Path,
+    save: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save the adapter (or the full model for full fine-tuning) with tokenizer and chat template, atomically."""
     with atomic_dir(target) as tmp:

@@ -130,7 +130,9 @@ def _message(exc: Exception, repo_id: str, token: str) -> str:
         return f"the Hub refused the push to {repo_id} (403: no write access); check the namespace and token."
     if isinstance(exc, HfHubHTTPError):
         return f"the Hub refused the push to {repo_id} ({status}): {detail}"
-    if isinstance(exc, (httpx2.TransportError, OfflineModeIsEnabled, OSError)):  # HfHubHTTPError is an OSError
+    if isinstance(
+        exc, (httpx2.TransportError, OfflineModeIsEnabled, OSError)
+    ):  # HfHubHTTPError is an OSError
         reason = type(exc).__name__
         return f"cannot reach the Hub at {constants.ENDPOINT} ({reason}); check the network or HF_ENDPOINT."
     return f"the push to {repo_id} failed ({type(exc).__name__}): {detail}"

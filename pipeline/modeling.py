@@ -116,7 +116,9 @@ def default_device_map() -> dict[str, int] | None:
     under FSDP/DeepSpeed, which place (and shard) the weights themselves."""
     import torch
 
-    sharded = any(os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED"))
+    sharded = any(
+        os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED")
+    )
     if not torch.cuda.is_available() or sharded:
         return None
     return {"": int(os.environ.get("LOCAL_RANK", "0"))}

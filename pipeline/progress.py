@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import TrainerCallback
 
 
@@ -27,7 +34,9 @@ class RichProgressCallback(TrainerCallback):
                 TimeRemainingColumn(),
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, loss="-")
+            self.task = self.progress.add_task(
+                "train", total=state.max_steps, completed=state.global_step, loss="-"
+            )
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         if self.progress is not None:

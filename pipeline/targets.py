@@ -45,7 +45,9 @@ def _adapter_base(adapter_dir: Path, fallback: ModelSpec | None) -> ModelSpec:
         return fallback
     name = config.get("base_model_name_or_path")
     if not name:
-        raise AssetError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path; pass the base model.")
+        raise AssetError(
+            f"{adapter_dir}/adapter_config.json names no base_model_name_or_path; pass the base model."
+        )
     return ModelSpec(name=name, revision=config.get("revision"))
 
 
@@ -82,10 +84,14 @@ def resolve_target(target: str, revision: str | None = None) -> TargetRef:
     if (folder / "adapter_config.json").is_file():
         tokenizer_dir = folder if (folder / "tokenizer_config.json").is_file() else None
         base = _adapter_base(folder, None)
-        return TargetRef("adapter", base, folder, None, tokenizer_dir or resolve_model(base.name, base.revision))
+        return TargetRef(
+            "adapter", base, folder, None, tokenizer_dir or resolve_model(base.name, base.revision)
+        )
     if (folder / "config.json").is_file():
         return TargetRef("model", ModelSpec(name=str(folder)), None, None, folder)
-    raise AssetError(f"{target}: neither a run folder, an adapter nor a model (no adapter_config.json or config.json).")
+    raise AssetError(
+        f"{target}: neither a run folder, an adapter nor a model (no adapter_config.json or config.json)."
+    )
 
 
 def load_target(target: str, revision: str | None = None, dtype: str | None = None) -> LoadedTarget:

@@ -45,7 +45,9 @@ def new_run_dir(recipe: Recipe) -> Path:
     suffix = 1
     while True:
         try:
-            candidate.mkdir(parents=True)  # no exist_ok: a concurrent run never shares (or overwrites) a folder
+            candidate.mkdir(
+                parents=True
+            )  # no exist_ok: a concurrent run never shares (or overwrites) a folder
             return candidate
         except FileExistsError:
             suffix += 1
@@ -61,7 +63,6 @@ def finetune(
     inputs on resume; previous: the manifest a --from-manifest re-run repeats.
     """
     import torch
-
     from transformers import PrinterCallback
 
     from pipeline.guards import NonFiniteGuard, check_target_modules
@@ -83,13 +84,21 @@ def finetune(
         hygiene = apply_hygiene(recipe, splits)  # data.dedup / data.redact; refuses contaminated eval data
         splits = hygiene.splits
         tokenizer = load_tokenizer(recipe.model)
-        train_ds = tokenize_records(splits.train, tokenizer, recipe, desc="Tokenizing train", skipped=splits.skipped)
-        eval_ds = tokenize_records(splits.eval, tokenizer, recipe, desc="Tokenizing eval", skipped=splits.skipped) if splits.eval else None
+        train_ds = tokenize_records(
+            splits.train, tokenizer, recipe, desc="Tokenizing train", skipped=splits.skipped
+        )
+        eval_ds = (
+            tokenize_records(splits.eval, tokenizer, recipe, desc="Tokenizing eval", skipped=splits.skipped)
+            if splits.eval
+            else None
+        )
     model = load_base_model(recipe.model)
     check_target_modules(recipe, model)
     # The run folder appears only once the inputs proved valid: a bad recipe, data file or model writes nothing.
     manifest = build_manifest(recipe, splits, tokenizer) if main else {}
-    run_dir, checkpoint = distributed.agree(lambda: open_run(recipe, manifest, new_run_dir, resume, force, previous))
+    run_dir, checkpoint = distributed.agree(
+        lambda: open_run(recipe, manifest, new_run_dir, resume, force, previous)
+    )
     if main:
         write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         write_manifest(run_dir, manifest)
@@ -97,10 +106,16 @@ def finetune(
 
         write_run_page(run_dir / "data-audit.html", train_ds, tokenizer, recipe.train.max_length)
         resuming = f" (resuming from {checkpoint.name})" if checkpoint else ""
-        console.print(f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}{resuming}")
+        console.print(
+            f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}{resuming}"
+        )
     seconds = {"load": time.perf_counter() - clock}
 
-    metrics: dict[str, Any] = {"recipe": recipe.name, "model": recipe.model.name, "skipped_records": splits.skipped}
+    metrics: dict[str, Any] = {
+        "recipe": recipe.name,
+        "model": recipe.model.name,
+        "skipped_records": splits.skipped,
+    }
     metrics["hygiene"] = hygiene.report
     run_eval = recipe.eval.enabled and eval_ds is not None
     eval_set = prepare_eval(splits.eval, tokenizer, recipe) if run_eval and main else None
@@ -109,17 +124,29 @@ def finetune(
         metrics["base"] = evaluate_model(model, tokenizer, recipe, eval_set)
 
     stopper = StopOnSignal()
-    trainer = build_trainer(recipe, run_dir, model, tokenizer, train_ds, None,
-                            callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper])
+    trainer = build_trainer(
+        recipe,
+        run_dir,
+        model,
+        tokenizer,
+        train_ds,
+        None,
+        callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper],
+    )
     trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no raw log dicts on stdout
     started = time.perf_counter()
     with stopper.active():
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopper.raise_if_stopped(resume_command(recipe, run_dir))
     seconds["train"] = time.perf_counter() - started
-    metrics["train"] = {"steps": output.global_step, "loss": output.training_loss,
-                        "seconds": time.perf_counter() - started, "examples": len(train_ds),
-                        "log_history": trainer.state.log_history, "world_size": trainer.args.world_size}
+    metrics["train"] = {
+        "steps": output.global_step,
+        "loss": output.training_loss,
+        "seconds": time.perf_counter() - started,
+        "examples": len(train_ds),
+        "log_history": trainer.state.log_history,
+        "world_size": trainer.args.world_size,
+    }
     if not main:
         trainer.save_model(str(run_dir / "adapter"))  # joins the gathers of sharded weights; rank 0 writes
         distributed.barrier()  # wait while rank 0 checks, evaluates and reports

@@ -27,17 +27,25 @@ CORPUS = [
     "user assistant system: answer questions about the Python standard library briefly and well.",
 ]
 CONVERSATIONS = [
-    [{"role": "user", "content": "What does json.dumps do?"},
-     {"role": "assistant", "content": "It serializes an object to a JSON string."}],
-    [{"role": "user", "content": "Explain os.path.join."},
-     {"role": "assistant", "content": "It joins path segments."},
-     {"role": "user", "content": "Which module?"},
-     {"role": "assistant", "content": "The os.path module."}],
-    [{"role": "system", "content": "Answer briefly."},
-     {"role": "user", "content": "Hello, how are you?"},
-     {"role": "assistant", "content": "Fine, thank you."}],
-    [{"role": "user", "content": "What is the quick brown fox?"},
-     {"role": "assistant", "content": "It jumps over the lazy dog."}],
+    [
+        {"role": "user", "content": "What does json.dumps do?"},
+        {"role": "assistant", "content": "It serializes an object to a JSON string."},
+    ],
+    [
+        {"role": "user", "content": "Explain os.path.join."},
+        {"role": "assistant", "content": "It joins path segments."},
+        {"role": "user", "content": "Which module?"},
+        {"role": "assistant", "content": "The os.path module."},
+    ],
+    [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Hello, how are you?"},
+        {"role": "assistant", "content": "Fine, thank you."},
+    ],
+    [
+        {"role": "user", "content": "What is the quick brown fox?"},
+        {"role": "assistant", "content": "It jumps over the lazy dog."},
+    ],
 ]
 
 
@@ -50,11 +58,17 @@ def build_tiny_tokenizer(template: str = CHATML) -> Any:
     core = Tokenizer(models.BPE(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     core.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|im_end|>",
-                                        bos_token="<|im_start|>", pad_token="<pad>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        pad_token="<pad>",
+    )
     tokenizer.chat_template = template
     return tokenizer
 
@@ -65,9 +79,19 @@ def build_tiny_model(vocab_size: int, seed: int = 0) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -123,9 +147,16 @@ def make_recipe(tmp_path: Path, tiny_model_dir: Path, chat_files: tuple[Path, Pa
             "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
             # The tiny eval set repeats training conversations on purpose (fast, deterministic checks).
             "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},
-            "train": {"max_length": 64, "max_steps": 3, "batch_size": 2, "learning_rate": 1e-2,
-                      "logging_steps": 1, "save_steps": 100, "report_to": ["none"],
-                      "output_dir": str(tmp_path / "runs")},
+            "train": {
+                "max_length": 64,
+                "max_steps": 3,
+                "batch_size": 2,
+                "learning_rate": 1e-2,
+                "logging_steps": 1,
+                "save_steps": 100,
+                "report_to": ["none"],
+                "output_dir": str(tmp_path / "runs"),
+            },
             "eval": {"max_examples": 4, "generate_examples": 0, "max_new_tokens": 8, "batch_size": 4},
         }
         for key, value in sections.items():

@@ -12,14 +12,29 @@ import pytest
 
 @pytest.mark.slow
 def test_lora_small_two_steps(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "pipeline", "finetune", "lora-small", "train.max_steps=2",
-               f"train.output_dir={tmp_path}", "eval.max_examples=8", "eval.generate_examples=2",
-               "eval.max_new_tokens=16"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "finetune",
+        "lora-small",
+        "train.max_steps=2",
+        f"train.output_dir={tmp_path}",
+        "eval.max_examples=8",
+        "eval.generate_examples=2",
+        "eval.max_new_tokens=16",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("lora-small-")]
-    for name in ("recipe.yaml", "metrics.json", "report.md", "README.md", "adapter/adapter_model.safetensors",
-                 "adapter/adapter_config.json"):
+    for name in (
+        "recipe.yaml",
+        "metrics.json",
+        "report.md",
+        "README.md",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+    ):
         assert (run_dir / name).is_file(), f"missing {name}"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for side in ("base", "adapted"):

@@ -22,7 +22,9 @@ def _trained(make_recipe: Any, tmp_path: Path) -> tuple[Any, Any, dict[str, torc
     dataset = tokenize_records(load_splits(recipe).train, tokenizer, recipe)
     trainer = build_trainer(recipe, tmp_path / "run", model, tokenizer, dataset, None)
     trainer.train()
-    adapter_dir = save_adapter(trainer.model, tokenizer, tmp_path / "run" / "adapter", save=trainer.save_model)
+    adapter_dir = save_adapter(
+        trainer.model, tokenizer, tmp_path / "run" / "adapter", save=trainer.save_model
+    )
     return trainer.model, tokenizer, before, adapter_dir
 
 
@@ -36,16 +38,21 @@ def test_lora_trains_adapter_only_and_reloads(make_recipe: Any, tmp_path: Path, 
     assert lora_b, "no LoRA weights in the trained model"
     assert any(state[k].abs().sum() > 0 for k in lora_b), "LoRA B stayed at its zero init: nothing trained"
     for name, original in before.items():
-        peft_name = next(k for k in state if k.endswith(name.replace(".weight", ".base_layer.weight")) or
-                         k.endswith(name))
+        peft_name = next(
+            k for k in state if k.endswith(name.replace(".weight", ".base_layer.weight")) or k.endswith(name)
+        )
         assert torch.equal(state[peft_name], original), f"base weight {name} changed"
 
     files = {p.name for p in adapter_dir.iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= files
-    assert not files & {"model.safetensors", "pytorch_model.bin", "training_args.bin"}, "weights or pickles leaked"
+    assert not files & {"model.safetensors", "pytorch_model.bin", "training_args.bin"}, (
+        "weights or pickles leaked"
+    )
     assert any(p.name in ("chat_template.jinja", "tokenizer_config.json") for p in adapter_dir.iterdir())
 
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir).eval()
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir
+    ).eval()
     model.eval()
     ids = tokenizer("What does json.dumps do?", return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -56,6 +63,8 @@ def test_loss_is_on_assistant_tokens_only(make_recipe: Any) -> None:
     recipe = load_recipe(str(make_recipe()))
     tokenizer = load_tokenizer(recipe.model)
     row = tokenize_records(load_splits(recipe).train[:1], tokenizer, recipe)[0]
-    trained = tokenizer.decode([t for t, m in zip(row["input_ids"], row["assistant_masks"]) if m])
+    trained = tokenizer.decode(
+        [t for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True) if m]
+    )
     assert trained.startswith("It serializes an object to a JSON string.<|im_end|>")
     assert "What does json.dumps do?" not in trained

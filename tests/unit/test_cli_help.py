@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 
-def _command_paths(command: typer.core.TyperGroup | object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+def _command_paths(
+    command: typer.core.TyperGroup | object, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
     paths = [prefix]
     for name, sub in getattr(command, "commands", {}).items():
         paths += _command_paths(sub, (*prefix, name))

@@ -77,14 +77,17 @@ def test_missing_data_section_is_named(tmp_path: Path) -> None:
 
 def test_overrides_are_typed_and_nested() -> None:
     assert parse_overrides(["train.max_steps=2", "adapter.use_dora=true", "model.name=a/b"]) == {
-        "train": {"max_steps": 2}, "adapter": {"use_dora": True}, "model": {"name": "a/b"}}
+        "train": {"max_steps": 2},
+        "adapter": {"use_dora": True},
+        "model": {"name": "a/b"},
+    }
     recipe = load_recipe("lora-small", ["train.max_steps=3", "adapter.r=4"])
     assert recipe.train.max_steps == 3 and recipe.adapter.r == 4
 
 
 @pytest.mark.parametrize("override", ["train.max_steps", "=3", "train..x=1"])
 def test_malformed_override_is_rejected(override: str) -> None:
-    with pytest.raises(RecipeError, match="section.field=value"):
+    with pytest.raises(RecipeError, match=r"section\.field=value"):
         parse_overrides([override])
 
 
