@@ -73,19 +73,19 @@ def build_tiny_tokenizer(template: str = CHATML) -> Any:
     return tokenizer
 
 
-def build_tiny_model(vocab_size: int, seed: int = 0) -> Any:
-    """A 2-layer Llama with hidden size 32 and random weights."""
+def build_tiny_model(vocab_size: int, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> Any:
+    """A small Llama (default: 2 layers, hidden size 32) with random weights."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden_size // 8,
+        num_key_value_heads=hidden_size // 16,
         max_position_embeddings=512,
         tie_word_embeddings=False,
         bos_token_id=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import CONVERSATIONS
+from conftest import CONVERSATIONS, build_tiny_model
 from wordy_model import make_wordy
 
 from pipeline.errors import PipelineError
@@ -79,23 +79,8 @@ def test_cancel_stops_a_stream_early(tiny_model: Any, tiny_tokenizer: Any) -> No
 
 
 def _assistant(vocab_size: int) -> Any:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(5)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    return LlamaForCausalLM(config).eval()
+    """A much smaller draft model (1 layer, hidden size 16) for assisted decoding."""
+    return build_tiny_model(vocab_size, seed=5, hidden_size=16, layers=1)
 
 
 def test_assisted_decoding_equals_greedy(tiny_model: Any, tiny_tokenizer: Any) -> None:
