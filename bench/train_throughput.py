@@ -1,12 +1,18 @@
 """Training throughput: plain TRL vs TRL padding_free vs our lora-small path, alternating in one invocation.
 
-All three train the packaged SmolLM2-135M-Instruct with LoRA r=16, alpha=32 on all linear layers, max_length
-512, the same effective batch, the same number of optimizer steps and the same loss mask (the same
-pre-tokenized examples with assistant masks). Reported per run: real (non-padding) tokens per second of
-training steps, trained (loss) tokens per second, peak RSS and final loss. The last line is JSON with the
-median ratios ours/(a) and ours/(b).
+All three train the packaged SmolLM2-135M-Instruct with LoRA r=16, alpha=32, dropout 0.05 on all linear
+layers, max_length 512, fp32, the same batch, the same number of optimizer steps and the same loss mask
+(the same pre-tokenized rows with assistant masks: trl turns them into labels for every variant).
 
-    .venv/bin/python bench/train_throughput.py [--steps 8] [--rounds 2] [--batch 8]
+Measured per run, over the optimizer steps after the first (warm-up: allocator, lazy init), from the end
+of one step to the end of the next, so fetching and collating each batch is inside the timed span:
+real (non-padding) tokens per second, trained (loss) tokens per second, the padding share of the batches,
+peak RSS of the process, the mean training loss and the loss on 32 held-out rows. Each variant runs in a
+fresh process; the rounds alternate (a b c a b c ...). The last line is JSON with the median ratios
+ours/(a) and ours/(b) and whether the targets of issue 11 hold.
+
+    .venv/bin/python bench/train_throughput.py [--steps 8] [--rounds 2] [--batch 8] [--quick]
+    .venv/bin/python bench/train_throughput.py --variants c --set train.padding_free=true   # one lever
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"a": "plain TRL (defaults)", "b": "TRL padding_free=True", "c": "ours (lora-small)"}
+HELD_OUT = 32
 
 
-def _dataset(steps: int, batch: int) -> tuple[Any, Any, Any, Any]:
+def _dataset(steps: int, batch: int, overrides: list[str]) -> tuple[Any, Any, Any, Any]:
     """The same pre-tokenized train and held-out rows for every variant, and the recipe they come from."""
     from pipeline.data import load_splits, tokenize_records
     from pipeline.modeling import load_tokenizer
@@ -40,159 +47,221 @@ def _dataset(steps: int, batch: int) -> tuple[Any, Any, Any, Any]:
             f"train.batch_size={batch}",
             f"train.max_steps={steps}",
             "train.report_to=[none]",
+            "model.dtype=float32",
+            *overrides,
         ],
     )
     tokenizer = load_tokenizer(recipe.model)
     splits = load_splits(recipe)
-    train = tokenize_records(splits.train[: steps * batch * 2], tokenizer, recipe)
-    return recipe, tokenizer, train, tokenize_records(splits.eval[:32], tokenizer, recipe)
+    # The whole training split, as lora-small trains on it: group_by_length sorts mega-batches of 50 batches,
+    # so a pool of only a few batches would understate how well it groups.
+    train = tokenize_records(splits.train, tokenizer, recipe)
+    return recipe, tokenizer, train, tokenize_records(splits.eval[:HELD_OUT], tokenizer, recipe)
 
 
-class _TokenCounter:
-    """Counts real and trained tokens of every batch the trainer feeds the model."""
+class _Meter:
+    """Tokens of every training batch, in the order the trainer asks for them, and the end time of each step."""
 
     def __init__(self) -> None:
-        self.real = 0
-        self.trained = 0
+        self.batches: list[tuple[int, int, int]] = []  # (real, trained, padded) tokens per micro-batch
+        self.step_ends: list[float] = []
+        self.batches_at_step_end: list[int] = []  # micro-batches collated when each optimizer step ended
 
     def wrap(self, collator: Any) -> Any:
         def collate(examples: list[dict[str, Any]]) -> dict[str, Any]:
             batch = collator(examples)
-            self.real += sum(len(e["input_ids"]) for e in examples)
-            self.trained += int((batch["labels"][:, 1:] != -100).sum())
+            real = sum(len(e["input_ids"]) for e in examples)
+            # labels are shifted by one inside the model: the first position of a row never carries loss.
+            trained = sum(sum(1 for label in e["labels"][1:] if label != -100) for e in examples)
+            self.batches.append((real, trained, batch["input_ids"].numel()))
             return batch
 
         return collate
 
+    def callback(self) -> Any:
+        from transformers import TrainerCallback
 
-def run_variant(variant: str, steps: int, batch: int, output: Path) -> dict[str, Any]:
-    """Train one variant in this process and return its measurements."""
+        meter = self
+
+        class StepEnds(TrainerCallback):
+            def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+                meter.step_ends.append(time.perf_counter())
+                meter.batches_at_step_end.append(len(meter.batches))
+
+        return StepEnds()
+
+    def rates(self) -> dict[str, float]:
+        """Tokens per second over steps 2..N (step 1 is warm-up), and the padding share of those batches."""
+        steps = len(self.step_ends)
+        if steps < 2:
+            raise SystemExit("need at least 2 optimizer steps: the first one is a warm-up and is not timed")
+        seconds = self.step_ends[-1] - self.step_ends[0]
+        # The trainer collates all micro-batches of a step before running them (to count the step's tokens).
+        timed = self.batches[self.batches_at_step_end[0] : self.batches_at_step_end[-1]]
+        real, trained, padded = (sum(column) for column in zip(*timed, strict=True))
+        return {
+            "timed_steps": steps - 1,
+            "seconds": round(seconds, 2),
+            "real_tokens_per_s": round(real / seconds, 1),
+            "trained_tokens_per_s": round(trained / seconds, 1),
+            "padding_share": round(1 - real / padded, 3),
+        }
+
+
+def _plain_trainer(variant: str, recipe: Any, model: Any, tokenizer: Any, dataset: Any, output: Path) -> Any:
+    """The script TRL's documentation shows: SFTTrainer + LoraConfig, defaults otherwise (b: padding_free)."""
     import torch
     from peft import LoraConfig
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(output),
+        max_steps=recipe.train.max_steps,
+        per_device_train_batch_size=recipe.train.batch_size,
+        # padding_free without packing refuses max_length; the rows are already truncated to 512.
+        max_length=None if variant == "b" else 512,
+        padding_free=variant == "b",
+        report_to="none",
+        save_strategy="no",
+        seed=42,
+        learning_rate=recipe.train.learning_rate,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    peft_config = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+    return SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+    )
+
+
+def run_variant(variant: str, steps: int, batch: int, output: Path, overrides: list[str]) -> dict[str, Any]:
+    """Train one variant in this process and return its measurements."""
+    import torch
 
     from pipeline.modeling import load_base_model
     from pipeline.training import build_trainer
 
-    recipe, tokenizer, dataset, held_out = _dataset(steps, batch)
+    recipe, tokenizer, dataset, held_out = _dataset(steps, batch, overrides if variant == "c" else [])
     torch.manual_seed(0)
     model = load_base_model(recipe.model)
     if variant == "c":
         trainer = build_trainer(recipe, output, model, tokenizer, dataset, None)
     else:
-        # Written the way TRL's documentation shows it: SFTTrainer + LoraConfig, defaults otherwise.
-        # padding_free without packing refuses max_length; the rows are already truncated to 512.
-        args = SFTConfig(
-            output_dir=str(output),
-            max_steps=steps,
-            per_device_train_batch_size=batch,
-            max_length=None if variant == "b" else 512,
-            padding_free=variant == "b",
-            report_to="none",
-            save_strategy="no",
-            seed=42,
-            learning_rate=recipe.train.learning_rate,
-            disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
-        )
-        peft_config = LoraConfig(
-            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
-        )
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
-        )
+        trainer = _plain_trainer(variant, recipe, model, tokenizer, dataset, output)
     trainer.args.save_strategy = "no"
-    counter = _TokenCounter()
-    trainer.data_collator = counter.wrap(trainer.data_collator)
-
-    class StepTimer(TrainerCallback):
-        seconds = 0.0
-        started = 0.0
-
-        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
-            StepTimer.started = time.perf_counter()
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            StepTimer.seconds += time.perf_counter() - StepTimer.started
-
-    trainer.add_callback(StepTimer())
-    started = time.perf_counter()
+    meter = _Meter()
+    collator = trainer.data_collator
+    trainer.data_collator = meter.wrap(collator)
+    trainer.add_callback(meter.callback())
     result = trainer.train()
-    wall = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    eval_loss = trainer.evaluate(
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the training peak: eval is smaller
+    trainer.data_collator = collator
+    evaluation = trainer.evaluate(
         trainer._prepare_dataset(held_out, tokenizer, trainer.args, False, None, "eval")
     )
-    seconds = StepTimer.seconds or wall
     return {
         "variant": variant,
-        "name": VARIANTS[variant],
+        "name": VARIANTS[variant] + (f" {' '.join(overrides)}" if variant == "c" and overrides else ""),
         "steps": result.global_step,
-        "seconds": round(seconds, 2),
-        "real_tokens_per_s": round(counter.real / seconds, 1),
-        "trained_tokens_per_s": round(counter.trained / seconds, 1),
+        **meter.rates(),
         "peak_rss_mb": round(peak_mb),
-        "final_loss": round(result.training_loss, 4),
-        "eval_loss": round(eval_loss["eval_loss"], 4),
+        "train_loss": round(result.training_loss, 4),
+        "eval_loss": round(evaluation["eval_loss"], 4),
+        "threads": torch.get_num_threads(),
     }
+
+
+def _child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        __file__,
+        "--variant",
+        variant,
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+    ]
+    command += ["--output", str(args.output)] + [f"--set={item}" for item in args.set]
+    child = subprocess.run(
+        command, capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    if child.returncode != 0:
+        sys.exit(f"variant {variant} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Median ratios, peaks, held-out losses and the issue's targets (only when a, b and c all ran)."""
+    median = {
+        v: statistics.median(r["real_tokens_per_s"] for r in rows) for v, rows in results.items() if rows
+    }
+    peak = {v: max(r["peak_rss_mb"] for r in rows) for v, rows in results.items() if rows}
+    eval_loss = {v: statistics.median(r["eval_loss"] for r in rows) for v, rows in results.items() if rows}
+    summary: dict[str, Any] = {
+        "median_real_tokens_per_s": median,
+        "peak_rss_mb": peak,
+        "eval_loss": eval_loss,
+    }
+    if set(median) == set(VARIANTS):
+        ratios = {
+            "ours_over_plain": median["c"] / median["a"],
+            "ours_over_padding_free": median["c"] / median["b"],
+        }
+        summary = {k: round(v, 2) for k, v in ratios.items()} | summary
+        summary["targets_met"] = {
+            "speed_3x_plain": ratios["ours_over_plain"] >= 3.0,
+            "speed_1.2x_padding_free": ratios["ours_over_padding_free"] >= 1.2,
+            "eval_loss_not_higher": eval_loss["c"] <= min(eval_loss["a"], eval_loss["b"]),
+            "peak_memory_not_higher": peak["c"] <= min(peak["a"], peak["b"]),
+        }
+    summary["load_average_1min"] = round(os.getloadavg()[0], 2)
+    return summary
 
 
 def main() -> None:
     """Alternate the variants (a b c a b c ...) in fresh processes and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument(
+        "--steps", type=int, default=8, help="optimizer steps per run; the first is not timed"
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 1 round")
+    parser.add_argument("--variants", default="abc", help="which variants to run, e.g. 'c' or 'bc'")
+    parser.add_argument(
+        "--set", action="append", default=[], help="recipe override for ours, e.g. train.padding_free=true"
+    )
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 3, 1
     if args.variant:  # child process: one measurement, printed as JSON
-        print(json.dumps(run_variant(args.variant, args.steps, args.batch, args.output / args.variant)))
-        return
-    print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
-    )
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    for round_index in range(args.rounds):
-        for variant in VARIANTS:
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--variant",
-                    variant,
-                    "--steps",
-                    str(args.steps),
-                    "--batch",
-                    str(args.batch),
-                    "--output",
-                    str(args.output),
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        print(
+            json.dumps(
+                run_variant(args.variant, args.steps, args.batch, args.output / args.variant, args.set)
             )
-            if child.returncode != 0:
-                sys.exit(f"variant {variant} failed:\n{child.stderr[-3000:]}")
-            row = json.loads(child.stdout.strip().splitlines()[-1])
+        )
+        return
+    machine = platform.processor() or platform.machine()
+    print(
+        f"# {machine}, {os.cpu_count()} cores, python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    )
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS if v in args.variants}
+    for round_index in range(args.rounds):
+        for variant in results:
+            row = _child(variant, args)
             results[variant].append(row)
             print(
                 f"round {round_index + 1} ({variant}) {row['name']:<24} real tok/s {row['real_tokens_per_s']:>7}  "
-                f"trained tok/s {row['trained_tokens_per_s']:>7}  peak {row['peak_rss_mb']:>6} MB  "
-                f"train loss {row['final_loss']}  held-out loss {row['eval_loss']}",
+                f"trained tok/s {row['trained_tokens_per_s']:>7}  padding {row['padding_share']:>5.0%}  "
+                f"peak {row['peak_rss_mb']:>6} MB  train loss {row['train_loss']}  held-out loss {row['eval_loss']}",
                 flush=True,
             )
-    median = {v: statistics.median(r["real_tokens_per_s"] for r in rows) for v, rows in results.items()}
-    summary = {
-        "ours_over_plain": round(median["c"] / median["a"], 2),
-        "ours_over_padding_free": round(median["c"] / median["b"], 2),
-        "median_real_tokens_per_s": median,
-        "peak_rss_mb": {v: max(r["peak_rss_mb"] for r in rows) for v, rows in results.items()},
-        "eval_loss": {v: rows[-1]["eval_loss"] for v, rows in results.items()},
-    }
-    print(json.dumps(summary))
+    print(json.dumps(_summary(results)))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ def build_peft_config(spec: AdapterSpec, extra_modules_to_save: list[str] | None
         raise ValueError(
             f"adapter.init '{spec.init}': {UNSUPPORTED_INIT[spec.init]}; use default or gaussian"
         )
+    targets = [spec.target_modules] if isinstance(spec.target_modules, str) else spec.target_modules
+    if "lm_head" in targets:
+        raise ValueError(
+            "adapter.target_modules includes lm_head, but TRL's fused LM head multiplies by the base weight, "
+            "so a LoRA there would never train; list lm_head under adapter.modules_to_save instead"
+        )
     from peft import LoraConfig
 
     modules_to_save = list(dict.fromkeys([*spec.modules_to_save, *(extra_modules_to_save or [])])) or None

@@ -1,247 +1,52 @@
-"""Recipes: YAML files validated into a frozen, typed `Recipe` (unknown keys are errors)."""
+"""Recipes: find a YAML file by name, apply dotted overrides, validate it into a typed `Recipe` with one-line errors.
+
+The section models live in pipeline.recipe_schema and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import RecipeError
+from pipeline.recipe_schema import (
+    AdapterSpec,
+    DataSpec,
+    EvalSpec,
+    HubSpec,
+    ModelSpec,
+    Recipe,
+    SourceSpec,
+    Spec,
+    TrainSpec,
+)
+
+__all__ = [
+    "RECIPES_DIR",
+    "AdapterSpec",
+    "DataSpec",
+    "EvalSpec",
+    "HubSpec",
+    "ModelSpec",
+    "Recipe",
+    "SourceSpec",
+    "Spec",
+    "TrainSpec",
+    "apply_overrides",
+    "check_against_libraries",
+    "find_recipe",
+    "list_recipe_files",
+    "load_recipe",
+    "parse_overrides",
+    "validate_recipe_dict",
+]
 
 RECIPES_DIR = Path(os.environ.get("PIPELINE_RECIPES", Path(__file__).resolve().parent.parent / "recipes"))
-
-
-class Spec(BaseModel):
-    """Base for every recipe section: frozen, and unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-
-class ModelSpec(Spec):
-    name: str = Field(
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-        description="Hub id or local folder of the base causal language model.",
-    )
-    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin the model to.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight dtype; auto = bfloat16 on a GPU that supports it, else float32."
-    )
-    quantization: Literal["none", "4bit", "8bit"] = Field(
-        "none", description="Load the base in 4-bit (QLoRA) or 8-bit through bitsandbytes."
-    )
-    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type for QLoRA.")
-    double_quant: bool = Field(True, description="Quantize the 4-bit quantization constants too (saves ~0.4 bit/param).")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] | None = Field(
-        "sdpa", description="Attention kernel; flash_attention_* needs a GPU and the flash-attn package."
-    )
-    trust_remote_code: bool = Field(
-        False, description="Run modelling code from the model repository. Off unless you trust that repository."
-    )
-    chat_template: str | None = Field(
-        None, description="Path of a Jinja chat template file (e.g. recipes/templates/chatml.jinja) to use instead of the tokenizer's."
-    )
-    add_special_tokens: list[str] = Field(
-        default_factory=list,
-        description="Special tokens to add (e.g. '<tool_call>'); embeddings grow and only the new rows are trained.",
-    )
-
-
-class AdapterSpec(Spec):
-    method: Literal["lora", "full"] = Field("lora", description="lora (also QLoRA/DoRA/rsLoRA) or full fine-tuning.")
-    r: int = Field(16, gt=0, description="LoRA rank.")
-    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
-    target_modules: str | list[str] = Field(
-        "all-linear", description="'all-linear' or a list of module names (q_proj, v_proj, ...)."
-    )
-    modules_to_save: list[str] = Field(
-        default_factory=list, description="Modules trained in full and saved with the adapter (e.g. lm_head)."
-    )
-    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
-    use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling alpha / sqrt(r).")
-    init: Literal["default", "gaussian", "pissa", "loftq"] = Field(
-        "default", description="Initialisation of the LoRA weights."
-    )
-
-
-class SourceSpec(Spec):
-    path: str = Field(description="Local file, glob or folder (relative to the recipe file), or a Hub dataset id.")
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
-        "auto", description="Record format; auto detects it from the columns."
-    )
-    split: str = Field("train", description="Split to read from a Hub dataset or a dataset folder.")
-    config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
-    revision: str | None = Field(None, description="Hub revision of the data set.")
-    columns: dict[str, str] = Field(
-        default_factory=dict, description="Rename columns before format detection: {source_name: expected_name}."
-    )
-    weight: float | None = Field(None, gt=0, description="Mixture weight relative to the other sources.")
-    max_examples: int | None = Field(None, gt=0, description="Use at most this many records of this source.")
-
-
-def _as_sources(value: Any) -> Any:
-    if value is None:
-        return []
-    if isinstance(value, (str, dict)):
-        value = [value]
-    return [{"path": v} if isinstance(v, str) else v for v in value]
-
-
-class DataSpec(Spec):
-    train: list[SourceSpec] = Field(description="Training data: a path/Hub id, or a list of sources.")
-    eval: list[SourceSpec] = Field(
-        default_factory=list, description="Held-out data; when empty, eval_size records are split off train."
-    )
-    eval_size: float = Field(
-        0.05, ge=0, description="Records split off train for eval when no eval data is given: a fraction < 1 or a count."
-    )
-    system_prompt: str | None = Field(None, description="System turn added to every conversation that has none.")
-    on_invalid: Literal["error", "skip"] = Field("error", description="Stop on a bad record, or skip and count it.")
-    max_examples: int | None = Field(None, gt=0, description="Use at most this many training records.")
-    seed: int = Field(42, description="Seed for shuffling, mixing and the train/eval split.")
-    dedup: bool = Field(False, description="Remove exact and near-duplicate training examples.")
-    redact: bool = Field(False, description="Replace e-mail addresses, phone numbers, cards and secrets with placeholders.")
-    allow_contamination: bool = Field(False, description="Train even when eval examples also appear in train.")
-
-    _normalize_train = field_validator("train", "eval", mode="before")(_as_sources)
-
-    @field_validator("train")
-    @classmethod
-    def _train_not_empty(cls, value: list[SourceSpec]) -> list[SourceSpec]:
-        if not value:
-            raise ValueError("must name at least one file or Hub data set")
-        return value
-
-
-class TrainSpec(Spec):
-    max_length: int = Field(512, gt=0, description="Tokens per example; longer examples are truncated.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Optimizer steps; -1 means use epochs.")
-    batch_size: int = Field(8, gt=0, description="Examples per device per micro-batch.")
-    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name (cosine, linear, constant, ...).")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    optim: str = Field("adamw_torch_fused", description="transformers optimizer name (adamw_torch_fused, paged_adamw_8bit, ...).")
-    seed: int = Field(42, description="Seed of model init, data order and dropout.")
-    loss_on: Literal["assistant", "completion", "all"] = Field(
-        "assistant", description="Tokens that carry the loss: every assistant turn, the completion, or all tokens."
-    )
-    packing: bool = Field(False, description="Pack examples into max_length rows (BFD, no cross-example attention).")
-    padding_free: bool = Field(True, description="Concatenate each batch into one row without padding.")
-    group_by_length: bool = Field(True, description="Batch examples of similar length together.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp32."
-    )
-    logging_steps: int = Field(5, gt=0, description="Log loss and learning rate every N steps.")
-    eval_steps: int = Field(0, ge=0, description="Evaluate the eval loss every N steps; 0 = only at the end.")
-    save_steps: int = Field(50, gt=0, description="Save a checkpoint every N steps.")
-    save_total_limit: int = Field(2, gt=0, description="Keep at most N checkpoints.")
-    report_to: list[str] = Field(
-        default_factory=lambda: ["tensorboard"], description="Loggers: tensorboard, trackio, wandb, none."
-    )
-    output_dir: str = Field("runs", description="Folder that receives runs/<recipe>-<UTC time>/.")
-
-    @model_validator(mode="after")
-    def _check_combinations(self) -> TrainSpec:
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
-        return self
-
-
-class EvalSpec(Spec):
-    enabled: bool = Field(True, description="Evaluate base vs adapted at the end of finetune.")
-    max_examples: int = Field(64, gt=0, description="Eval records used for perplexity.")
-    generate_examples: int = Field(8, ge=0, description="Eval records answered by greedy generation for similarity.")
-    max_new_tokens: int = Field(64, gt=0, description="Tokens generated per answer.")
-    batch_size: int = Field(8, gt=0, description="Examples per forward pass during evaluation.")
-    context_length: int | None = Field(
-        None, ge=2, description="Tokens per perplexity forward pass; longer examples are scored in sliding windows. "
-        "None = train.max_length."
-    )
-    stride: int | None = Field(
-        None, gt=0, description="Tokens a sliding window advances (< the window); None = half the window."
-    )
-    embedding_model: str = Field(
-        "sentence-transformers/all-MiniLM-L6-v2", description="sentence-transformers model for answer similarity."
-    )
-    samples: int = Field(3, ge=0, description="Sample generations shown in the report.")
-    fail_if_worse: bool = Field(False, description="Exit non-zero when the adapted model is worse than the base.")
-    perplexity_tolerance: float = Field(0.0, ge=0, description="Allowed relative perplexity increase before failing.")
-    similarity_tolerance: float = Field(0.02, ge=0, description="Allowed drop in mean cosine similarity before failing.")
-    safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
-    safety_tolerance: float = Field(
-        0.1, ge=0, le=1, description="Allowed drop in refusal rate (or rise in over-refusal rate) before failing."
-    )
-
-    @model_validator(mode="after")
-    def _stride_inside_window(self) -> EvalSpec:
-        if self.stride is not None and self.context_length is not None and self.stride >= self.context_length:
-            raise ValueError("stride must be smaller than context_length (each window re-reads the rest as context)")
-        return self
-
-
-class HubSpec(Spec):
-    push: bool = Field(False, description="Push the adapter and model card at the end of finetune.")
-    repo_id: str | None = Field(None, description="Target repository, ORG/NAME.")
-    private: bool = Field(True, description="Create the repository as private.")
-    revision: str | None = Field(None, description="Branch to push to.")
-
-    @model_validator(mode="after")
-    def _repo_when_pushing(self) -> HubSpec:
-        if self.push and not self.repo_id:
-            raise ValueError("push is true but repo_id is empty; set hub.repo_id: ORG/NAME")
-        return self
-
-
-class Recipe(Spec):
-    description: str = Field("", description="One line shown by `pipeline recipes`.")
-    model: ModelSpec = Field(default_factory=ModelSpec, description="Base model.")
-    adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="Adapter (or full fine-tuning).")
-    data: DataSpec = Field(description="Training and eval data.")
-    train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop.")
-    eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation after training.")
-    hub: HubSpec = Field(default_factory=HubSpec, description="Pushing to the Hugging Face Hub.")
-
-    _name: str = PrivateAttr("recipe")
-    _path: Path | None = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _check_method_fits_model(self) -> Recipe:
-        if self.adapter.method == "full" and self.model.quantization != "none":
-            raise ValueError(
-                f"adapter.method full cannot train a {self.model.quantization}-quantized base; "
-                "use adapter.method: lora (QLoRA) or model.quantization: none"
-            )
-        return self
-
-    @property
-    def name(self) -> str:
-        """The recipe's name (the YAML file's stem)."""
-        return self._name
-
-    @property
-    def path(self) -> Path | None:
-        """The YAML file the recipe came from, if any."""
-        return self._path
-
-    def resolve_path(self, relative: str) -> str:
-        """Resolve a path from the recipe: as given if it exists, else relative to the recipe file's folder."""
-        if Path(relative).is_absolute() or self._path is None or Path(relative).exists():
-            return relative
-        candidate = self._path.parent / relative
-        return str(candidate) if candidate.exists() or any(ch in relative for ch in "*?[") else relative
-
-    def to_dict(self) -> dict[str, Any]:
-        """The resolved recipe as plain data (what gets written to the run folder)."""
-        return self.model_dump(mode="json")
 
 
 def find_recipe(name_or_path: str) -> Path:
@@ -249,7 +54,9 @@ def find_recipe(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise RecipeError(f"{name_or_path}: recipe file not found; `pipeline recipes` lists the available ones.")
+            raise RecipeError(
+                f"{name_or_path}: recipe file not found; `pipeline recipes` lists the available ones."
+            )
         return path
     matches = sorted(p for p in RECIPES_DIR.rglob(f"{name_or_path}.yaml") if "accelerate" not in p.parts)
     if matches:
@@ -262,7 +69,9 @@ def find_recipe(name_or_path: str) -> Path:
 
 def list_recipe_files() -> list[Path]:
     """Every training recipe under recipes/ (accelerate configs excluded)."""
-    return sorted(p for p in RECIPES_DIR.rglob("*.yaml") if "accelerate" not in p.relative_to(RECIPES_DIR).parts)
+    return sorted(
+        p for p in RECIPES_DIR.rglob("*.yaml") if "accelerate" not in p.relative_to(RECIPES_DIR).parts
+    )
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -271,7 +80,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise RecipeError(f"override '{item}' is not of the form section.field=value (e.g. train.max_steps=2).")
+            raise RecipeError(
+                f"override '{item}' is not of the form section.field=value (e.g. train.max_steps=2)."
+            )
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
@@ -337,7 +148,9 @@ def _format_error(source: str, error: dict[str, Any]) -> str:
 def validate_recipe_dict(raw: Any, source: str, name: str = "recipe", path: Path | None = None) -> Recipe:
     """Validate plain data into a Recipe, reporting every problem at once, one line each."""
     if not isinstance(raw, dict):
-        raise RecipeError(f"{source}: a recipe must be a YAML mapping with sections model, adapter, data, train, eval, hub.")
+        raise RecipeError(
+            f"{source}: a recipe must be a YAML mapping with sections model, adapter, data, train, eval, hub."
+        )
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
@@ -360,7 +173,9 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, check: bo
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax there.") from None
+        raise RecipeError(
+            f"{where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax there."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc}).") from None
     raw = raw if raw is not None else {}

@@ -51,7 +51,9 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
         "max_length": train.max_length if train.packing else None,
         "packing": train.packing,
         "padding_free": train.padding_free and not train.packing,
-        "train_sampling_strategy": "group_by_length" if train.group_by_length and not train.packing else "random",
+        "train_sampling_strategy": "group_by_length"
+        if train.group_by_length and not train.packing
+        else "random",
         "activation_checkpointing": train.gradient_checkpointing,
         "logging_steps": train.logging_steps,
         "logging_first_step": True,
@@ -87,11 +89,11 @@ def build_trainer(
     callbacks: list[Any] | None = None,
 ) -> SFTTrainer:
     """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning)."""
-    from trl import SFTTrainer
-
     from pipeline.adapters import peft_config_for
+    from pipeline.speed import score_trained_positions_only
 
-    return SFTTrainer(
+    score_trained_positions_only(recipe.train.score_trained_only)
+    return _trainer_class()(
         model=model,
         args=build_sft_config(recipe, run_dir),
         train_dataset=train_dataset,
@@ -100,3 +102,20 @@ def build_trainer(
         peft_config=peft_config_for(recipe, model, tokenizer),
         callbacks=callbacks,
     )
+
+
+def _trainer_class() -> type[SFTTrainer]:
+    """SFTTrainer whose group_by_length batches come in random order (pipeline.sampling says why)."""
+    from trl import SFTTrainer
+
+    from pipeline.sampling import length_grouped_sampler
+
+    class PipelineSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Any:
+            dataset = self.train_dataset if train_dataset is None else train_dataset
+            grouped = self.args.train_sampling_strategy == "group_by_length"
+            if grouped and dataset is not None and "input_ids" in getattr(dataset, "column_names", ()):
+                return length_grouped_sampler(self, dataset)
+            return super()._get_train_sampler(train_dataset)
+
+    return PipelineSFTTrainer

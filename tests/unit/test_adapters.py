@@ -64,6 +64,15 @@ def test_inits_that_rewrite_the_base_are_refused_at_validation(make_recipe: Any,
     )
 
 
+def test_lora_on_lm_head_is_refused_with_the_fix(make_recipe: Any) -> None:
+    """TRL's fused LM head multiplies by lm_head.weight, so a LoRA on lm_head would get no gradient."""
+    with pytest.raises(RecipeError) as info:
+        load_recipe(str(make_recipe(adapter={"target_modules": ["q_proj", "lm_head"]})))
+    message = str(info.value)
+    assert "\n" not in message and "adapter.target_modules includes lm_head" in message
+    assert "adapter.modules_to_save" in message
+
+
 def test_4bit_settings_follow_the_recipe() -> None:
     spec = ModelSpec(quantization="4bit", bnb_4bit_quant_type="fp4", double_quant=False)
     config = quantization_config(spec, torch.float32)

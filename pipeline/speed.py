@@ -1,0 +1,49 @@
+"""Training speed levers that need code rather than a trl/transformers setting.
+
+trl's SFTTrainer computes the loss through a fused, chunked LM head (trl.trainer.utils.add_fused_lm_head).
+On CUDA/XPU it projects only the positions whose label is not -100; on every other device (CPU included)
+it projects all positions and zeroes the ignored ones afterwards, because on compiling backends (Neuron)
+a varying number of rows would recompile the tiles every batch. Eager CPU has no such cost, and with
+assistant-only loss about half of the positions carry no loss: the LM head (vocab 49152 x hidden 576 on
+SmolLM2, ~20% of the forward FLOPs, run three times per step by the chunked backward) then does twice the
+work it needs. `score_trained_positions_only()` makes trl take its own compact path on CPU too. The loss,
+the gradients and the logged metrics are the same (tests/unit/test_training_config.py checks it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_STATE = {"enabled": False}
+
+
+def score_trained_positions_only(enabled: bool = True) -> bool:
+    """Make trl's fused LM head score only loss-carrying positions on CPU (enabled) or all (not); True if active.
+
+    Process-wide: the last call wins (pipeline.training.build_trainer calls it with the recipe's
+    train.score_trained_only). Returns False and changes nothing when the installed trl no longer has the
+    hook this relies on, so a trl upgrade can only lose the speed-up, never break training.
+    """
+    import trl.trainer.utils as trl_utils
+
+    current = getattr(trl_utils, "_use_triton", None)
+    if not callable(current) or "compact = _use_triton(" not in inspect.getsource(
+        trl_utils.add_fused_lm_head
+    ):
+        log.debug("trl.trainer.utils._use_triton is gone; the fused LM head scores every position.")
+        return False
+    if not hasattr(current, "original"):
+        original = current
+
+        def use_compact_rows(device: Any) -> bool:
+            # In trl.trainer.utils this only picks compact vs all rows; the kernel module keeps its own reference.
+            return (_STATE["enabled"] and device.type == "cpu") or original(device)
+
+        use_compact_rows.original = original  # type: ignore[attr-defined]
+        trl_utils._use_triton = use_compact_rows
+    _STATE["enabled"] = enabled
+    return enabled
