@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -39,8 +40,15 @@ def _quiet_libraries() -> None:
         "httpx2",
         "huggingface_hub",
         "torch",
+        "absl",  # rouge_score logs "Using default tokenizer." on every scorer
     ):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Notices a user cannot act on: peft cannot read an offline Hub id's config when saving an adapter (added
+    # tokens are tracked by pipeline.adapters instead), and peft/trl call a property transformers 5 deprecated.
+    warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
 
 
 @app.command()
