@@ -1,8 +1,10 @@
 """Training throughput: plain TRL vs TRL padding_free vs our lora-small path, alternating in one invocation.
 
 All three train the packaged SmolLM2-135M-Instruct with LoRA r=16, alpha=32, dropout 0.05 on all linear
-layers, max_length 512, fp32, the same batch, the same number of optimizer steps and the same loss mask
-(the same pre-tokenized rows with assistant masks: trl turns them into labels for every variant).
+layers, max_length 512, fp32 weights, the same batch, the same number of optimizer steps and the same loss
+mask (the same pre-tokenized rows with assistant masks: trl turns them into labels for every variant).
+Precision is each side's default: TRL's SFTConfig turns bf16 autocast on (on CPU too), lora-small computes
+in fp32 on CPU and bf16 on GPUs.
 
 Measured per run, over the optimizer steps after the first (warm-up: allocator, lazy init), from the end
 of one step to the end of the next, so fetching and collating each batch is inside the timed span:
@@ -13,6 +15,8 @@ ours/(a) and ours/(b) and whether the targets of issue 11 hold.
 
     .venv/bin/python bench/train_throughput.py [--steps 8] [--rounds 2] [--batch 8] [--quick]
     .venv/bin/python bench/train_throughput.py --variants c --set train.padding_free=true   # one lever
+    python bench/train_throughput.py --model DIR --random-init --dtype bfloat16   # GPU: a larger shape
+      (DIR holds config.json and the tokenizer; with CUDA each row adds GPU peak memory and MFU)
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ VARIANTS = {"a": "plain TRL (defaults)", "b": "TRL padding_free=True", "c": "our
 HELD_OUT = 32
 
 
-def _dataset(steps: int, batch: int, overrides: list[str]) -> tuple[Any, Any, Any, Any]:
+def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> tuple[Any, Any, Any, Any]:
     """The same pre-tokenized train and held-out rows for every variant, and the recipe they come from."""
     from pipeline.data import load_splits, tokenize_records
     from pipeline.modeling import load_tokenizer
@@ -48,6 +52,7 @@ def _dataset(steps: int, batch: int, overrides: list[str]) -> tuple[Any, Any, An
             f"train.max_steps={steps}",
             "train.report_to=[none]",
             "model.dtype=float32",
+            *shape,
             *overrides,
         ],
     )
@@ -136,16 +141,32 @@ def _plain_trainer(variant: str, recipe: Any, model: Any, tokenizer: Any, datase
     )
 
 
-def run_variant(variant: str, steps: int, batch: int, output: Path, overrides: list[str]) -> dict[str, Any]:
+def _model(recipe: Any, random_init: bool) -> Any:
+    """The recipe's base model, or (random_init) one built from its config.json: a shape with no offline weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pipeline.modeling import load_base_model
+
+    torch.manual_seed(0)
+    if not random_init:
+        return load_base_model(recipe.model)
+    dtype = getattr(torch, recipe.model.dtype)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(recipe.model.name), dtype=dtype)
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train one variant in this process and return its measurements."""
     import torch
 
-    from pipeline.modeling import load_base_model
     from pipeline.training import build_trainer
 
-    recipe, tokenizer, dataset, held_out = _dataset(steps, batch, overrides if variant == "c" else [])
-    torch.manual_seed(0)
-    model = load_base_model(recipe.model)
+    steps, batch, output = args.steps, args.batch, args.output / variant
+    overrides = args.set if variant == "c" else []
+    recipe, tokenizer, dataset, held_out = _dataset(steps, batch, overrides, _shape(args))
+    model = _model(recipe, args.random_init)
+    parameters = sum(p.numel() for p in model.parameters())
     if variant == "c":
         trainer = build_trainer(recipe, output, model, tokenizer, dataset, None)
     else:
@@ -157,6 +178,7 @@ def run_variant(variant: str, steps: int, batch: int, output: Path, overrides: l
     trainer.add_callback(meter.callback())
     result = trainer.train()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the training peak: eval is smaller
+    gpu = _gpu_figures(parameters, meter.rates()["real_tokens_per_s"], args.peak_tflops)
     trainer.data_collator = collator
     evaluation = trainer.evaluate(
         trainer._prepare_dataset(held_out, tokenizer, trainer.args, False, None, "eval")
@@ -170,6 +192,26 @@ def run_variant(variant: str, steps: int, batch: int, output: Path, overrides: l
         "train_loss": round(result.training_loss, 4),
         "eval_loss": round(evaluation["eval_loss"], 4),
         "threads": torch.get_num_threads(),
+        **gpu,
+    }
+
+
+def _shape(args: argparse.Namespace) -> list[str]:
+    """Recipe overrides for every variant: the model folder and its dtype."""
+    return ([f"model.name={args.model}"] if args.model else []) + [f"model.dtype={args.dtype}"]
+
+
+def _gpu_figures(parameters: int, tokens_per_s: float, peak_tflops: float) -> dict[str, Any]:
+    """Peak GPU memory and model FLOPs utilisation (4 FLOPs per parameter and token: a LoRA step computes no
+    base-weight gradients), on CUDA only."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20),
+        "mfu": round(4 * parameters * tokens_per_s / (peak_tflops * 1e12), 4),
+        "parameters": parameters,
     }
 
 
@@ -185,6 +227,10 @@ def _child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.batch),
     ]
     command += ["--output", str(args.output)] + [f"--set={item}" for item in args.set]
+    command += ["--dtype", args.dtype, "--peak-tflops", str(args.peak_tflops)]
+    command += (["--model", args.model] if args.model else []) + (
+        ["--random-init"] if args.random_init else []
+    )
     child = subprocess.run(
         command, capture_output=True, text=True, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
@@ -236,15 +282,19 @@ def main() -> None:
     )
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--model", help="model folder for every variant (default: lora-small's SmolLM2-135M)")
+    parser.add_argument(
+        "--random-init", action="store_true", help="build the weights from --model's config.json"
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="GPU peak for MFU (H100 SXM bf16: 989)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 3, 1
     if args.variant:  # child process: one measurement, printed as JSON
-        print(
-            json.dumps(
-                run_variant(args.variant, args.steps, args.batch, args.output / args.variant, args.set)
-            )
-        )
+        print(json.dumps(run_variant(args.variant, args)))
         return
     machine = platform.processor() or platform.machine()
     print(
@@ -258,7 +308,8 @@ def main() -> None:
             print(
                 f"round {round_index + 1} ({variant}) {row['name']:<24} real tok/s {row['real_tokens_per_s']:>7}  "
                 f"trained tok/s {row['trained_tokens_per_s']:>7}  padding {row['padding_share']:>5.0%}  "
-                f"peak {row['peak_rss_mb']:>6} MB  train loss {row['train_loss']}  held-out loss {row['eval_loss']}",
+                f"peak {row['peak_rss_mb']:>6} MB  train loss {row['train_loss']}  held-out loss {row['eval_loss']}"
+                + (f"  GPU peak {row['peak_gpu_mb']} MB  MFU {row['mfu']:.1%}" if "mfu" in row else ""),
                 flush=True,
             )
     print(json.dumps(_summary(results)))

@@ -27,7 +27,7 @@ def test_bf16_lora_trains_on_the_gpu(make_recipe: Any) -> None:
     result = finetune(recipe)
     assert result.metrics["checks"]["passed"]
     assert result.metrics["adapted"]["perplexity"] > 1
-    assert "cuda" in json.dumps(result.metrics["train"]["hardware"]).lower()
+    assert torch.cuda.get_device_name(0) in json.dumps(result.metrics["train"]["hardware"])
 
 
 def test_qlora_4bit_on_cuda(make_recipe: Any) -> None:
