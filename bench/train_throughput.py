@@ -244,11 +244,15 @@ def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     median = {
         v: statistics.median(r["real_tokens_per_s"] for r in rows) for v, rows in results.items() if rows
     }
-    peak = {v: max(r["peak_rss_mb"] for r in rows) for v, rows in results.items() if rows}
+    # On a GPU the memory that runs out is the GPU's: compare its peak, not the process's RSS.
+    key = (
+        "peak_gpu_mb" if any("peak_gpu_mb" in r for rows in results.values() for r in rows) else "peak_rss_mb"
+    )
+    peak = {v: max(r[key] for r in rows) for v, rows in results.items() if rows}
     eval_loss = {v: statistics.median(r["eval_loss"] for r in rows) for v, rows in results.items() if rows}
     summary: dict[str, Any] = {
         "median_real_tokens_per_s": median,
-        "peak_rss_mb": peak,
+        key: peak,
         "eval_loss": eval_loss,
     }
     if set(median) == set(VARIANTS):
