@@ -31,9 +31,11 @@ def score_trained_positions_only(enabled: bool = True) -> bool:
     import trl.trainer.utils as trl_utils
 
     current = getattr(trl_utils, "_use_triton", None)
-    if not callable(current) or "compact = _use_triton(" not in inspect.getsource(
-        trl_utils.add_fused_lm_head
-    ):
+    try:
+        source = inspect.getsource(trl_utils.add_fused_lm_head)
+    except (AttributeError, OSError, TypeError):  # renamed, or installed without its .py sources
+        source = ""
+    if not callable(current) or "compact = _use_triton(" not in source:
         log.debug("trl.trainer.utils._use_triton is gone; the fused LM head scores every position.")
         return False
     if not hasattr(current, "original"):

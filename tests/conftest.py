@@ -127,42 +127,69 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
-@pytest.fixture
-def chat_files(tmp_path: Path) -> tuple[Path, Path]:
-    """Small train/eval JSONL files in messages format."""
-    train = write_jsonl(tmp_path / "data" / "train.jsonl", [{"messages": m} for m in CONVERSATIONS * 6])
-    evaluation = write_jsonl(tmp_path / "data" / "eval.jsonl", [{"messages": m} for m in CONVERSATIONS])
+def write_chat_files(folder: Path) -> tuple[Path, Path]:
+    """Small train/eval JSONL files in messages format under folder."""
+    train = write_jsonl(folder / "train.jsonl", [{"messages": m} for m in CONVERSATIONS * 6])
+    evaluation = write_jsonl(folder / "eval.jsonl", [{"messages": m} for m in CONVERSATIONS])
     return train, evaluation
 
 
 @pytest.fixture
+def chat_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Small train/eval JSONL files in messages format."""
+    return write_chat_files(tmp_path / "data")
+
+
+def write_tiny_recipe(
+    path: Path, model_dir: Path, files: tuple[Path, Path], output_dir: Path, /, **sections: dict[str, Any]
+) -> Path:
+    """Write a recipe YAML for the tiny model to path; keyword sections are merged over the defaults."""
+    train, evaluation = files
+    recipe: dict[str, Any] = {
+        "description": "tiny test recipe",
+        "model": {"name": str(model_dir), "dtype": "float32"},
+        "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
+        # The tiny eval set repeats training conversations on purpose (fast, deterministic checks).
+        "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},
+        "train": {
+            "max_length": 64,
+            "max_steps": 3,
+            "batch_size": 2,
+            "learning_rate": 1e-2,
+            "logging_steps": 1,
+            "save_steps": 100,
+            "report_to": ["none"],
+            "output_dir": str(output_dir),
+        },
+        "eval": {"max_examples": 4, "generate_examples": 0, "max_new_tokens": 8, "batch_size": 4},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
 def make_recipe(tmp_path: Path, tiny_model_dir: Path, chat_files: tuple[Path, Path]) -> Callable[..., Path]:
-    """Write a recipe YAML for the tiny model; keyword sections are merged over the defaults."""
+    """Write a recipe YAML for the tiny model under tmp_path; keyword sections are merged over the defaults."""
 
     def _make(name: str = "tiny", **sections: dict[str, Any]) -> Path:
-        train, evaluation = chat_files
-        recipe: dict[str, Any] = {
-            "description": "tiny test recipe",
-            "model": {"name": str(tiny_model_dir), "dtype": "float32"},
-            "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-            # The tiny eval set repeats training conversations on purpose (fast, deterministic checks).
-            "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},
-            "train": {
-                "max_length": 64,
-                "max_steps": 3,
-                "batch_size": 2,
-                "learning_rate": 1e-2,
-                "logging_steps": 1,
-                "save_steps": 100,
-                "report_to": ["none"],
-                "output_dir": str(tmp_path / "runs"),
-            },
-            "eval": {"max_examples": 4, "generate_examples": 0, "max_new_tokens": 8, "batch_size": 4},
-        }
-        for key, value in sections.items():
-            recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
-        return path
+        return write_tiny_recipe(
+            tmp_path / f"{name}.yaml", tiny_model_dir, chat_files, tmp_path / "runs", **sections
+        )
 
     return _make
+
+
+def run_cli(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> tuple[int | str | None, str]:
+    """Run `pipeline ARGV` through pipeline.cli.main in this process: its exit code and its stderr."""
+    import sys
+
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["pipeline", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err

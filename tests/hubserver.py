@@ -298,13 +298,20 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 {"type": "directory", "path": p, "oid": "0" * 40} for p in paths if p in folders
             ]
 
-        def tree(self, match: re.Match[str]) -> None:
+        def _snapshot(self, match: re.Match[str]) -> Any:
+            """The repository's snapshot at the asked revision; None once an error response was sent."""
             repo = self._repo(match)
-            found = repo.snapshot(self._rev(match)) if repo else None
             if repo is None:
                 return None
+            found = repo.snapshot(self._rev(match))
             if found is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {self._rev(match)}")
+                self._error(404, "RevisionNotFound", f"Invalid rev id: {self._rev(match)}")
+            return found
+
+        def tree(self, match: re.Match[str]) -> None:
+            found = self._snapshot(match)
+            if found is None:
+                return None
             prefix = unquote(match["path"] or "").strip("/")
             recursive = self.query.get("recursive", ["False"])[0].lower() == "true"
             candidates = set()
@@ -318,12 +325,9 @@ def _handler_for(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._send(200, self._entries(found[1], sorted(candidates)))
 
         def paths_info(self, match: re.Match[str]) -> None:
-            repo = self._repo(match)
-            found = repo.snapshot(self._rev(match)) if repo else None
-            if repo is None:
-                return None
+            found = self._snapshot(match)
             if found is None:
-                return self._error(404, "RevisionNotFound", f"Invalid rev id: {self._rev(match)}")
+                return None
             if self.headers.get("Content-Type", "").startswith("application/json"):
                 paths = json.loads(self.body).get("paths", [])
             else:

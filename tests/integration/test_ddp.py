@@ -73,30 +73,18 @@ def step_losses(metrics: dict[str, Any]) -> list[float]:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
     """One 2-process cpu-ddp finetune of the tiny model; its recipe and launcher output."""
-    import yaml
-    from conftest import CONVERSATIONS, write_jsonl
+    from conftest import write_chat_files, write_tiny_recipe
 
     root = tmp_path_factory.mktemp("ddp")
-    train = write_jsonl(root / "train.jsonl", [{"messages": m} for m in CONVERSATIONS * 6])
-    evaluation = write_jsonl(root / "eval.jsonl", [{"messages": m} for m in CONVERSATIONS])
-    recipe = {
-        "model": {"name": str(tiny_model_dir), "dtype": "float32"},
-        "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-        "data": {"train": str(train), "eval": str(evaluation), "allow_contamination": True},
-        "train": {
-            "max_length": 64,
-            "learning_rate": 1e-2,
-            "logging_steps": 1,
-            "save_steps": 100,
-            "report_to": ["none"],
-            "output_dir": str(root / "runs"),
-            **TRAIN,
-        },
-        # generate_examples > 0: evaluate_model cannot take 0 yet (see the report); rank 0 alone evaluates.
-        "eval": {"max_examples": 4, "generate_examples": 1, "max_new_tokens": 4, "batch_size": 4},
-    }
-    path = root / "tiny-ddp.yaml"
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    path = write_tiny_recipe(
+        root / "tiny-ddp.yaml",
+        tiny_model_dir,
+        write_chat_files(root),
+        root / "runs",
+        train=TRAIN,
+        # One generated answer: rank 0 alone evaluates, generation included, while rank 1 waits.
+        eval={"generate_examples": 1, "max_new_tokens": 4},
+    )
     result = launch(path)
     errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
     assert result.returncode == 0, "\n".join(errors)[-4000:]

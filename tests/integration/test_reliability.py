@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import load_file
 
-from pipeline.cli import main
 from pipeline.resume import checkpoint_problem
 
 
@@ -28,15 +27,6 @@ def one_thread(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
     yield
     torch.set_num_threads(threads)
-
-
-def _cli(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["pipeline", *argv])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    return exited.value.code, capsys.readouterr().err
 
 
 def _error_line(err: str) -> str:
@@ -65,7 +55,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         },
         eval={"enabled": False},
     )
-    code, err = _cli(["finetune", str(recipe)], monkeypatch, capsys)
+    code, err = run_cli(["finetune", str(recipe)], monkeypatch, capsys)
     run_dir = next((tmp_path / "runs").iterdir())
     line = _error_line(err)
     assert code == 5
@@ -88,12 +78,15 @@ def test_from_manifest_reruns_the_same_configuration(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     recipe = make_recipe(data={"allow_contamination": True}, train={"max_steps": 3}, eval={"enabled": False})
-    assert _cli(["finetune", str(recipe), "train.learning_rate=0.005"], monkeypatch, capsys)[0] in (0, None)
+    assert run_cli(["finetune", str(recipe), "train.learning_rate=0.005"], monkeypatch, capsys)[0] in (
+        0,
+        None,
+    )
     first = next((tmp_path / "runs").iterdir())
     manifest = json.loads((first / "manifest.json").read_text())
     recipe.unlink()  # the re-run needs only the manifest (and the same data and model)
     monkeypatch.chdir(tmp_path)
-    assert _cli(["finetune", "--from-manifest", str(first / "manifest.json")], monkeypatch, capsys)[0] in (
+    assert run_cli(["finetune", "--from-manifest", str(first / "manifest.json")], monkeypatch, capsys)[0] in (
         0,
         None,
     )
@@ -121,7 +114,7 @@ def test_from_manifest_reruns_the_same_configuration(
     train_file = Path(manifest["data"]["files"][0]["path"])
     train_file.write_text(train_file.read_text() * 2)
     before = sorted((tmp_path / "runs").iterdir())
-    code, err = _cli(["finetune", "--from-manifest", str(first / "manifest.json")], monkeypatch, capsys)
+    code, err = run_cli(["finetune", "--from-manifest", str(first / "manifest.json")], monkeypatch, capsys)
     assert code == 2 and f"data file {train_file} changed (sha256)" in _error_line(err)
     assert sorted((tmp_path / "runs").iterdir()) == before
 
@@ -168,7 +161,7 @@ def test_full_or_read_only_disk_is_one_clear_line(
         train={"output_dir": str(disk / "runs"), "save_steps": 1},
         eval={"enabled": False},
     )
-    code, err = _cli(["finetune", str(recipe)], monkeypatch, capsys)
+    code, err = run_cli(["finetune", str(recipe)], monkeypatch, capsys)
     line = _error_line(err)
     assert code == 8 and "cannot write" in line and f"({reason})" in line, line
     assert "free disk space" in line or "writable folder" in line
@@ -189,5 +182,7 @@ def test_storage_errors_from_any_layer_become_one_line(
         )
 
     monkeypatch.setattr(pipeline.manifest, "write_json", full)
-    code, err = _cli(["finetune", str(make_recipe(data={"allow_contamination": True}))], monkeypatch, capsys)
+    code, err = run_cli(
+        ["finetune", str(make_recipe(data={"allow_contamination": True}))], monkeypatch, capsys
+    )
     assert code == 8 and "cannot write an output file (the disk is full)" in _error_line(err)

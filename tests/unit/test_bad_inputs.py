@@ -4,7 +4,6 @@ each gives one `error:` line naming the file/field/line, a non-zero exit, no tra
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CONVERSATIONS, write_jsonl
-
-from pipeline.cli import main
+from conftest import CONVERSATIONS, run_cli, write_jsonl
 
 GOOD = [{"messages": m} for m in CONVERSATIONS]
 
@@ -258,15 +255,6 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def _run(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["pipeline", *argv])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    return exited.value.code, capsys.readouterr().err
-
-
 @pytest.fixture
 def ctx(
     tmp_path: Path,
@@ -293,7 +281,7 @@ def test_bad_input_gives_one_clean_line(
     argv = build(ctx)
     capsys.readouterr()
     before = _snapshot(ctx.tmp)
-    code, err = _run(argv, monkeypatch, capsys)
+    code, err = run_cli(argv, monkeypatch, capsys)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code not in (0, None), f"{case}: exit code {code}; stderr: {err[-2000:]}"
     assert "Traceback" not in err, err[-3000:]
@@ -312,7 +300,7 @@ def test_bad_cli_usage_exits_2_without_traceback(
     # what matters is exit code 2, no traceback, the offending word named, and nothing written.
     argv, word = USAGE_ERRORS[case]
     before = _snapshot(ctx.tmp)
-    code, err = _run(argv, monkeypatch, capsys)
+    code, err = run_cli(argv, monkeypatch, capsys)
     assert code == 2 and "Traceback" not in err
     assert "Error" in err and word in err
     assert _snapshot(ctx.tmp) == before
@@ -323,6 +311,6 @@ def test_hub_token_in_environment_is_not_needed_for_errors(
 ) -> None:
     token = "hf_FAKEtokenFORtests0123456789abcdef"
     monkeypatch.setenv("HF_TOKEN", token)
-    code, err = _run(["finetune", ctx.recipe(train={"max_steps": 0})], monkeypatch, capsys)
+    code, err = run_cli(["finetune", ctx.recipe(train={"max_steps": 0})], monkeypatch, capsys)
     assert code == 2 and token not in err
     assert os.environ["HF_TOKEN"] == token

@@ -130,3 +130,17 @@ def test_build_trainer_applies_the_recipe_switch(
             assert isinstance(trainer._get_train_sampler(), ShuffledLengthGroupedSampler)
     finally:
         score_trained_positions_only(False)
+
+
+def test_score_trained_only_is_a_no_op_when_trl_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the trl hook (or its sources) the switch reports False and the CPU keeps trl's own path."""
+    import inspect
+
+    import trl.trainer.utils as trl_utils
+
+    def no_source(_: Any) -> str:
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+    assert score_trained_positions_only(True) is False
+    assert trl_utils._use_triton(torch.device("cpu")) is False
