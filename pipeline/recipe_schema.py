@@ -22,8 +22,10 @@ class ModelSpec(Spec):
     revision: str | None = Field(
         None, description="Hub revision (branch, tag or commit) to pin the model to."
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weight dtype; auto = bfloat16 on a GPU that supports it, else float32."
+    dtype: Literal["auto", "native", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weight dtype; auto = bfloat16 on a GPU that supports it, native = bfloat16 wherever bf16 "
+        "is native (CPUs with AVX512-BF16/AMX too), else float32.",
     )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="Load the base in 4-bit (QLoRA) or 8-bit through bitsandbytes."
@@ -57,7 +59,9 @@ class AdapterSpec(Spec):
     alpha: int = Field(
         32, gt=0, description="LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA)."
     )
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input (each non-zero value costs a copy of it)."
+    )
     target_modules: str | list[str] = Field(
         "all-linear", description="'all-linear' or a list of module names (q_proj, v_proj, ...)."
     )
@@ -163,11 +167,15 @@ class TrainSpec(Spec):
         False, description="Pack examples into max_length rows (BFD, no cross-example attention)."
     )
     padding_free: bool = Field(
-        False,
-        description="Concatenate each batch into one row without padding (pays off with flash attention; "
-        "SDPA attends over the whole row, so length-grouped padded batches are faster without it).",
+        True,
+        description="Concatenate each batch into one row without padding; each example attends only to "
+        "itself (flash-attn varlen on GPU, pipeline.attention's per-example SDPA otherwise).",
     )
-    group_by_length: bool = Field(True, description="Batch examples of similar length together.")
+    group_by_length: bool = Field(
+        False,
+        description="Batch examples of similar length together (less padding when padding_free is off; "
+        "costs held-out loss on short runs).",
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward to save memory."
     )
@@ -175,8 +183,10 @@ class TrainSpec(Spec):
         True,
         description="On CPU, project only loss-carrying positions through the LM head (same loss, less work).",
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Mixed precision; auto = bf16 on GPUs that support it, else fp32."
+    precision: Literal["auto", "native", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Mixed precision; auto = bf16 autocast on GPUs that support it, native = wherever bf16 is "
+        "native (CPUs with AVX512-BF16/AMX too); neither for quantized models. Else fp32.",
     )
     logging_steps: int = Field(5, gt=0, description="Log loss and learning rate every N steps.")
     eval_steps: int = Field(0, ge=0, description="Evaluate the eval loss every N steps; 0 = only at the end.")

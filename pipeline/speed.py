@@ -6,8 +6,9 @@ it projects all positions and zeroes the ignored ones afterwards, because on com
 a varying number of rows would recompile the tiles every batch. Eager CPU has no such cost, and with
 assistant-only loss about half of the positions carry no loss: the LM head (vocab 49152 x hidden 576 on
 SmolLM2, ~20% of the forward FLOPs, run three times per step by the chunked backward) then does twice the
-work it needs. `score_trained_positions_only()` makes trl take its own compact path on CPU too. The loss,
-the gradients and the logged metrics are the same (tests/unit/test_training_config.py checks it).
+work it needs. `score_trained_positions_only()` makes trl take its own compact path on CPU too, and hands
+the scoring to pipeline.cpu_head (trl's CPU fallback kernel walks every logit tile many times). The loss,
+the gradients and the logged metrics are the same (tests/unit/test_training_config.py, test_cpu_head.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ log = logging.getLogger(__name__)
 _STATE = {"enabled": False}
 
 
-def score_trained_positions_only(enabled: bool = True) -> bool:
+def score_trained_positions_only(enabled: bool = True, lean_cpu_kernel: bool = True) -> bool:
     """Make trl's fused LM head score only loss-carrying positions on CPU (enabled) or all (not); True if active.
 
-    Process-wide: the last call wins (pipeline.training.build_trainer calls it with the recipe's
+    With lean_cpu_kernel (and enabled) the CPU scoring itself runs through pipeline.cpu_head. Process-wide: the last call wins (pipeline.training.build_trainer calls it with the recipe's
     train.score_trained_only). Returns False and changes nothing when the installed trl no longer has the
     hook this relies on, so a trl upgrade can only lose the speed-up, never break training.
     """
@@ -48,4 +49,19 @@ def score_trained_positions_only(enabled: bool = True) -> bool:
         use_compact_rows.original = original  # type: ignore[attr-defined]
         trl_utils._use_triton = use_compact_rows
     _STATE["enabled"] = enabled
+    _use_lean_cpu_kernel(
+        trl_utils, enabled and lean_cpu_kernel and "_ChunkedLogProbFunction.apply(" in source
+    )
     return enabled
+
+
+def _use_lean_cpu_kernel(trl_utils: Any, enabled: bool) -> None:
+    """Route trl's fused-head kernel through pipeline.cpu_head (CPU only; it defers to trl elsewhere)."""
+    from pipeline.cpu_head import CpuLogProbs
+
+    current = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if current is None:
+        return
+    if current is not CpuLogProbs:
+        CpuLogProbs.original = current
+    trl_utils._ChunkedLogProbFunction = CpuLogProbs if enabled else CpuLogProbs.original

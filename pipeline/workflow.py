@@ -152,7 +152,9 @@ def finetune(
         distributed.barrier()  # wait while rank 0 checks, evaluates and reports
         return RunResult(run_dir=run_dir, metrics=metrics)
     save_adapter(trainer.model, tokenizer, run_dir / "adapter", save=trainer.save_model)
-    trained = trainer.model
+    # Mixed precision wrapped the model's forward in autocast; checks and evaluation run it as the base was
+    # run before training (and as a reload runs it), so take that wrapper off again.
+    trained = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     if distributed.is_sharded(trainer):  # FSDP/ZeRO-3 weights live on all ranks: use the saved adapter
         from pipeline.targets import load_target
 

@@ -103,17 +103,18 @@ def test_every_format_trains_through_one_recipe(make_recipe: Any, tmp_path: Path
     model = load_base_model(recipe.model)
     trainer = build_trainer(recipe, tmp_path / "run", model, tokenizer, dataset, None)
     rows = [trainer.train_dataset[i] for i in range(4)]
-    batch = trainer.data_collator(rows)
-    width = batch["labels"].shape[1]
-    for index, row in enumerate(
-        rows
-    ):  # labels: ids where the mask is 1 (never decided by the pad id), else -100
+    batch = trainer.data_collator(rows)  # padding-free (the default): the rows back to back, in one row
+    expected: list[int] = []
+    for row in rows:  # labels: ids where the mask is 1 (never decided by the pad id), else -100
         source = next(r for r in dataset if r["input_ids"] == row["input_ids"])
         labels = [
             t if m else -100 for t, m in zip(source["input_ids"], source["assistant_masks"], strict=True)
         ]
         assert labels.count(tokenizer.eos_token_id) == 1  # the assistant turn's (or text's) EOS is trained
-        assert batch["labels"][index].tolist() == labels + [-100] * (width - len(labels))  # padding untrained
+        assert labels[0] == -100  # no example is trained to follow the previous one in the row
+        expected += labels
+    assert batch["labels"].tolist() == [expected]
+    assert batch["position_ids"][0].tolist() == [i for row in rows for i in range(len(row["input_ids"]))]
 
     output = trainer.train()
     assert math.isfinite(output.training_loss) and output.global_step == 2

@@ -19,19 +19,46 @@ def _config(recipe: str, tmp_path: Path, *overrides: str) -> Any:
 
 
 def test_lora_small_gets_the_fast_settings(tmp_path: Path) -> None:
-    """Length-grouped padded batches, no recomputation, fused AdamW, compact LM head (bench/RESULTS.md)."""
+    """Padding-free batches in random order, no recomputation, fused AdamW, compact LM head, no LoRA
+    dropout, and bf16 where it is native (bench/RESULTS.md)."""
+    from pipeline.modeling import bf16_is_native
+
     recipe = load_recipe("lora-small", [])
     config = build_sft_config(recipe, tmp_path)
-    assert config.train_sampling_strategy == "group_by_length"
-    assert config.padding_free is False  # SDPA on CPU is quadratic in a padding-free row
-    assert config.packing is False
+    assert config.train_sampling_strategy == "random"
+    assert config.padding_free is True and config.packing is False
     assert config.activation_checkpointing is False and config.gradient_checkpointing is False
     assert config.optim == "adamw_torch_fused"
-    if (
-        not torch.cuda.is_available()
-    ):  # fp32 on CPU: bf16 changes the numbers, and is slower without AVX-512 BF16
-        assert config.bf16 is False and config.fp16 is False
+    assert recipe.adapter.dropout == 0.0 and recipe.model.dtype == "native"
+    assert config.lr_scheduler_type == "linear" and config.warmup_steps == 0  # TRL's own schedule
+    assert config.bf16 is bf16_is_native() and config.fp16 is False
     assert recipe.train.score_trained_only is True
+
+
+@pytest.mark.parametrize(
+    ("setting", "native", "quantization", "bf16"),
+    [
+        ("native", True, "none", True),
+        ("native", False, "none", False),
+        ("native", True, "4bit", False),
+        ("auto", True, "none", False),  # auto: GPUs only; this test has none
+    ],
+)
+def test_native_precision_and_dtype_are_bf16_where_bf16_is_native(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, native: bool, quantization: str, bf16: bool
+) -> None:
+    """native = bf16 autocast (and bf16 weights) wherever bf16 is native, never autocast for quantized
+    models; auto keeps bf16 for GPUs."""
+    import pipeline.modeling
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pipeline.modeling, "bf16_is_native", lambda: native)
+    config = _config(
+        "lora-small", tmp_path, f"train.precision={setting}", f"model.quantization={quantization}"
+    )
+    assert config.bf16 is bf16 and config.fp16 is False
+    weights = torch.bfloat16 if setting == "native" and native else torch.float32
+    assert pipeline.modeling.resolve_dtype(setting) == weights
 
 
 @pytest.mark.parametrize(
@@ -121,13 +148,14 @@ def test_build_trainer_applies_the_recipe_switch(
     cpu = torch.device("cpu")
     try:
         for enabled in (False, True):
-            path = make_recipe(train={"score_trained_only": enabled})
+            path = make_recipe(train={"score_trained_only": enabled, "group_by_length": True})
             recipe = load_recipe(str(path), [])
             model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
             trainer = build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None)
             assert trl_utils._use_triton(cpu) is enabled
-            # group_by_length (the default) serves its length groups in random order (pipeline.sampling).
+            # group_by_length serves its length groups in random order (pipeline.sampling).
             assert isinstance(trainer._get_train_sampler(), ShuffledLengthGroupedSampler)
+            assert trainer.model.config._attn_implementation == "packed_sdpa"  # padding_free (default)
     finally:
         score_trained_positions_only(False)
 
@@ -144,3 +172,38 @@ def test_score_trained_only_is_a_no_op_when_trl_changes(monkeypatch: pytest.Monk
     monkeypatch.setattr(inspect, "getsource", no_source)
     assert score_trained_positions_only(True) is False
     assert trl_utils._use_triton(torch.device("cpu")) is False
+
+
+@pytest.mark.parametrize(
+    ("dtype", "precision", "mixed"), [("bfloat16", "bf16", True), ("float32", "fp32", False)]
+)
+def test_adapter_inputs_skip_peft_casts_only_under_autocast(
+    make_recipe: Any, tiny_model_dir: Path, tiny_tokenizer: Any, dtype: str, precision: str, mixed: bool
+) -> None:
+    """Under bf16 autocast peft's fp32 input casts are off during train() only (restored after, for
+    evaluation without autocast); without mixed precision they stay."""
+    from datasets import Dataset
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    from pipeline.training import build_trainer
+
+    seen: list[bool] = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            seen.extend(m.cast_input_dtype_enabled for m in model.modules() if isinstance(m, BaseTunerLayer))
+
+    path = make_recipe(model={"dtype": dtype}, train={"max_steps": 2, "precision": precision})
+    recipe = load_recipe(str(path), [])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=getattr(torch, dtype))
+    rows = Dataset.from_dict({"input_ids": [[4, 5, 6, 7, 8]] * 4, "assistant_masks": [[0, 0, 1, 1, 1]] * 4})
+    trainer = build_trainer(
+        recipe, path.parent / "run", model, tiny_tokenizer, rows, None, callbacks=[Probe()]
+    )
+    assert trainer.args.bf16 is mixed
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert seen and set(seen) == {not mixed}
+    after = {m.cast_input_dtype_enabled for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)}
+    assert after == {True}
