@@ -58,10 +58,10 @@ SETTINGS: dict[str, Setting] = {
     "+ bf16 weights": (s6 := dataclasses.replace(s5, weights="bfloat16")),
     "+ no peft input casts": (s7 := dataclasses.replace(s6, peft_casts=False)),
     "lora-small": LORA_SMALL,
-    "lora-small, LoRA dropout 0.05": dataclasses.replace(LORA_SMALL, dropout=0.05),
-    "lora-small, grouped padded": dataclasses.replace(LORA_SMALL, batching="grouped", padding_free=False),
-    "lora-small, recomputation": dataclasses.replace(LORA_SMALL, recompute=True),
-    "lora-small, fp32 (no autocast)": dataclasses.replace(
+    "lora-small: LoRA dropout 0.05": dataclasses.replace(LORA_SMALL, dropout=0.05),
+    "lora-small: grouped padded": dataclasses.replace(LORA_SMALL, batching="grouped", padding_free=False),
+    "lora-small: recomputation": dataclasses.replace(LORA_SMALL, recompute=True),
+    "lora-small: fp32 without autocast": dataclasses.replace(
         LORA_SMALL, weights="float32", autocast=False, peft_casts=True
     ),
 }

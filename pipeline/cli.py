@@ -46,6 +46,7 @@ def _quiet_libraries() -> None:
     # Notices a user cannot act on: peft cannot read an offline Hub id's config when saving an adapter (added
     # tokens are tracked by pipeline.adapters instead), and peft/trl call a property transformers 5 deprecated.
     warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
+    warnings.filterwarnings("ignore", message="Unable to fetch remote file", category=UserWarning)
     warnings.filterwarnings(
         "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
     )

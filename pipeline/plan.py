@@ -158,8 +158,11 @@ def model_shape(recipe: Recipe) -> ModelShape:
 
 def _dtype_bytes(recipe: Recipe, device: str) -> int:
     name = recipe.model.dtype
-    if name == "auto":  # the plan is for the target device, not this machine
-        name = "bfloat16" if device == "cuda" else "float32"
+    if name in ("auto", "native"):  # the plan is for the target device; a CPU target is this machine's
+        from pipeline.modeling import bf16_is_native
+
+        bf16 = device == "cuda" or (name == "native" and bf16_is_native())
+        name = "bfloat16" if bf16 else "float32"
     return DTYPE_BYTES[name]
 
 
@@ -210,7 +213,8 @@ def estimate(
     ckpt = train.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
     act = (
         2
-        if device == "cuda" and (train.precision in ("bf16", "fp16") or _dtype_bytes(recipe, device) == 2)
+        if device == "cuda"
+        and (train.precision in ("bf16", "fp16", "native") or _dtype_bytes(recipe, device) == 2)
         else 4
     )
     weight_bytes = _dtype_bytes(recipe, device)

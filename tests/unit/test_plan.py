@@ -144,3 +144,17 @@ def test_cli_prints_breakdown_and_proposal(make_recipe: Any) -> None:
 
     bad = CliRunner().invoke(app, ["plan", str(path), "--strategy", "zero9"])
     assert bad.exit_code != 0 and "zero9" in str(bad.exception)
+
+
+@pytest.mark.parametrize(("native", "cpu_bytes"), [(True, 2), (False, 4)])
+def test_native_dtype_plans_bf16_where_bf16_is_native(
+    recipe: Any, monkeypatch: pytest.MonkeyPatch, native: bool, cpu_bytes: int
+) -> None:
+    """model.dtype native: bf16 weights on a GPU target, and on a CPU target exactly where bf16 is native."""
+    import pipeline.modeling
+
+    monkeypatch.setattr(pipeline.modeling, "bf16_is_native", lambda: native)
+    native_recipe = load_recipe(str(recipe.path), ["model.dtype=native"])
+    shape = model_shape(native_recipe)
+    assert rows(estimate(native_recipe, shape, device="cpu"))["base weights"] == shape.params * cpu_bytes
+    assert rows(estimate(native_recipe, shape, device="cuda"))["base weights"] == shape.params * 2
