@@ -6,7 +6,7 @@ or sorted by length, as group_by_length gives), and times forward + backward + A
 each setting, alternating the settings in every round so a busy machine slows them alike. SmolLM2-135M with
 LoRA r=16 on all linear layers; each setting is the previous one plus one lever, from TRL's defaults to
 lora-small, then a few single changes to lora-small. Prints real tokens per second per setting (best round)
-and the speed-up over the previous setting and over the first.
+and the speed-up over the previous setting ("+" rows; lora-small for the others) and over the first.
 
     .venv/bin/python bench/train_levers.py [--examples 48] [--rounds 2] [--only trl-defaults,lora-small]
 """
@@ -174,7 +174,8 @@ def main() -> None:
     rates = {name: real / min(values) for name, values in seconds.items()}
     first, previous = rates[names[0]], rates[names[0]]
     for name, rate in rates.items():
-        step = rate / previous if name.startswith("+") else rate / rates.get("lora-small", rate)
+        chained = name.startswith("+") or name == names[0]
+        step = rate / previous if chained else rate / rates.get("lora-small", rate)
         print(f"{name:<32} real tok/s {rate:7.1f}   x{step:4.2f} step   x{rate / first:4.2f} vs {names[0]}")
         previous = rate
     print(json.dumps({"real_tokens": real, "rounds": args.rounds, "tokens_per_s": rates}))
