@@ -205,30 +205,14 @@ def _held_out_loss(trained: Any, recipe: Any, rows: Any, random_init: bool) -> f
 
     Every variant is scored the same way, so the figure compares what was learnt, not how each trainer
     evaluates (TRL's evaluate runs under its bf16 autocast; ours would run on bf16 weights)."""
-    import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    config = trained.peft_config["default"]
-    if random_init:
-        base = _model(
-            recipe.model_copy(update={"model": recipe.model.model_copy(update={"dtype": "float32"})}), True
-        )
-    else:
-        from pipeline.modeling import load_base_model
+    from pipeline.evaluation.perplexity import perplexity
 
-        base = load_base_model(recipe.model.model_copy(update={"dtype": "float32"}))
-    model = get_peft_model(base, config)
+    fp32 = recipe.model_copy(update={"model": recipe.model.model_copy(update={"dtype": "float32"})})
+    model = get_peft_model(_model(fp32, random_init), trained.peft_config["default"])
     set_peft_model_state_dict(model, get_peft_model_state_dict(trained))
-    model.eval()
-    total, tokens = 0.0, 0
-    with torch.no_grad():
-        for ids, mask in zip(rows["input_ids"], rows["assistant_masks"], strict=True):
-            labels = torch.tensor([[t if m else -100 for t, m in zip(ids, mask, strict=True)]])
-            count = int((labels[0, 1:] != -100).sum())  # labels shift by one inside the model
-            if count:
-                out = model(input_ids=torch.tensor([ids]).to(model.device), labels=labels.to(model.device))
-                total, tokens = total + float(out.loss) * count, tokens + count
-    return total / tokens
+    return perplexity(model, rows, all_tokens=False)["nll"]  # token-weighted, as the training loss
 
 
 def _shape(args: argparse.Namespace, variant: str) -> list[str]:

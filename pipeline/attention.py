@@ -3,7 +3,7 @@
 With `train.padding_free` (or packing) a batch is one row holding its examples back to back, told apart by
 position_ids that restart at 0. flash-attn's varlen kernel handles such rows on GPUs; transformers' SDPA path
 instead builds a block-diagonal mask over the whole row and pays attention over all of it (quadratic in the
-row: for 8 examples of ~90 tokens, 2.3x the time of attending within each, bench/train_levers.py).
+row length, not in each example's).
 `packed_sdpa` runs PyTorch's SDPA once per example, causal, on that example's own slice: the same result,
 with no mask. Anything that is not such a row (padded batches, generation with a KV cache) goes to
 transformers' own SDPA function unchanged.

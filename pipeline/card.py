@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.evaluation.report import comparison_rows
 from pipeline.export import write_text
+from pipeline.modeling import resolve_dtype
 from pipeline.recipe import Recipe
+from pipeline.training import resolved_precision
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
@@ -51,6 +53,11 @@ def method_name(recipe: Recipe) -> str:
     return "DoRA" if recipe.adapter.use_dora else "rsLoRA" if recipe.adapter.use_rslora else "LoRA"
 
 
+def _as_run(setting: str, used: str) -> str:
+    """A machine-dependent setting (auto, native) with what it meant where the card is written (the run)."""
+    return setting if setting == used else f"{setting} ({used} in this run)"
+
+
 def _hyperparameters(recipe: Recipe) -> list[tuple[str, Any]]:
     adapter, train = recipe.adapter, recipe.train
     rows: list[tuple[str, Any]] = [("method", method_name(recipe))]
@@ -72,8 +79,11 @@ def _hyperparameters(recipe: Recipe) -> list[tuple[str, Any]]:
         ("batch size x grad accum", f"{train.batch_size} x {train.grad_accum}"),
         ("max length (tokens)", train.max_length),
         ("loss on", train.loss_on),
-        ("precision", train.precision),
-        ("weight dtype", recipe.model.dtype),
+        ("precision", _as_run(train.precision, resolved_precision(recipe))),
+        (
+            "weight dtype",
+            _as_run(recipe.model.dtype, str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")),
+        ),
         ("packing / padding-free", f"{train.packing} / {train.padding_free}"),
         ("seed", train.seed),
     ]

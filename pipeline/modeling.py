@@ -18,28 +18,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def bf16_gpu() -> bool:
+    """True on a CUDA GPU that supports bf16 (what `auto` dtype and precision mean by bf16)."""
+    import torch
+
+    return torch.cuda.is_available() and bool(torch.cuda.is_bf16_supported())
+
+
 def bf16_is_native() -> bool:
-    """True where bf16 matrix products run natively: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX."""
+    """True where bf16 matrix products run natively (what `native` means): a bf16 GPU, or a CPU with
+    AVX512-BF16 or AMX."""
     import torch
 
     if torch.cuda.is_available():
-        return bool(torch.cuda.is_bf16_supported())
+        return bf16_gpu()
     # Private but stable probes (torch.cpu, since 2.3); a torch without them reports no native bf16.
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """Map a recipe dtype name to a torch dtype; auto = bf16 on a capable GPU, native = bf16 wherever it is
-    native (bf16_is_native: CPUs with AVX512-BF16/AMX too), else fp32."""
+    """Map a recipe dtype name to a torch dtype: auto = bf16 on a bf16 GPU (bf16_gpu), native = bf16 wherever
+    it is native (bf16_is_native), else fp32."""
     import torch
 
-    if name == "auto":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if name == "native":
-        return torch.bfloat16 if bf16_is_native() else torch.float32
+    if name in ("auto", "native"):
+        return torch.bfloat16 if (bf16_gpu() if name == "auto" else bf16_is_native()) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

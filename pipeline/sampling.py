@@ -1,10 +1,11 @@
 """Length-grouped training batches served in random order (little padding, no length curriculum).
 
 transformers' LengthGroupedSampler cuts a random permutation into mega-batches of 50 batches, sorts each one
-longest first and serves its batches in that order. A run shorter than one mega-batch (lora-small: 40 of 50
-batches) then trains from the longest to the shortest examples, and with a decaying learning rate the short
-ones barely count. Here the same grouping is kept (little padding, so no wasted compute) but the batches are
-shuffled, with the batch holding the longest example still first so an out-of-memory error comes at step 1.
+longest first and serves its batches in that order. A run shorter than one mega-batch (40 steps of 8, with
+`train.group_by_length: true`; it is off by default) then trains from the longest examples to the shortest,
+and with a decaying learning rate the short ones barely count. Here the same grouping is kept (little
+padding, so no wasted compute) but the batches are shuffled, with the batch holding the longest example
+still first so an out-of-memory error comes at step 1.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ _STATE = {"enabled": False}
 def score_trained_positions_only(enabled: bool = True, lean_cpu_kernel: bool = True) -> bool:
     """Make trl's fused LM head score only loss-carrying positions on CPU (enabled) or all (not); True if active.
 
-    With lean_cpu_kernel (and enabled) the CPU scoring itself runs through pipeline.cpu_head. Process-wide: the last call wins (pipeline.training.build_trainer calls it with the recipe's
-    train.score_trained_only). Returns False and changes nothing when the installed trl no longer has the
+    With lean_cpu_kernel (and enabled) the CPU scoring itself runs through pipeline.cpu_head. Process-wide:
+    the last call wins (pipeline.training.build_trainer calls it with the recipe's train.score_trained_only). Returns False and changes nothing when the installed trl no longer has the
     hook this relies on, so a trl upgrade can only lose the speed-up, never break training.
     """
     import trl.trainer.utils as trl_utils

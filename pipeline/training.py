@@ -14,18 +14,21 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 
-def _precision(recipe: Recipe) -> dict[str, bool]:
-    """auto = bf16 autocast on a bf16 GPU, native = bf16 autocast wherever bf16 is native (CPUs with
-    AVX512-BF16/AMX too, as TRL's own default does on any CPU); neither for quantized models. Else fp32."""
-    import torch
-
-    from pipeline.modeling import bf16_is_native
+def resolved_precision(recipe: Recipe) -> str:
+    """fp32, bf16 or fp16 for this machine: auto = bf16 autocast on a bf16 GPU, native = bf16 autocast wherever
+    bf16 is native (CPUs with AVX512-BF16/AMX too, as TRL's own default does on any CPU); neither for
+    quantized models."""
+    from pipeline.modeling import bf16_gpu, bf16_is_native
 
     precision = recipe.train.precision
     if precision in ("auto", "native"):
-        on_bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        capable = on_bf16_gpu if precision == "auto" else bf16_is_native()
-        precision = "bf16" if capable and recipe.model.quantization == "none" else "fp32"
+        capable = bf16_gpu() if precision == "auto" else bf16_is_native()
+        return "bf16" if capable and recipe.model.quantization == "none" else "fp32"
+    return precision
+
+
+def _precision(recipe: Recipe) -> dict[str, bool]:
+    precision = resolved_precision(recipe)
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
@@ -124,7 +127,7 @@ def _trainer_class() -> type[SFTTrainer]:
         def train(self, *args: Any, **kwargs: Any) -> Any:
             # Mixed precision runs every forward under autocast, which casts each LoRA input to bf16 for
             # its matmul anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of
-            # every linear layer's input, one kept for backward (1.3x slower steps, bench/RESULTS.md).
+            # every linear layer's input, one kept for backward (bench/RESULTS.md: 1.05x per step, less memory).
             mixed = bool(self.args.bf16 or self.args.fp16)
             with disable_input_dtype_casting(self.model, active=mixed):
                 return super().train(*args, **kwargs)

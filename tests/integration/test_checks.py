@@ -171,3 +171,13 @@ def test_modules_to_save_are_saved_warned_about_and_merged(make_recipe: Any) -> 
     names = load_file(result.run_dir / "adapter" / "adapter_model.safetensors")
     assert "base_model.model.lm_head.weight" in names
     assert merge_run(str(result.run_dir)).relative_diff <= 1e-4
+
+
+def test_checks_after_mixed_precision_run_the_model_as_a_reload_does(make_recipe: Any) -> None:
+    """bf16 autocast in training wraps the model's forward; the checks after training take that wrapper off,
+    so the trained fp32 model and its reload give identical logits (with the wrapper they differed by ~2e-3)."""
+    path = make_recipe(train={"precision": "bf16"}, eval=NO_EVAL)
+    result = finetune(load_recipe(str(path)))
+    reload = result.metrics["checks"]["reload"]
+    assert reload["passed"] is True and reload["max_abs_diff"] == 0.0
+    assert json.loads((result.run_dir / "checks.json").read_text())["passed"] is True

@@ -62,3 +62,11 @@ def test_only_sdpa_models_are_switched(tiny_model: Any) -> None:
     tiny_model.set_attn_implementation("eager")
     assert use_packed_sdpa(tiny_model) is False
     assert tiny_model.config._attn_implementation == "eager"
+
+
+def test_a_saved_model_does_not_name_the_kernel(tiny_model: Any, tmp_path: Any) -> None:
+    """Full fine-tuning saves the whole model: its config must load where packed_sdpa is not registered."""
+    use_packed_sdpa(tiny_model)
+    tiny_model.save_pretrained(tmp_path)
+    config = (tmp_path / "config.json").read_text(encoding="utf-8")
+    assert PACKED_SDPA not in config and '"model_type": "llama"' in config

@@ -113,3 +113,28 @@ def test_write_model_card_writes_card_and_png(tmp_path: Path) -> None:
     assert "![training loss and learning rate per step](loss_curve.png)" in readme.read_text()
     assert not write_loss_curve({"train": {"log_history": []}}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("native", "shown"), [(True, "native (bf16 in this run)"), (False, "native (fp32 in this run)")]
+)
+def test_card_says_what_native_meant_in_the_run(
+    monkeypatch: pytest.MonkeyPatch, native: bool, shown: str
+) -> None:
+    """`native` depends on the machine, so the card records what it resolved to; explicit values stay as given."""
+    import torch
+
+    import pipeline.modeling
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pipeline.modeling, "bf16_is_native", lambda: native)
+    card = recipe(
+        model={"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "native"},
+        train={"precision": "native"},
+    )
+    text = str(build_model_card(card, METRICS, repo_id="me/dora-test", loss_image="loss_curve.png"))
+    dtype = "bfloat16" if native else "float32"
+    assert f"| precision | {shown} |" in text
+    assert f"| weight dtype | native ({dtype} in this run) |" in text
+    explicit = str(build_model_card(recipe(train={"precision": "fp32"}), METRICS, repo_id="me/x"))
+    assert "| precision | fp32 |" in explicit

@@ -35,7 +35,7 @@ def _run(function: type, states: torch.Tensor, weight: torch.Tensor, targets: to
 def test_matches_trl_kernel(monkeypatch: pytest.MonkeyPatch, block_elements: int) -> None:
     """Log-probabilities, entropy, top-1 hits and the hidden-state gradient equal trl's (temperature 0.7)."""
     monkeypatch.setattr(cpu_head, "_BLOCK_ELEMENTS", block_elements)
-    CpuLogProbs.original = ChunkedLogProbFunction
+    monkeypatch.setattr(CpuLogProbs, "original", ChunkedLogProbFunction)
     states, weight, targets = _inputs()
     ours = _run(CpuLogProbs, states, weight, targets)
     reference = _run(ChunkedLogProbFunction, states, weight, targets)
