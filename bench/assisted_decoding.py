@@ -25,10 +25,10 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from pipeline.assets import resolve_model
-    from pipeline.generation import Sampling, generate
-    from pipeline.modeling import load_tokenizer
-    from pipeline.recipe import ModelSpec
+    from pipeline.config.schema import ModelSpec
+    from pipeline.inference.generation import Sampling, generate
+    from pipeline.models.assets import resolve_model
+    from pipeline.models.loading import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")

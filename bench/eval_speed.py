@@ -53,17 +53,17 @@ def main() -> None:
 
     import torch
 
+    from pipeline.config.loader import load_recipe
     from pipeline.evaluation.command import load_eval_records
     from pipeline.evaluation.perplexity import perplexity
     from pipeline.evaluation.runner import prepare_eval
-    from pipeline.modeling import load_base_model, load_tokenizer
-    from pipeline.recipe import load_recipe
+    from pipeline.models.loading import load_base_model, load_tokenizer
 
-    recipe = load_recipe("lora-small", ["eval.max_examples=100000"], check=False)
+    recipe = load_recipe("lora-small", ["eval.max_examples=100000"])
     tokenizer = load_tokenizer(recipe.model)
     records = load_eval_records(recipe)
     records = records[: args.examples] if args.examples else records
-    data = prepare_eval(records, tokenizer, recipe)
+    data = prepare_eval(records, tokenizer, recipe.eval, recipe.train.max_length, recipe.train.loss_on)
     model = load_base_model(recipe.model).eval()
     batch_size = args.batch_size or recipe.eval.batch_size
     lengths = [len(r["input_ids"]) for r in data.rows]

@@ -42,15 +42,16 @@ def child(recipe_name: str, overrides: list[str]) -> None:
     import peft  # noqa: F401
     import trl  # noqa: F401
 
-    from pipeline.data import load_splits, tokenize_records
-    from pipeline.modeling import load_base_model, load_tokenizer
-    from pipeline.recipe import load_recipe
-    from pipeline.training import build_trainer
+    from pipeline.config.loader import load_recipe
+    from pipeline.data.splits import load_splits
+    from pipeline.data.tokenize import tokenize_records
+    from pipeline.models.loading import load_base_model, load_tokenizer
+    from pipeline.train.sft import build_trainer
 
     runtime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     recipe = load_recipe(recipe_name, overrides)
     tokenizer = load_tokenizer(recipe.model)
-    dataset = tokenize_records(load_splits(recipe).train, tokenizer, recipe)
+    dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
     model = load_base_model(recipe.model)
     trainer = build_trainer(recipe, Path(recipe.train.output_dir), model, tokenizer, dataset, None)
     trainer.train()
@@ -83,9 +84,9 @@ def measure(recipe_name: str, overrides: list[str]) -> dict[str, float]:
 
 
 def compare(recipe_name: str, steps: int) -> dict[str, float]:
-    """Estimate (pipeline.plan, --cpu) and measured peak for one recipe."""
-    from pipeline.plan import GIB, estimate, model_shape
-    from pipeline.recipe import load_recipe
+    """Estimate (pipeline.planning.memory, --cpu) and measured peak for one recipe."""
+    from pipeline.config.loader import load_recipe
+    from pipeline.planning.memory import GIB, estimate, model_shape
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [*OVERRIDES, f"train.max_steps={steps}", f"train.output_dir={tmp}"]

@@ -30,7 +30,7 @@ class Setting:
     padding_free: bool = True
     recompute: bool = False  # gradient checkpointing
     compact_head: bool = True  # LM head scores only the loss-carrying positions
-    lean_head: bool = True  # ... through pipeline.cpu_head instead of trl's CPU fallback kernel
+    lean_head: bool = True  # ... through pipeline.train.cpu_head instead of trl's CPU fallback kernel
     weights: str = "bfloat16"
     autocast: bool = True  # bf16 autocast, as TRL's default and lora-small's `precision: native`
     attention: str = "packed_sdpa"  # or "sdpa": transformers' SDPA with a block mask over padding-free rows
@@ -68,13 +68,14 @@ SETTINGS: dict[str, Setting] = {
 
 
 def _rows(count: int) -> tuple[list[dict[str, list[int]]], Any]:
-    from pipeline.data import load_splits, tokenize_records
-    from pipeline.modeling import load_tokenizer
-    from pipeline.recipe import load_recipe
+    from pipeline.config.loader import load_recipe
+    from pipeline.data.splits import load_splits
+    from pipeline.data.tokenize import tokenize_records
+    from pipeline.models.loading import load_tokenizer
 
     recipe = load_recipe("lora-small", ["train.max_length=512"])
     tokenizer = load_tokenizer(recipe.model)
-    data = tokenize_records(load_splits(recipe).train[:count], tokenizer, recipe)
+    data = tokenize_records(load_splits(recipe.data).train[:count], tokenizer, recipe.train)
     rows = [
         {"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask, strict=True)]}
         for ids, mask in zip(data["input_ids"], data["assistant_masks"], strict=True)
@@ -96,8 +97,8 @@ def _model(recipe: Any, weights: str, dropout: float) -> Any:
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
-    from pipeline.attention import register_packed_sdpa
-    from pipeline.modeling import load_base_model
+    from pipeline.models.loading import load_base_model
+    from pipeline.train.attention import register_packed_sdpa
 
     register_packed_sdpa()
     torch.manual_seed(0)
@@ -113,7 +114,7 @@ def _model(recipe: Any, weights: str, dropout: float) -> Any:
 
 def _prepare(model: Any, setting: Setting) -> None:
     """Switch recomputation, attention kernel and LM head path of the shared model to the setting's."""
-    from pipeline.speed import score_trained_positions_only
+    from pipeline.train.patches.trl_lm_head import score_trained_positions_only
 
     base = model.get_base_model()
     if setting.recompute:  # as transformers.Trainer does for PEFT models under gradient checkpointing
@@ -159,7 +160,7 @@ def main() -> None:
     names = args.only.split(",")
     rows, recipe = _rows(args.examples)
     real = sum(len(row["input_ids"]) for row in rows)
-    from pipeline.modeling import load_tokenizer
+    from pipeline.models.loading import load_tokenizer
 
     pad_id = load_tokenizer(recipe.model).pad_token_id
     kinds = {(SETTINGS[name].weights, SETTINGS[name].dropout) for name in names}

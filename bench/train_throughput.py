@@ -43,9 +43,10 @@ EVAL_LOSS_TOLERANCE = 0.002
 
 def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> tuple[Any, Any, Any, Any]:
     """The same pre-tokenized train and held-out rows for every variant, and the recipe they come from."""
-    from pipeline.data import load_splits, tokenize_records
-    from pipeline.modeling import load_tokenizer
-    from pipeline.recipe import load_recipe
+    from pipeline.config.loader import load_recipe
+    from pipeline.data.splits import load_splits
+    from pipeline.data.tokenize import tokenize_records
+    from pipeline.models.loading import load_tokenizer
 
     recipe = load_recipe(
         "lora-small",
@@ -59,11 +60,11 @@ def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> 
         ],
     )
     tokenizer = load_tokenizer(recipe.model)
-    splits = load_splits(recipe)
+    splits = load_splits(recipe.data)
     # The whole training split, as lora-small trains on it: group_by_length sorts mega-batches of 50 batches,
     # so a pool of only a few batches would understate how well it groups.
-    train = tokenize_records(splits.train, tokenizer, recipe)
-    return recipe, tokenizer, train, tokenize_records(splits.eval[:HELD_OUT], tokenizer, recipe)
+    train = tokenize_records(splits.train, tokenizer, recipe.train)
+    return recipe, tokenizer, train, tokenize_records(splits.eval[:HELD_OUT], tokenizer, recipe.train)
 
 
 class _Meter:
@@ -153,7 +154,8 @@ def _model(recipe: Any, random_init: bool) -> Any:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pipeline.modeling import load_base_model, resolve_dtype
+    from pipeline.models.loading import load_base_model
+    from pipeline.models.precision import resolve_dtype
 
     torch.manual_seed(0)
     if not random_init:
@@ -167,7 +169,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train one variant in this process and return its measurements."""
     import torch
 
-    from pipeline.training import build_trainer
+    from pipeline.train.sft import build_trainer
 
     steps, batch, output = args.steps, args.batch, args.output / variant
     overrides = args.set if variant == "c" else []

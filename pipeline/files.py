@@ -1,19 +1,17 @@
-"""Atomic writes of files and folders: write to a temporary path beside the target, then rename."""
+"""Writing outputs safely: atomic files and folders (a temporary path beside the target, then a rename) and
+child paths that cannot climb out of their folder. Every stage writes through here."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-FULL_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+from pipeline.errors import RecipeError
 
 
 @contextmanager
@@ -57,19 +55,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def save_adapter(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    target: Path,
-    save: Callable[[Path], None] | None = None,
-) -> Path:
-    """Save the adapter (or the full model for full fine-tuning) with tokenizer and chat template, atomically."""
-    with atomic_dir(target) as tmp:
-        if save is not None:
-            save(tmp)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        # Trainer.save_model adds its arguments as a pickle; a shipped folder holds safetensors and JSON only.
-        (tmp / "training_args.bin").unlink(missing_ok=True)
-    return target
+def safe_child(root: Path, name: str, what: str) -> Path:
+    """root/name, refusing names that are absolute or climb out of root (../)."""
+    child = Path(root) / name
+    if (
+        Path(name).is_absolute()
+        or ".." in Path(name).parts
+        or not child.resolve().is_relative_to(Path(root).resolve())
+    ):
+        raise RecipeError(
+            f"{what} '{name}' would write outside {root}; use a plain name without '/' or '..'."
+        )
+    return child

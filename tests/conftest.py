@@ -184,10 +184,10 @@ def make_recipe(tmp_path: Path, tiny_model_dir: Path, chat_files: tuple[Path, Pa
 def run_cli(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int | str | None, str]:
-    """Run `pipeline ARGV` through pipeline.cli.main in this process: its exit code and its stderr."""
+    """Run `pipeline ARGV` through pipeline.cli.app.main in this process: its exit code and its stderr."""
     import sys
 
-    from pipeline.cli import main
+    from pipeline.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["pipeline", *argv])
     with pytest.raises(SystemExit) as exited:

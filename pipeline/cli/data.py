@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-OVERRIDES_HELP = "Dotted overrides such as train.max_steps=2 adapter.r=8."
+from pipeline.cli.options import OVERRIDES_HELP
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's data: formats, loss masks, lengths.")
 
@@ -23,10 +23,10 @@ def data_audit(
     """Show which tokens carry the loss and length statistics; fail on zero-trained or unstoppable turns."""
     from pathlib import Path
 
-    from pipeline.audit import audit
-    from pipeline.recipe import load_recipe
+    from pipeline.config.loader import load_recipe
+    from pipeline.data.audit import audit
 
-    loaded = load_recipe(recipe, overrides or [], check=False)
+    loaded = load_recipe(recipe, overrides or [])
     target = Path(html) if html else Path(loaded.train.output_dir) / f"{loaded.name}-data-audit.html"
     audit(loaded, examples, split, target, Console())
 
@@ -44,7 +44,7 @@ def data_hygiene(
     """Exact/near duplicates, train/eval contamination, and personal data or secrets (masked) in the data."""
     from pathlib import Path
 
-    from pipeline.hygiene import hygiene_report
+    from pipeline.data.hygiene import hygiene_report
 
     report = hygiene_report(target, eval_file, Path(output) if output else None)
     typer.echo("\n".join(report["lines"]))
@@ -74,7 +74,7 @@ def tokens(
     """Tokens per example (recipe tokenizer and tiktoken), share above max_length, and a training-time estimate."""
     from pathlib import Path
 
-    from pipeline.tokens import summary_lines, token_report
+    from pipeline.planning.tokens import summary_lines, token_report
 
     report = token_report(
         target, Path(output) if output else None, tokens_per_second, warmup_steps, recipe, overrides or []

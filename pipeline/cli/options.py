@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from pipeline.generation import Sampling
+    from pipeline.inference.generation import Sampling
 
 Target = Annotated[
     str,
@@ -56,7 +56,7 @@ def sampling(
     n: int = 1,
 ) -> Sampling:
     """A generation.Sampling from command-line values (--greedy forces temperature 0)."""
-    from pipeline.generation import Sampling
+    from pipeline.inference.generation import Sampling
 
     return Sampling(
         max_new_tokens=max_new_tokens,
@@ -69,3 +69,6 @@ def sampling(
         stop=tuple(stop or ()),
         n=n,
     )
+
+
+OVERRIDES_HELP = "Dotted overrides such as train.max_steps=2 adapter.r=8."

@@ -1,6 +1,6 @@
 """Recipes: find a YAML file by name, apply dotted overrides, validate it into a typed `Recipe` with one-line errors.
 
-The section models live in pipeline.recipe_schema and are re-exported here.
+The section models live in pipeline.config.schema and are re-exported here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.errors import RecipeError
-from pipeline.recipe_schema import (
+from pipeline.config.schema import (
     AdapterSpec,
     DataSpec,
     EvalSpec,
@@ -25,6 +24,7 @@ from pipeline.recipe_schema import (
     Spec,
     TrainSpec,
 )
+from pipeline.errors import RecipeError
 
 __all__ = [
     "RECIPES_DIR",
@@ -38,7 +38,6 @@ __all__ = [
     "Spec",
     "TrainSpec",
     "apply_overrides",
-    "check_against_libraries",
     "find_recipe",
     "list_recipe_files",
     "load_recipe",
@@ -46,7 +45,7 @@ __all__ = [
     "validate_recipe_dict",
 ]
 
-RECIPES_DIR = Path(os.environ.get("PIPELINE_RECIPES", Path(__file__).resolve().parent.parent / "recipes"))
+RECIPES_DIR = Path(os.environ.get("PIPELINE_RECIPES", Path(__file__).resolve().parents[2] / "recipes"))
 
 
 def find_recipe(name_or_path: str) -> Path:
@@ -156,7 +155,7 @@ def validate_recipe_dict(raw: Any, source: str, name: str = "recipe", path: Path
     except ValidationError as exc:
         raise RecipeError("\n".join(_format_error(source, e) for e in exc.errors())) from None
     recipe._name = name
-    recipe._path = path
+    recipe.anchor(path)
     template = recipe.model.chat_template
     if template and recipe.resolve_path(template) != template:  # a template file beside the recipe
         recipe = recipe.model_copy(
@@ -165,8 +164,11 @@ def validate_recipe_dict(raw: Any, source: str, name: str = "recipe", path: Path
     return recipe
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None, check: bool = True) -> Recipe:
-    """Load a recipe by name or path, apply dotted overrides and validate it (also against trl and peft)."""
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe by name or path, apply dotted overrides and validate it against the schema.
+
+    The check against trl and peft is a separate, explicit call (pipeline.train.crosscheck), made by
+    `validate` and `finetune`."""
     path = find_recipe(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -181,21 +183,4 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, check: bo
     raw = raw if raw is not None else {}
     if overrides and isinstance(raw, dict):
         raw = _merge(raw, parse_overrides(overrides))
-    recipe = validate_recipe_dict(raw, str(path), name=path.stem, path=path)
-    if check:
-        check_against_libraries(recipe)
-    return recipe
-
-
-def check_against_libraries(recipe: Recipe) -> None:
-    """Build trl's SFTConfig and peft's LoraConfig now, so a bad combination fails before weights load."""
-    from pipeline.adapters import build_peft_config
-    from pipeline.training import build_sft_config
-
-    source = str(recipe.path or recipe.name)
-    try:
-        build_sft_config(recipe, Path(recipe.train.output_dir) / "_validate", dry_run=True)
-        build_peft_config(recipe.adapter)
-    except (ValueError, TypeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RecipeError(f"{source}: rejected by trl/peft: {first_line}") from None
+    return validate_recipe_dict(raw, str(path), name=path.stem, path=path)

@@ -8,6 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
+def resolve_beside(relative: str, folder: Path | None) -> str:
+    """A path as given if it exists (or is absolute), else relative to `folder` (a recipe file's folder)."""
+    if Path(relative).is_absolute() or folder is None or Path(relative).exists():
+        return relative
+    candidate = folder / relative
+    return str(candidate) if candidate.exists() or any(ch in relative for ch in "*?[") else relative
+
+
 class Spec(BaseModel):
     """Base for every recipe section: frozen, and unknown keys are rejected."""
 
@@ -136,6 +144,12 @@ class DataSpec(Spec):
             raise ValueError("must name at least one file or Hub data set")
         return value
 
+    _folder: Path | None = PrivateAttr(None)
+
+    def resolve_path(self, relative: str) -> str:
+        """Resolve a data path: as given if it exists, else relative to the recipe file's folder."""
+        return resolve_beside(relative, self._folder)
+
 
 class TrainSpec(Spec):
     max_length: int = Field(512, gt=0, description="Tokens per example; longer examples are truncated.")
@@ -169,7 +183,7 @@ class TrainSpec(Spec):
     padding_free: bool = Field(
         True,
         description="Concatenate each batch into one row without padding; each example attends only to "
-        "itself (flash-attn varlen on GPU, pipeline.attention's per-example SDPA otherwise).",
+        "itself (flash-attn varlen on GPU, pipeline.train.attention's per-example SDPA otherwise).",
     )
     group_by_length: bool = Field(
         False,
@@ -298,10 +312,12 @@ class Recipe(Spec):
 
     def resolve_path(self, relative: str) -> str:
         """Resolve a path from the recipe: as given if it exists, else relative to the recipe file's folder."""
-        if Path(relative).is_absolute() or self._path is None or Path(relative).exists():
-            return relative
-        candidate = self._path.parent / relative
-        return str(candidate) if candidate.exists() or any(ch in relative for ch in "*?[") else relative
+        return resolve_beside(relative, self._path.parent if self._path else None)
+
+    def anchor(self, path: Path | None) -> None:
+        """Record the file the recipe came from; its relative data paths resolve against that file's folder."""
+        self._path = path
+        self.data._folder = path.parent if path else None
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data (what gets written to the run folder)."""

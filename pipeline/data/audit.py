@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.schema import Recipe
 from pipeline.errors import DataError
-from pipeline.export import write_text
-from pipeline.recipe import Recipe
+from pipeline.files import write_text
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -170,17 +170,24 @@ def write_html(
 def audit(recipe: Recipe, examples: int, split: str, html_path: Path | None, console: Console) -> AuditStats:
     """Tokenize the recipe's data as training would, print N examples and statistics, write the HTML page,
     and raise DataError when a mask is wrong (zero trained tokens, untrained end-of-turn token)."""
-    from pipeline.data import load_splits, tokenize_records
-    from pipeline.modeling import load_tokenizer
+    from pipeline.data.splits import load_splits
+    from pipeline.data.tokenize import tokenize_records
+    from pipeline.models.loading import load_tokenizer
 
-    splits = load_splits(recipe)
+    splits = load_splits(recipe.data)
     records = splits.train if split == "train" else splits.eval
     if not records:
         raise DataError(f"the recipe has no {split} records; audit --split train instead.")
     tokenizer = load_tokenizer(recipe.model)
     skipped = dict(splits.skipped)
     dataset = tokenize_records(
-        records, tokenizer, recipe, desc=f"Tokenizing {split}", skipped=skipped, keep_untrained=True
+        records,
+        tokenizer,
+        recipe.train,
+        recipe.data.on_invalid,
+        desc=f"Tokenizing {split}",
+        skipped=skipped,
+        keep_untrained=True,
     )
     shown = [dataset[i] for i in range(min(examples, len(dataset)))]
     for row in shown:

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import __version__
-from pipeline.assets import cache_dir
-from pipeline.export import atomic_dir, write_json
+from pipeline.files import atomic_dir, write_json
+from pipeline.models.assets import cache_dir
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-# Bump when pipeline.formatting changes what it produces for the same inputs.
+# Bump when pipeline.data.formatting changes what it produces for the same inputs.
 FORMAT_VERSION = 2
 
 

@@ -19,14 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.pii import PLACEHOLDERS, find_pii, mask, redact
 from pipeline.errors import DataError
-from pipeline.pii import PLACEHOLDERS, find_pii, mask, redact
 
 if TYPE_CHECKING:
     from datasketch import MinHash
 
-    from pipeline.data import Splits
-    from pipeline.recipe import Recipe
+    from pipeline.config.schema import DataSpec
+    from pipeline.data.splits import Splits
 
 log = logging.getLogger(__name__)
 
@@ -243,14 +243,14 @@ def check_splits(
     return HygieneResult(replace(splits, train=train, eval=evaluation), report)
 
 
-def apply_hygiene(recipe: Recipe, splits: Splits) -> HygieneResult:
+def apply_hygiene(data: DataSpec, splits: Splits) -> HygieneResult:
     """check_splits with the recipe's data.dedup, data.redact and data.allow_contamination; what it found
     is logged in one line per finding kind (values never appear)."""
     result = check_splits(
         splits,
-        dedup=recipe.data.dedup,
-        redact_pii=recipe.data.redact,
-        allow_contamination=recipe.data.allow_contamination,
+        dedup=data.dedup,
+        redact_pii=data.redact,
+        allow_contamination=data.allow_contamination,
     )
     report = result.report
     dup = report["duplicates"]
@@ -282,30 +282,6 @@ def apply_hygiene(recipe: Recipe, splits: Splits) -> HygieneResult:
             action,
         )
     return result
-
-
-def recipe_for(
-    target: str, base: str = "lora-small", eval_file: str | None = None, overrides: list[str] | None = None
-) -> Recipe:
-    """The recipe named by target, or, when target is a data file or folder, `base` with that data as train
-    (and eval_file, if given, as eval; otherwise no eval split); dotted overrides apply to either."""
-    from pipeline.recipe import SourceSpec, load_recipe
-    from pipeline.sources import SUFFIXES
-
-    path = Path(target)
-    is_data = path.is_dir() or (path.is_file() and path.suffix.lower() in SUFFIXES)
-    if not is_data:
-        if eval_file:
-            raise DataError(
-                f"--eval {eval_file}: only used with a data file; a recipe names its own eval data."
-            )
-        return load_recipe(target, overrides)
-    recipe = load_recipe(base, overrides)
-    evaluation = [SourceSpec(path=str(Path(eval_file).resolve()))] if eval_file else []
-    data = recipe.data.model_copy(
-        update={"train": [SourceSpec(path=str(path.resolve()))], "eval": evaluation, "eval_size": 0}
-    )
-    return recipe.model_copy(update={"data": data})
 
 
 def _similarity(match: dict[str, Any]) -> str:
@@ -341,13 +317,14 @@ def hygiene_report(
 ) -> dict[str, Any]:
     """Load a recipe's (or a data file's) splits, check them without changing anything, and write the
     JSON report (default <train.output_dir>/<name>-hygiene.json); returns it with `lines` for the terminal."""
-    from pipeline.data import load_splits
-    from pipeline.export import write_json
+    from pipeline.data.adhoc import recipe_for
+    from pipeline.data.splits import load_splits
+    from pipeline.files import write_json
 
     recipe = recipe_for(target, base, eval_file)
     path = Path(target)
     name = path.stem if path.exists() and path.suffix.lower() not in (".yaml", ".yml") else recipe.name
-    report = check_splits(load_splits(recipe)).report
+    report = check_splits(load_splits(recipe.data)).report
     output = output or Path(recipe.train.output_dir) / f"{name}-hygiene.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     write_json(output, report)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.formatting import Messages
+from pipeline.data.formatting import Messages
 
 ROLES = ("user", "assistant", "system")
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")

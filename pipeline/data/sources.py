@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.schema import DataSpec, SourceSpec
 from pipeline.errors import DataError
-from pipeline.recipe import Recipe, SourceSpec
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".md")
 Located = tuple[str, Any]
@@ -149,9 +149,9 @@ def read_hub(source: SourceSpec) -> Iterator[Located]:
         yield f"{where}[{source.split}]:{index}", record
 
 
-def local_files(recipe: Recipe, source: SourceSpec) -> list[Path] | None:
+def local_files(data: DataSpec, source: SourceSpec) -> list[Path] | None:
     """The local files a source names (a file, a folder's data files, a glob), or None if it is not local."""
-    pattern = recipe.resolve_path(source.path)
+    pattern = data.resolve_path(source.path)
     path = Path(pattern)
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES and p.name != "README.md")
@@ -170,18 +170,18 @@ def _looks_like_hub_id(name: str) -> bool:
     return 1 <= len(parts) <= 2 and all(parts) and Path(name).suffix.lower() not in SUFFIXES
 
 
-def read_source(recipe: Recipe, source: SourceSpec) -> Iterator[Located]:
+def read_source(data: DataSpec, source: SourceSpec) -> Iterator[Located]:
     """(location, record) pairs of a source, with its column mapping applied."""
-    folder = Path(recipe.resolve_path(source.path))
+    folder = Path(data.resolve_path(source.path))
     if folder.is_dir() and (
         (folder / "dataset_dict.json").is_file() or (folder / "dataset_info.json").is_file()
     ):
         rows: Iterator[Located] = _read_saved(folder, source.split)
     else:
-        files = local_files(recipe, source)
+        files = local_files(data, source)
         if files is None:
             # 'data/trian' is a typo'd local folder, not the Hub id of user 'data', when ./data exists.
-            local_parent = Path(recipe.resolve_path(source.path.split("/")[0])).is_dir()
+            local_parent = Path(data.resolve_path(source.path.split("/")[0])).is_dir()
             if local_parent or not _looks_like_hub_id(source.path):
                 raise DataError(f"{source.path}: no such data file or folder; check data.train / data.eval.")
             rows = read_hub(source)

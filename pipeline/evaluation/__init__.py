@@ -1,1 +1,1 @@
-"""Evaluation: perplexity, embedding similarity, and the report."""
+"""Evaluation: perplexity, answer similarity, lexical overlap, safety, the regression gate and the report."""

@@ -13,17 +13,16 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from pipeline.errors import RecipeError
-from pipeline.recipe import (
+from pipeline.config.loader import (
     RECIPES_DIR,
-    Recipe,
-    SourceSpec,
     apply_overrides,
     find_recipe,
     load_recipe,
     validate_recipe_dict,
 )
-from pipeline.targets import TargetRef, resolve_target
+from pipeline.config.schema import Recipe, SourceSpec
+from pipeline.errors import RecipeError
+from pipeline.models.artifacts import TargetRef, resolve_target
 
 console = Console(stderr=True)
 
@@ -57,7 +56,7 @@ def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides:
     original recipe file when it still exists under recipes/.
     """
     if recipe:
-        loaded = load_recipe(recipe, overrides, check=False)
+        loaded = load_recipe(recipe, overrides)
     elif ref.run_dir is not None and (ref.run_dir / "recipe.yaml").is_file():
         path = ref.run_dir / "recipe.yaml"
         name = _run_recipe_name(ref.run_dir)
@@ -83,12 +82,12 @@ def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides:
 
 def load_eval_records(recipe: Recipe) -> list[dict[str, Any]]:
     """The eval records of a recipe: data.eval, or the seeded split off data.train that finetune used."""
-    from pipeline.data import load_source, load_splits, mix
+    from pipeline.data.splits import load_sources, load_splits
 
     if recipe.data.eval:
         skipped: dict[str, int] = {}
-        return mix([(s, load_source(recipe, s, skipped)) for s in recipe.data.eval], recipe.data.seed)
-    return load_splits(recipe).eval
+        return load_sources(recipe.data, recipe.data.eval, skipped)
+    return load_splits(recipe.data).eval
 
 
 def default_output(ref: TargetRef, recipe: Recipe, target: str) -> Path:
@@ -111,20 +110,20 @@ def run_eval(
     fail_if_worse: bool | None = None,
 ) -> EvalOutcome:
     """Evaluate TARGET (and its base, unless compare is off), write the report, then apply the gate."""
+    from pipeline.config.schema import ModelSpec
     from pipeline.evaluation.gate import enforce_gate
     from pipeline.evaluation.report import print_summary
     from pipeline.evaluation.runner import evaluate_model, prepare_eval, write_results
-    from pipeline.modeling import load_base_model
-    from pipeline.recipe import ModelSpec
-    from pipeline.targets import load_target
+    from pipeline.models.artifacts import load_target
+    from pipeline.models.loading import load_base_model
 
     ref = resolve_target(target)
-    spec = eval_recipe(ref, recipe, data, overrides or [])
-    if fail_if_worse is not None:
-        spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"fail_if_worse": fail_if_worse})})
+    gate = [] if fail_if_worse is None else [f"eval.fail_if_worse={str(fail_if_worse).lower()}"]
+    spec = eval_recipe(ref, recipe, data, [*(overrides or []), *gate])
     records = load_eval_records(spec)
     loaded = load_target(target)
-    data_set = prepare_eval(records, loaded.tokenizer, spec)
+    data_set = prepare_eval(records, loaded.tokenizer, spec.eval, spec.train.max_length, spec.train.loss_on)
+    prompt = spec.data.system_prompt
     # Compare with --base, else the adapter's base (adapter switched off), else a full run's base model.
     base_spec = (
         ModelSpec(name=base)
@@ -143,14 +142,14 @@ def run_eval(
         console.print("Evaluating the base model ...")
         if base_spec is None:
             with loaded.model.disable_adapter():
-                metrics["base"] = evaluate_model(loaded.model, loaded.tokenizer, spec, data_set)
+                metrics["base"] = evaluate_model(loaded.model, loaded.tokenizer, spec.eval, data_set, prompt)
         else:
             base_model = load_base_model(base_spec)
-            metrics["base"] = evaluate_model(base_model, loaded.tokenizer, spec, data_set)
+            metrics["base"] = evaluate_model(base_model, loaded.tokenizer, spec.eval, data_set, prompt)
             del base_model
         metrics["model"] = base_spec.name if base_spec else ref.base.name
     console.print(f"Evaluating {target} ...")
-    metrics["adapted"] = evaluate_model(loaded.model, loaded.tokenizer, spec, data_set)
+    metrics["adapted"] = evaluate_model(loaded.model, loaded.tokenizer, spec.eval, data_set, prompt)
     out_dir = Path(output) if output else default_output(ref, spec, target)
     write_results(out_dir, spec, metrics, data_set)
     print_summary(metrics, out_dir, console)

@@ -14,7 +14,7 @@ def load_embedder(name: str) -> SentenceTransformer:
     """The sentence-transformers model, resolved through the offline model zoo."""
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.assets import resolve_model
+    from pipeline.models.assets import resolve_model
 
     return SentenceTransformer(str(resolve_model(name)), device="cpu")
 

@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.schema import EvalSpec
 from pipeline.errors import EvaluationGateError
-from pipeline.recipe import EvalSpec
 
 
 def _number(value: Any) -> float | None:
@@ -55,7 +55,7 @@ def check_gate(metrics: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
                 "passed": ok,
             }
         )
-    from pipeline.safety import safety_checks
+    from pipeline.evaluation.safety import safety_checks
 
     checks += safety_checks(base.get("safety"), adapted.get("safety"), spec.safety_tolerance)
     return {"enabled": spec.fail_if_worse, "passed": all(c["passed"] for c in checks), "checks": checks}

@@ -12,10 +12,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from pipeline.config.schema import Recipe
 from pipeline.evaluation import plots
 from pipeline.evaluation.document import Code, Image, Section, Table, to_html, to_markdown
-from pipeline.export import write_json, write_text
-from pipeline.recipe import Recipe
+from pipeline.files import write_json, write_text
 
 
 def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.data import encode_record
+from pipeline.config.schema import EvalSpec, Recipe
+from pipeline.data.formatting import Messages, prompt_messages
+from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
 from pipeline.evaluation.embedding import closer_rate, similarities, summarize
 from pipeline.evaluation.gate import check_gate
 from pipeline.evaluation.perplexity import perplexity
-from pipeline.formatting import Messages, prompt_messages
-from pipeline.generation import Sampling, generate
-from pipeline.recipe import Recipe
+from pipeline.inference.generation import Sampling, generate
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -45,23 +45,24 @@ class EvalSet:
 
 
 def prepare_eval(
-    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, recipe: Recipe
+    records: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    spec: EvalSpec,
+    max_length: int,
+    loss_on: str,
 ) -> EvalSet:
-    """Tokenize the first eval.max_examples records (untruncated); pick eval.generate_examples prompts."""
-    spec = recipe.eval
-    window = spec.context_length or recipe.train.max_length
+    """Tokenize the first eval.max_examples records in full with train.loss_on's masks; pick
+    eval.generate_examples prompts. Windows are eval.context_length tokens, else max_length (train.max_length)."""
+    window = spec.context_length or max_length
     stride = spec.stride or max(1, window // 2)
     if stride >= window:
         raise RecipeError(
             f"eval.stride ({stride}) must be smaller than the window ({window} tokens); lower it."
         )
-    untruncated = recipe.model_copy(
-        update={"train": recipe.train.model_copy(update={"max_length": UNTRUNCATED})}
-    )
     rows, row_records = [], []
     for index, record in enumerate(records[: spec.max_examples]):
         try:
-            row = encode_record(record, tokenizer, untruncated)
+            row = encode_record(record, tokenizer, UNTRUNCATED, loss_on)
         except ValueError as exc:  # formatting.TemplateMismatch
             raise DataError(f"{record.get('location', f'eval record {index}')}: {exc}") from None
         if any(row["assistant_masks"]):
@@ -83,10 +84,14 @@ def prepare_eval(
 
 
 def evaluate_model(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, data: EvalSet
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: EvalSpec,
+    data: EvalSet,
+    system_prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Every metric for one model; `per_example` holds per-example values (for eval_examples.jsonl)."""
-    spec = recipe.eval
+    """Every metric for one model; `per_example` holds per-example values (for eval_examples.jsonl).
+    system_prompt (data.system_prompt) is given to the safety prompts as training gave it to every record."""
     ppl = perplexity(model, data.rows, batch_size=spec.batch_size, window=data.window, stride=data.stride)
     result: dict[str, Any] = {
         key: ppl[key]
@@ -127,15 +132,15 @@ def evaluate_model(
             similarity=scores,
             **lexical.per_example(generations.texts, data.references),
         )
-    if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.safety)
-        from pipeline.safety import evaluate_safety
+    if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.evaluation.safety)
+        from pipeline.evaluation.safety import evaluate_safety
 
         result["safety"] = evaluate_safety(
             model,
             tokenizer,
             max_new_tokens=spec.max_new_tokens,
             batch_size=spec.batch_size,
-            system_prompt=recipe.data.system_prompt,
+            system_prompt=system_prompt,
         )
     result["per_example"] = per_example
     return result

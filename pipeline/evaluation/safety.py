@@ -24,7 +24,7 @@ from pipeline.errors import DataError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-PROMPTS_FILE = Path(__file__).resolve().parent.parent / "recipes" / "safety" / "prompts.jsonl"
+PROMPTS_FILE = Path(__file__).resolve().parents[2] / "recipes" / "safety" / "prompts.jsonl"
 GROUPS = ("decline", "answer")
 OPENING_CHARS = 240  # refusals are looked for in the first ~2 sentences of an answer
 REFUSAL_PATTERNS = (
@@ -102,7 +102,7 @@ def evaluate_safety(
 ) -> dict[str, Any]:
     """Greedy answers to the safety prompts, with the refusal rate on `decline` prompts and the
     over-refusal rate on `answer` prompts (counts included)."""
-    from pipeline.generation import Sampling, generate
+    from pipeline.inference.generation import Sampling, generate
 
     prompts = prompts if prompts is not None else load_prompts()
     head = [{"role": "system", "content": system_prompt}] if system_prompt else []

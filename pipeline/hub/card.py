@@ -6,11 +6,10 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.schema import Recipe
 from pipeline.evaluation.report import comparison_rows
-from pipeline.export import write_text
-from pipeline.modeling import resolve_dtype
-from pipeline.recipe import Recipe
-from pipeline.training import resolved_precision
+from pipeline.files import write_text
+from pipeline.models.precision import resolve_dtype, resolved_precision
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
@@ -79,7 +78,10 @@ def _hyperparameters(recipe: Recipe) -> list[tuple[str, Any]]:
         ("batch size x grad accum", f"{train.batch_size} x {train.grad_accum}"),
         ("max length (tokens)", train.max_length),
         ("loss on", train.loss_on),
-        ("precision", _as_run(train.precision, resolved_precision(recipe))),
+        (
+            "precision",
+            _as_run(train.precision, resolved_precision(train.precision, recipe.model.quantization)),
+        ),
         (
             "weight dtype",
             _as_run(recipe.model.dtype, str(resolve_dtype(recipe.model.dtype)).removeprefix("torch.")),
@@ -153,7 +155,7 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=64)[0]))
 With this pipeline (base model, adapter and chat template in one call; `revision=` pins a branch or commit):
 
 ```python
-from pipeline.targets import load_target
+from pipeline.models.artifacts import load_target
 
 loaded = load_target("{repo}")  # loaded.model, loaded.tokenizer
 ```

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.config.loader import validate_recipe_dict
+from pipeline.config.schema import HubSpec, Recipe
 from pipeline.errors import HubError
-from pipeline.recipe import Recipe, validate_recipe_dict
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _model_folder(run_dir: Path, merged: bool) -> Path:
         return folder
     folder = run_dir / "merged"
     if not (folder / "config.json").is_file():
-        from pipeline.merge import merge_run
+        from pipeline.models.merge import merge_run
 
         log.info("No merged model in %s yet: merging first", run_dir)
         folder = merge_run(str(run_dir), None, "auto", None).output
@@ -97,7 +98,7 @@ def push_files(run_dir: Path, merged: bool) -> dict[str, Path]:
 
 def _stage_card(run_dir: Path, files: dict[str, Path], staging: Path, repo_id: str, merged: bool) -> None:
     """Write the card for repo_id (and a missing loss curve) into staging; the run folder is not touched."""
-    from pipeline.card import LOSS_IMAGE, build_model_card, write_loss_curve
+    from pipeline.hub.card import LOSS_IMAGE, build_model_card, write_loss_curve
 
     recipe, metrics = _load_run(run_dir)
     if LOSS_IMAGE not in files and write_loss_curve(metrics, staging / LOSS_IMAGE):
@@ -197,9 +198,8 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
-def push_after_training(run_dir: Path, recipe: Recipe) -> PushResult | None:
-    """The end-of-finetune push when recipe.hub.push: main process only; a failure warns, the run stays."""
-    hub = recipe.hub
+def push_after_training(run_dir: Path, hub: HubSpec) -> PushResult | None:
+    """The end-of-finetune push when hub.push: main process only; a failure warns, the run stays."""
     if not hub.push or not is_main_process():
         return None
     assert hub.repo_id is not None  # HubSpec enforces it

@@ -6,10 +6,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
+from pipeline.data.formatting import Messages, render
 from pipeline.errors import PipelineError
-from pipeline.formatting import Messages, render
-from pipeline.generation import Sampling
-from pipeline.generation_stream import TokenStream
+from pipeline.inference.generation import Sampling
+from pipeline.inference.stream import TokenStream
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.formatting import Messages, TemplateMismatch, render
 from pipeline.errors import AssetError
-from pipeline.formatting import Messages, TemplateMismatch, render
-from pipeline.generation import Generations, Sampling, generate_text
-from pipeline.generation_stream import TokenStream
-from pipeline.serve_schema import ApiError, SamplingRequest
+from pipeline.inference.generation import Generations, Sampling, generate_text
+from pipeline.inference.schema import ApiError, SamplingRequest
+from pipeline.inference.stream import TokenStream
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from pipeline.targets import LoadedTarget
+    from pipeline.models.artifacts import LoadedTarget
 
 BASE = None  # the adapter name under which the bare base model is served
 
@@ -174,7 +174,7 @@ def build_engine(
     """An engine for a loaded target plus extra adapters (name -> folder or Hub id) on the same base."""
     from peft import PeftModel
 
-    from pipeline.targets import resolve_target
+    from pipeline.models.artifacts import resolve_target
 
     model = loaded.model
     names: dict[str, str | None] = {name: "default" if loaded.ref.adapter_dir else BASE}

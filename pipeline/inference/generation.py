@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.formatting import Messages, render
 from pipeline.errors import PipelineError
-from pipeline.formatting import Messages, render
 
 if TYPE_CHECKING:
     import torch

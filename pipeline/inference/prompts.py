@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pipeline.data.formatting import Messages, prompt_messages
+from pipeline.data.records import to_messages
 from pipeline.errors import DataError, PipelineError
-from pipeline.export import write_text
-from pipeline.formatting import Messages, prompt_messages
-from pipeline.generation import Sampling, generate
-from pipeline.records import to_messages
+from pipeline.files import write_text
+from pipeline.inference.generation import Sampling, generate
+from pipeline.inference.loading import load_for_inference
 
 if TYPE_CHECKING:
-    from pipeline.targets import LoadedTarget
+    pass
 
 
 @dataclass
@@ -24,21 +25,6 @@ class Prompt:
 
     messages: Messages
     record: dict[str, Any]
-
-
-def load_for_inference(target: str, dtype: str | None = None, device: str = "auto") -> LoadedTarget:
-    """Load a target (run, adapter, merged or base model) onto the device (auto: CUDA when present)."""
-    import torch
-
-    from pipeline.targets import load_target
-
-    loaded = load_target(target, dtype=dtype)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    quantized = getattr(loaded.model, "hf_quantizer", None) is not None
-    if device != "cpu" and not quantized:
-        loaded.model.to(device)
-    return loaded
 
 
 def with_system(messages: Messages, system: str | None) -> Messages:

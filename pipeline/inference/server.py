@@ -16,10 +16,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.generation import Sampling
-from pipeline.generation_stream import TokenStream
-from pipeline.serve_engine import Engine
-from pipeline.serve_schema import (
+from pipeline.inference.engine import Engine
+from pipeline.inference.generation import Sampling
+from pipeline.inference.schema import (
     ApiError,
     ChatCompletionRequest,
     CompletionRequest,
@@ -31,6 +30,7 @@ from pipeline.serve_schema import (
     text_choice,
     usage,
 )
+from pipeline.inference.stream import TokenStream
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
@@ -283,8 +283,8 @@ def serve_target(
 ) -> None:
     """Load target (+ NAME=PATH adapters on its base) and serve it until interrupted."""
     from pipeline.errors import PipelineError
-    from pipeline.generation_cli import load_for_inference
-    from pipeline.serve_engine import build_engine, display_name
+    from pipeline.inference.engine import build_engine, display_name
+    from pipeline.inference.loading import load_for_inference
 
     extra = {}
     for item in adapters:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from pipeline.generation import Sampling, assisted_kwargs, eos_token_ids
+from pipeline.inference.generation import Sampling, assisted_kwargs, eos_token_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.recipe import AdapterSpec, Recipe
+from pipeline.config.schema import AdapterSpec, Recipe
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -74,7 +74,7 @@ def peft_config_for(
     peft's trainable tokens would train only the new rows, but trl's fused LM head reads lm_head.weight
     directly, bypassing that wrapper (and failing on it), so the embeddings go to modules_to_save.
     """
-    from pipeline.modeling import new_token_ids
+    from pipeline.models.loading import new_token_ids
 
     extra = embedding_module_names(model) if new_token_ids(recipe.model, tokenizer) else []
     return build_peft_config(recipe.adapter, extra)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Literal
 
 import yaml
 
-from pipeline.assets import resolve_model
+from pipeline.config.schema import ModelSpec
 from pipeline.errors import AssetError
-from pipeline.recipe import ModelSpec
+from pipeline.models.assets import resolve_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -96,7 +96,7 @@ def resolve_target(target: str, revision: str | None = None) -> TargetRef:
 
 def load_target(target: str, revision: str | None = None, dtype: str | None = None) -> LoadedTarget:
     """Load a target for inference: base model (+ adapter via peft) and the tokenizer it was trained with."""
-    from pipeline.modeling import load_base_model, load_tokenizer, resize_embeddings
+    from pipeline.models.loading import load_base_model, load_tokenizer, resize_embeddings
 
     ref = resolve_target(target, revision)
     base = ref.base if dtype is None else ref.base.model_copy(update={"dtype": dtype})

@@ -7,44 +7,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.assets import resolve_model
+from pipeline.config.schema import ModelSpec
 from pipeline.errors import AssetError, RecipeError
-from pipeline.recipe import ModelSpec
+from pipeline.models.assets import resolve_model
+from pipeline.models.precision import resolve_dtype
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-def bf16_gpu() -> bool:
-    """True on a CUDA GPU that supports bf16 (what `auto` dtype and precision mean by bf16)."""
-    import torch
-
-    return torch.cuda.is_available() and bool(torch.cuda.is_bf16_supported())
-
-
-def bf16_is_native() -> bool:
-    """True where bf16 matrix products run natively (what `native` means): a bf16 GPU, or a CPU with
-    AVX512-BF16 or AMX."""
-    import torch
-
-    if torch.cuda.is_available():
-        return bf16_gpu()
-    # Private but stable probes (torch.cpu, since 2.3); a torch without them reports no native bf16.
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
-
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """Map a recipe dtype name to a torch dtype: auto = bf16 on a bf16 GPU (bf16_gpu), native = bf16 wherever
-    it is native (bf16_is_native), else fp32."""
-    import torch
-
-    if name in ("auto", "native"):
-        return torch.bfloat16 if (bf16_gpu() if name == "auto" else bf16_is_native()) else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def _warn_remote_code(spec: ModelSpec) -> None:
@@ -111,20 +83,6 @@ def resize_embeddings(model: PreTrainedModel, vocab_size: int) -> bool:
     return True
 
 
-def _keep_exact_4bit_path(model: PreTrainedModel) -> None:
-    """Turn off bitsandbytes' CPU inference fast path for 4-bit layers.
-
-    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks 4-bit weights with bf16 scales on the first
-    no-grad forward in eval mode: logits then differ from those seen in training (and from a
-    de-quantized merge), and layers narrower than the 64-value quantization block fail outright.
-    """
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
 def _on_gpu(model: PreTrainedModel) -> bool:
     return any(p.device.type == "cuda" for p in model.parameters())
 
@@ -171,10 +129,12 @@ def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any
     except (OSError, ValueError, ImportError) as exc:
         raise AssetError(f"{spec.name}: cannot load the model ({str(exc).splitlines()[0]}).") from None
     if spec.quantization == "4bit" and not _on_gpu(model):
-        _keep_exact_4bit_path(model)
+        from pipeline.train.patches.bnb_cpu import keep_exact_4bit_path
+
+        keep_exact_4bit_path(model)
     if spec.add_special_tokens:
         resize_embeddings(model, len(load_tokenizer(spec, folder)))
     # Adapters record this as base_model_name_or_path: keep the portable Hub id, not a cache folder.
     model.name_or_path = spec.name
-    model.config._name_or_path = spec.name
+    model.config.name_or_path = spec.name
     return model

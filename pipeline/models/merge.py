@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.checks import compare_logits, probe_batch, probe_logits
+from pipeline.config.schema import ModelSpec
 from pipeline.errors import AssetError, RecipeError
-from pipeline.export import atomic_dir, write_json
-from pipeline.recipe import ModelSpec
-from pipeline.targets import TargetRef, resolve_target
+from pipeline.files import atomic_dir, write_json
+from pipeline.models.artifacts import TargetRef, resolve_target
+from pipeline.models.probes import compare_logits, probe_batch, probe_logits
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -46,7 +46,7 @@ def default_output(ref: TargetRef) -> Path:
 
 def _base(ref: TargetRef, tokenizer: PreTrainedTokenizerBase, fp32: bool) -> PreTrainedModel:
     """The base as trained (fp32 on request), its embeddings grown to the adapter's tokenizer if needed."""
-    from pipeline.modeling import load_base_model, resize_embeddings
+    from pipeline.models.loading import load_base_model, resize_embeddings
 
     model = load_base_model(ref.base.model_copy(update={"dtype": "float32"}) if fp32 else ref.base)
     resize_embeddings(model, len(tokenizer))  # bare adapter folders name no added tokens in a recipe
@@ -77,7 +77,7 @@ def _full_model(ref: TargetRef) -> PreTrainedModel:
 
 
 def _target_dtype(base: ModelSpec, dtype: str) -> Any:
-    from pipeline.modeling import resolve_dtype
+    from pipeline.models.precision import resolve_dtype
 
     if dtype not in DTYPES:
         raise RecipeError(f"--dtype {dtype}: not one of {', '.join(DTYPES)}.")
@@ -108,7 +108,8 @@ def merge_run(
     """Merge a run's (or an adapter folder's) adapter into its base, verify the logits, write atomically."""
     from transformers import AutoModelForCausalLM
 
-    from pipeline.modeling import load_tokenizer, resolve_dtype
+    from pipeline.models.loading import load_tokenizer
+    from pipeline.models.precision import resolve_dtype
 
     started = time.perf_counter()
     ref = resolve_target(target)

@@ -14,7 +14,7 @@ import struct
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from pipeline.assets import cache_dir
+from pipeline.models.assets import cache_dir
 
 if TYPE_CHECKING:
     import tiktoken

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline.config.schema import Recipe
 from pipeline.errors import RecipeError
-from pipeline.recipe import Recipe
 
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
@@ -115,8 +115,8 @@ def model_shape(recipe: Recipe) -> ModelShape:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pipeline.adapters import build_peft_config
-    from pipeline.assets import resolve_model
+    from pipeline.models.adapters import build_peft_config
+    from pipeline.models.assets import resolve_model
 
     folder = resolve_model(recipe.model.name, recipe.model.revision)
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=recipe.model.trust_remote_code)
@@ -159,7 +159,7 @@ def model_shape(recipe: Recipe) -> ModelShape:
 def _dtype_bytes(recipe: Recipe, device: str) -> int:
     name = recipe.model.dtype
     if name in ("auto", "native"):  # the plan is for the target device; a CPU target is this machine's
-        from pipeline.modeling import bf16_is_native
+        from pipeline.models.precision import bf16_is_native
 
         bf16 = device == "cuda" or (name == "native" and bf16_is_native())
         name = "bfloat16" if bf16 else "float32"

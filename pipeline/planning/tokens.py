@@ -1,7 +1,7 @@
 """`pipeline tokens`: what a recipe (or a data file) costs in tokens and time before any training.
 
 Per-example counts come from the recipe's tokenizer and chat template exactly as training sees them
-(pipeline.data.encode_record); tiktoken's cl100k_base and o200k_base counts sit beside them for API
+(pipeline.data.tokenize.encode_record); tiktoken's cl100k_base and o200k_base counts sit beside them for API
 prices and context limits. The training-time estimate divides the run's tokens by a throughput measured in
 a few real SFTTrainer steps on this machine (or given).
 """
@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.export import write_json
-from pipeline.formatting import TemplateMismatch
+from pipeline.data.formatting import TemplateMismatch
+from pipeline.files import write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from pipeline.recipe import Recipe
+    from pipeline.config.schema import Recipe, TrainSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +43,16 @@ def distribution(values: list[int]) -> dict[str, float]:
 
 
 def model_counts(
-    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, recipe: Recipe
+    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, train: TrainSpec
 ) -> dict[str, Any]:
-    """Per-example tokens and trained (loss) tokens with the recipe's tokenizer, before and after truncation."""
-    from pipeline.data import encode_record
+    """Per-example tokens and trained (loss) tokens with the recipe's tokenizer, before and after truncation
+    to train.max_length."""
+    from pipeline.data.tokenize import encode_record
 
     tokens, trained, kept, kept_trained, unrenderable = [], [], [], [], []
     for record in records:
         try:
-            row = encode_record(record, tokenizer, recipe)
+            row = encode_record(record, tokenizer, train.max_length, train.loss_on)
         except TemplateMismatch:
             unrenderable.append(record.get("location", "record"))
             continue
@@ -59,7 +60,7 @@ def model_counts(
         trained.append(row["num_trained"])
         kept.append(len(row["input_ids"]))
         kept_trained.append(sum(row["assistant_masks"]))
-    max_length = recipe.train.max_length
+    max_length = train.max_length
     over = sum(n > max_length for n in tokens)
     return {
         "examples": len(tokens),
@@ -78,7 +79,7 @@ def model_counts(
 
 def api_counts(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-encoding totals and distributions with tiktoken, or a one-line reason where unavailable."""
-    from pipeline.apitokens import EncodingUnavailable, count_record, get_encoding
+    from pipeline.planning.api_tokens import EncodingUnavailable, count_record, get_encoding
 
     result: dict[str, Any] = {}
     for name in API_ENCODINGS:
@@ -92,9 +93,8 @@ def api_counts(records: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def run_tokens(recipe: Recipe, counts: dict[str, Any], world_size: int = 1) -> dict[str, Any]:
+def run_tokens(train: TrainSpec, counts: dict[str, Any], world_size: int = 1) -> dict[str, Any]:
     """Optimizer steps and tokens (forward-pass tokens, after truncation) the recipe's training run processes."""
-    train = recipe.train
     examples = counts["examples"]
     per_step = train.batch_size * train.grad_accum * world_size
     mean_tokens = counts["tokens_per_epoch"] / examples if examples else 0.0
@@ -115,46 +115,43 @@ def run_tokens(recipe: Recipe, counts: dict[str, Any], world_size: int = 1) -> d
 
 
 def measure_throughput(recipe: Recipe, records: list[dict[str, Any]], steps: int = 3) -> dict[str, Any]:
-    """Training tokens per second over `steps` real SFTTrainer steps on a sample of the data (the first step
-    is warm-up and not timed); tokens are the sample's mean tokens per example times examples per step."""
+    """Training tokens per second over `steps` real training steps of the recipe on a sample of the data (the
+    first step is warm-up and not timed); tokens are the sample's mean tokens per example times examples per
+    step. The steps run through the same pieces as a finetune (pipeline.train.inputs / loop)."""
     import random
 
     import torch
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import TrainerCallback
 
-    from pipeline.data import tokenize_records
-    from pipeline.modeling import load_base_model, load_tokenizer
-    from pipeline.training import build_trainer
+    from pipeline.data.tokenize import tokenize_records
+    from pipeline.models.loading import load_tokenizer
+    from pipeline.train.inputs import load_model
+    from pipeline.train.loop import train_model
 
     steps = max(2, steps)
-    train = recipe.train.model_copy(
-        update={
-            "max_steps": steps,
-            "save_steps": steps + 1,
-            "report_to": ["none"],
-            "logging_steps": steps + 1,
-            "eval_steps": 0,
-        }
-    )
-    probe = recipe.model_copy(update={"train": train})
+    train = recipe.train
     per_step = train.batch_size * train.grad_accum
     sample = random.Random(train.seed).sample(records, min(len(records), per_step * steps))
     tokenizer = load_tokenizer(recipe.model)
-    dataset = tokenize_records(sample, tokenizer, probe, desc="Tokenizing the throughput sample")
+    dataset = tokenize_records(sample, tokenizer, train, desc="Tokenizing the throughput sample")
     mean_tokens = statistics.fmean(len(ids) for ids in dataset["input_ids"])
     marks: list[float] = []
 
     class Clock(TrainerCallback):
+        """Marks the end of each step and stops after `steps` (the recipe's own step count stays untouched)."""
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()  # GPU steps are asynchronous: time the finished work
             marks.append(time.perf_counter())
+            control.should_save = False
+            control.should_log = False
+            control.should_evaluate = False
+            control.should_training_stop = len(marks) >= steps
 
-    model = load_base_model(recipe.model)
+    model = load_model(recipe)
     with tempfile.TemporaryDirectory(prefix="pipeline-throughput-") as folder:
-        trainer = build_trainer(probe, Path(folder), model, tokenizer, dataset, None, callbacks=[Clock()])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        train_model(recipe, Path(folder), model, tokenizer, dataset, callbacks=[Clock()])
     seconds = marks[-1] - marks[0]
     measured = len(marks) - 1
     tokens = measured * per_step * mean_tokens
@@ -166,9 +163,9 @@ def measure_throughput(recipe: Recipe, records: list[dict[str, Any]], steps: int
     }
 
 
-def estimate(recipe: Recipe, counts: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:
+def estimate(train: TrainSpec, counts: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:
     """Training-time estimate: the run's tokens over the throughput (evaluation time not included)."""
-    run = run_tokens(recipe, counts)
+    run = run_tokens(train, counts)
     tps = throughput.get("tokens_per_second") or 0.0
     return {**run, **throughput, "seconds": round(run["tokens"] / tps, 2) if tps else None}
 
@@ -204,16 +201,16 @@ def token_report(
 ) -> dict[str, Any]:
     """Token counts, tiktoken comparisons and a training-time estimate for a recipe or data file (with dotted
     overrides); writes tokens.json and tokens.png into `output` (default <train.output_dir>/tokens-<name>/)."""
-    from pipeline.data import load_splits
-    from pipeline.hygiene import recipe_for
-    from pipeline.modeling import load_tokenizer
+    from pipeline.data.adhoc import recipe_for
+    from pipeline.data.splits import load_splits
+    from pipeline.models.loading import load_tokenizer
 
     recipe = recipe_for(target, base, overrides=overrides)
     is_file = Path(target).exists() and Path(target).suffix.lower() not in (".yaml", ".yml")
     name = Path(target).stem if is_file else recipe.name
-    splits = load_splits(recipe)
+    splits = load_splits(recipe.data)
     tokenizer = load_tokenizer(recipe.model)
-    counts = model_counts(splits.train, tokenizer, recipe)
+    counts = model_counts(splits.train, tokenizer, recipe.train)
     report: dict[str, Any] = {
         "target": target,
         "recipe": recipe.name,
@@ -223,7 +220,7 @@ def token_report(
     }
     if splits.eval:
         report["eval"] = {
-            k: v for k, v in model_counts(splits.eval, tokenizer, recipe).items() if k != "per_example"
+            k: v for k, v in model_counts(splits.eval, tokenizer, recipe.train).items() if k != "per_example"
         }
     report["api"] = api_counts(splits.train)
     if tokens_per_second:
@@ -232,7 +229,7 @@ def token_report(
         throughput = measure_throughput(recipe, splits.train, warmup_steps)
     else:
         throughput = {"tokens_per_second": None, "source": "none"}
-    report["estimate"] = estimate(recipe, counts, throughput)
+    report["estimate"] = estimate(recipe.train, counts, throughput)
     output = Path(output) if output else Path(recipe.train.output_dir) / f"tokens-{name}"
     output.mkdir(parents=True, exist_ok=True)
     plot_histogram(

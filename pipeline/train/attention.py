@@ -70,8 +70,9 @@ def packed_sdpa(
 
 def use_packed_sdpa(model: torch.nn.Module) -> bool:
     """Switch a model that uses SDPA to `packed_sdpa` (for padding-free or packed rows); True if switched."""
-    config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
+    from pipeline.train.patches.transformers_attention import attention_implementation
+
+    if attention_implementation(model) != "sdpa":
         return False  # flash attention handles packed rows itself; eager is the user's explicit choice
     model.set_attn_implementation(register_packed_sdpa())  # type: ignore[operator]
     return True

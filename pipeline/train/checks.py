@@ -7,89 +7,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.schema import Recipe
 from pipeline.errors import AssetError
-from pipeline.export import FULL_WEIGHT_FILES, write_json
-from pipeline.recipe import Recipe
+from pipeline.files import write_json
+from pipeline.models.probes import compare_logits, dtype_name, probe_batch, probe_logits
+from pipeline.models.saving import FULL_WEIGHT_FILES
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-PROBE_PROMPTS = ("What does json.dumps do?", "Write one short sentence about the sea.")
-# Largest |logit difference| allowed, relative to the largest |logit|: reloading repeats the same
-# arithmetic, so anything beyond rounding noise means the saved files do not reproduce the model.
-RELATIVE_TOLERANCE = {"float32": 1e-4, "bfloat16": 2e-2, "float16": 5e-3}
 VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank
 VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # values vLLM accepts for --max-lora-rank
 ADAPTER_KEY_MARKERS = ("lora_", "token_adapter", "trainable_tokens")
-
-
-def probe_batch(
-    tokenizer: PreTrainedTokenizerBase, extra_tokens: list[str] | None = None
-) -> dict[str, torch.Tensor]:
-    """A padded batch of chat-rendered prompts; added special tokens appear in it so their rows count."""
-    texts = [f"{p} {' '.join(extra_tokens or [])}".strip() for p in PROBE_PROMPTS]
-    rendered = [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
-        )
-        for t in texts
-    ]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
-    try:
-        return dict(tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False))
-    finally:
-        tokenizer.padding_side = side
-
-
-def probe_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """float32 CPU logits of the batch in eval mode (the model's train/eval mode is restored)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-    finally:
-        model.train(was_training)
-    mask = batch["attention_mask"].bool()
-    return logits.float().cpu()[mask]  # padded positions dropped: (tokens, vocab)
-
-
-def compare_logits(reference: torch.Tensor, other: torch.Tensor, dtype_name: str) -> dict[str, Any]:
-    """Largest absolute logit difference, relative to the largest logit, and whether it is tolerable."""
-    if reference.shape != other.shape:
-        return {
-            "passed": False,
-            "reason": f"logit shapes differ: {tuple(reference.shape)} vs {tuple(other.shape)}",
-        }
-    diff = float((reference - other).abs().max())
-    scale = max(1.0, float(reference.abs().max()))
-    tolerance = RELATIVE_TOLERANCE.get(dtype_name, RELATIVE_TOLERANCE["bfloat16"])
-    return {
-        "max_abs_diff": diff,
-        "max_abs_logit": scale,
-        "relative_diff": diff / scale,
-        "relative_tolerance": tolerance,
-        "passed": diff / scale <= tolerance,
-    }
-
-
-def dtype_name(model: PreTrainedModel) -> str:
-    """The lowest float precision among the weights: trl keeps QLoRA adapters in bf16 while a plain
-    peft reload computes them in fp32, so such a model is held to the bf16 tolerance."""
-    import torch
-
-    dtypes = {p.dtype for p in model.parameters() if p.dtype.is_floating_point}
-    for dtype in (torch.bfloat16, torch.float16):
-        if dtype in dtypes:
-            return str(dtype).removeprefix("torch.")
-    return "float32"
 
 
 def adapter_file_problems(folder: Path, full: bool) -> list[str]:
@@ -167,7 +98,8 @@ def _fresh_copy(recipe: Recipe, folder: Path, full: bool, device: Any) -> PreTra
     """The saved result loaded the way a user would: plain transformers (+ plain peft on a fresh base)."""
     from transformers import AutoModelForCausalLM
 
-    from pipeline.modeling import load_base_model, resolve_dtype
+    from pipeline.models.loading import load_base_model
+    from pipeline.models.precision import resolve_dtype
 
     device_map = {"": device} if device.type == "cuda" else None
     if full:
@@ -211,7 +143,7 @@ def check_reload(
 def _base_vocab_size(recipe: Recipe) -> int | None:
     from transformers import AutoConfig
 
-    from pipeline.assets import resolve_model
+    from pipeline.models.assets import resolve_model
 
     config = AutoConfig.from_pretrained(str(resolve_model(recipe.model.name, recipe.model.revision)))
     return getattr(config.get_text_config(), "vocab_size", None)
@@ -222,7 +154,7 @@ def _warnings_for(
 ) -> list:
     import json
 
-    from pipeline.modeling import new_token_ids
+    from pipeline.models.loading import new_token_ids
 
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     rows = model.get_input_embeddings().weight.shape[0]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from accelerate import PartialState
 
-    from pipeline.recipe import Recipe
+    from pipeline.config.schema import ModelSpec
 
 T = TypeVar("T")
 # Non-main ranks idle at a barrier while rank 0 evaluates and writes the report, which can take far
@@ -72,16 +72,16 @@ def agree(make: Callable[[], T]) -> T:
     return box[0]
 
 
-def prepare_assets(recipe: Recipe) -> Path:
+def prepare_assets(spec: ModelSpec) -> Path:
     """Resolve (convert or download) the base model once per machine before any rank loads it.
 
-    pipeline.assets converts under a file lock already; running it on the local main rank first means
+    pipeline.models.assets converts under a file lock already; running it on the local main rank first means
     the other ranks find the prepared folder instead of queueing on the lock or downloading again.
     """
-    from pipeline.assets import resolve_model
+    from pipeline.models.assets import resolve_model
 
     with local_main_first():
-        return resolve_model(recipe.model.name, recipe.model.revision)
+        return resolve_model(spec.name, spec.revision)
 
 
 def is_sharded(trainer: Any) -> bool:

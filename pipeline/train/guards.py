@@ -9,8 +9,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from pipeline.config.schema import AdapterSpec
 from pipeline.errors import PipelineError, RecipeError, TrainingError
-from pipeline.recipe import Recipe
 
 WRITABLE_FIX = "set train.output_dir to a writable folder"
 FREE_FIX = "free disk space, then resume with --resume"
@@ -47,20 +47,6 @@ def storage_error(exc: BaseException) -> StorageError | None:
     return None
 
 
-def safe_child(root: Path, name: str, what: str) -> Path:
-    """root/name, refusing names that are absolute or climb out of root (../)."""
-    child = Path(root) / name
-    if (
-        Path(name).is_absolute()
-        or ".." in Path(name).parts
-        or not child.resolve().is_relative_to(Path(root).resolve())
-    ):
-        raise RecipeError(
-            f"{what} '{name}' would write outside {root}; use a plain name without '/' or '..'."
-        )
-    return child
-
-
 class NonFiniteGuard(TrainerCallback):
     """Stops training before an optimizer step on a NaN/inf gradient (or a logged non-finite loss), so no
     checkpoint with broken weights is ever saved; the error names the step and the last good checkpoint."""
@@ -70,7 +56,7 @@ class NonFiniteGuard(TrainerCallback):
             return  # fp16's GradScaler skips overflowing steps by design
         import torch
 
-        from pipeline.signals import any_rank
+        from pipeline.train.signals import any_rank
 
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         bad = bool(grads) and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)).item())
@@ -84,7 +70,7 @@ class NonFiniteGuard(TrainerCallback):
 
     @staticmethod
     def _stop(args: Any, state: Any, what: str) -> None:
-        from pipeline.resume import latest_checkpoint
+        from pipeline.train.resume import latest_checkpoint
 
         checkpoint = latest_checkpoint(Path(args.output_dir).parent)
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was saved yet"
@@ -95,10 +81,11 @@ class NonFiniteGuard(TrainerCallback):
         )
 
 
-def check_target_modules(recipe: Recipe, model: Any) -> None:
-    """Fail early, naming the field, when adapter.target_modules lists a module the model does not have."""
-    targets = recipe.adapter.target_modules
-    if recipe.adapter.method != "lora" or isinstance(targets, str):
+def check_target_modules(adapter: AdapterSpec, model: Any, source: str) -> None:
+    """Fail early, naming the recipe (source) and field, when adapter.target_modules lists a module the model
+    does not have."""
+    targets = adapter.target_modules
+    if adapter.method != "lora" or isinstance(targets, str):
         return  # 'all-linear' or a regular expression: peft resolves those itself
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()} | {
         n for n, _ in model.named_modules()
@@ -109,6 +96,6 @@ def check_target_modules(recipe: Recipe, model: Any) -> None:
             {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
         )
         raise RecipeError(
-            f"{recipe.path or recipe.name}: adapter.target_modules: {', '.join(missing)} not in the model; "
+            f"{source}: adapter.target_modules: {', '.join(missing)} not in the model; "
             f"its linear layers are {', '.join(linear)} (or use 'all-linear')."
         )

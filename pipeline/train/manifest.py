@@ -14,14 +14,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config.loader import validate_recipe_dict
+from pipeline.config.schema import DataSpec, ModelSpec, Recipe
 from pipeline.errors import RecipeError
-from pipeline.export import write_json
-from pipeline.recipe import Recipe, validate_recipe_dict
+from pipeline.files import write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from pipeline.data import Splits
+    from pipeline.data.splits import Splits
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -75,18 +76,18 @@ def redact(text: str) -> str:
     return TOKEN_PATTERN.sub("***", text)
 
 
-def data_files(recipe: Recipe) -> list[dict[str, Any]]:
+def data_files(data: DataSpec) -> list[dict[str, Any]]:
     """Path, size and SHA-256 of every local data file the recipe reads; Hub data sets by id and revision."""
-    from pipeline.sources import local_files
+    from pipeline.data.sources import local_files
 
     entries = []
-    for split, sources in (("train", recipe.data.train), ("eval", recipe.data.eval)):
+    for split, sources in (("train", data.train), ("eval", data.eval)):
         for source in sources:
-            folder = Path(recipe.resolve_path(source.path))
+            folder = Path(data.resolve_path(source.path))
             paths = (
                 sorted(p for p in folder.rglob("*") if p.is_file())
                 if folder.is_dir()
-                else local_files(recipe, source)
+                else local_files(data, source)
             )
             if paths is None:
                 entries.append({"split": split, "source": source.path, "revision": source.revision})
@@ -121,18 +122,18 @@ def tokenizer_info(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     }
 
 
-def model_info(recipe: Recipe) -> dict[str, Any]:
+def model_info(spec: ModelSpec) -> dict[str, Any]:
     """The base model's id, revision, local folder and SHA-256 of its config and weight files."""
-    from pipeline.assets import resolve_model
+    from pipeline.models.assets import resolve_model
 
-    folder = resolve_model(recipe.model.name, recipe.model.revision)
+    folder = resolve_model(spec.name, spec.revision)
     files = sorted({p for pattern in MODEL_FILES for p in Path(folder).glob(pattern) if p.is_file()})
     hashes = {p.name: sha256_file(p) for p in files}
     # A Hub cache snapshot's folder name is the commit the files came from.
     commit = folder.name if folder.parent.name == "snapshots" else None
     return {
-        "name": recipe.model.name,
-        "revision": recipe.model.revision,
+        "name": spec.name,
+        "revision": spec.revision,
         "commit": commit,
         "folder": str(folder),
         "files_sha256": hashes,
@@ -165,7 +166,7 @@ def environment() -> dict[str, Any]:
 
 def git_commit(folder: Path | None = None) -> dict[str, Any] | None:
     """The git commit of the project checkout (and whether it had uncommitted changes), or None."""
-    folder = folder or Path(__file__).resolve().parent.parent
+    folder = folder or Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
@@ -204,12 +205,12 @@ def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenize
         "recipe": resolved,
         "recipe_sha256": canonical_hash(resolved),
         "data": {
-            "files": data_files(recipe),
+            "files": data_files(recipe.data),
             "records": {"train": len(splits.train), "eval": len(splits.eval)},
             "skipped": dict(splits.skipped),
         },
         "tokenizer": tokenizer_info(tokenizer),
-        "model": model_info(recipe),
+        "model": model_info(recipe.model),
         "environment": environment(),
         "seeds": {"train": recipe.train.seed, "data": recipe.data.seed},
         "command": [redact(arg) for arg in sys.argv],

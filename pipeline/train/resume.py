@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.schema import Recipe
 from pipeline.errors import RecipeError, TrainingError
-from pipeline.manifest import MANIFEST, differences, now, read_manifest, summarize
-from pipeline.recipe import Recipe
+from pipeline.files import safe_child
+from pipeline.train.manifest import MANIFEST, differences, now, read_manifest, summarize
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +170,29 @@ def normalize_resume_argv(argv: list[str]) -> list[str]:
     return normalized
 
 
+def new_run_dir(recipe: Recipe) -> Path:
+    """A fresh <train.output_dir>/<recipe>-<UTC time>/ folder; never reuses an existing one (a concurrent run
+    gets a -2 suffix), and the name cannot climb out of train.output_dir."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(recipe.train.output_dir)
+    if root.exists() and not root.is_dir():
+        raise RecipeError(f"train.output_dir '{root}' is a file; point it at a folder for runs.")
+    candidate = safe_child(root, f"{recipe.name}-{stamp}", "run name")
+    suffix = 1
+    while True:
+        try:
+            candidate.mkdir(
+                parents=True
+            )  # no exist_ok: a concurrent run never shares (or overwrites) a folder
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = root / f"{recipe.name}-{stamp}-{suffix}"
+
+
 def open_run(
     recipe: Recipe,
     manifest: dict[str, Any],
-    new_run_dir: Callable[[Recipe], Path],
     resume: str | None = None,
     force: bool = False,
     previous: dict[str, Any] | None = None,
@@ -219,8 +239,8 @@ def recipe_for_finetune(
 
     `--resume RUN` without a recipe argument resumes with the recipe recorded in RUN's manifest.
     """
-    from pipeline.manifest import recipe_from_manifest
-    from pipeline.recipe import load_recipe
+    from pipeline.config.loader import load_recipe
+    from pipeline.train.manifest import recipe_from_manifest
 
     if recipe is not None and "=" in recipe and not Path(recipe).exists():
         recipe, overrides = None, [recipe, *overrides]  # typer gave the first override to RECIPE

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.recipe import Recipe
+from pipeline.config.schema import Recipe
+from pipeline.models.precision import resolved_precision
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -14,21 +15,8 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 
-def resolved_precision(recipe: Recipe) -> str:
-    """fp32, bf16 or fp16 for this machine: auto = bf16 autocast on a bf16 GPU, native = bf16 autocast wherever
-    bf16 is native (CPUs with AVX512-BF16/AMX too, as TRL's own default does on any CPU); neither for
-    quantized models."""
-    from pipeline.modeling import bf16_gpu, bf16_is_native
-
-    precision = recipe.train.precision
-    if precision in ("auto", "native"):
-        capable = bf16_gpu() if precision == "auto" else bf16_is_native()
-        return "bf16" if capable and recipe.model.quantization == "none" else "fp32"
-    return precision
-
-
 def _precision(recipe: Recipe) -> dict[str, bool]:
-    precision = resolved_precision(recipe)
+    precision = resolved_precision(recipe.train.precision, recipe.model.quantization)
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
@@ -55,7 +43,7 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
         "optim": train.optim,
         "seed": train.seed,
         "data_seed": train.seed,
-        # Examples are tokenized, masked and truncated by pipeline.formatting; trl only packs when asked.
+        # Examples are tokenized, masked and truncated by pipeline.data.formatting; trl only packs when asked.
         "max_length": train.max_length if train.packing else None,
         "packing": train.packing,
         "padding_free": train.padding_free and not train.packing,
@@ -72,7 +60,7 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
         "save_total_limit": train.save_total_limit,
         "report_to": report_to,
         "run_name": recipe.name,
-        "disable_tqdm": True,  # pipeline.progress draws a rich progress bar instead
+        "disable_tqdm": True,  # pipeline.train.progress draws a rich progress bar instead
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_pin_memory": torch.cuda.is_available(),
         # Loss = token mean over the whole optimizer step, all ranks and micro-batches together, so
@@ -96,17 +84,24 @@ def build_trainer(
     eval_dataset: Dataset | None,
     callbacks: list[Any] | None = None,
 ) -> SFTTrainer:
-    """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning)."""
-    from pipeline.adapters import peft_config_for
-    from pipeline.attention import use_packed_sdpa
-    from pipeline.speed import score_trained_positions_only
+    """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning).
 
-    score_trained_positions_only(recipe.train.score_trained_only)
-    if recipe.train.padding_free or recipe.train.packing:
-        use_packed_sdpa(model)
-    return _trainer_class()(
+    The speed levers it turns on are recorded in pipeline.train.patches.registry (manifest.json lists them)."""
+    from pipeline.models.adapters import peft_config_for
+    from pipeline.train.attention import use_packed_sdpa
+    from pipeline.train.patches.registry import record
+    from pipeline.train.patches.trl_lm_head import score_trained_positions_only
+
+    train = recipe.train
+    score_trained_positions_only(train.score_trained_only)
+    rows = train.padding_free or train.packing
+    record("packed_sdpa", rows and use_packed_sdpa(model), "" if rows else "padded batches")
+    args = build_sft_config(recipe, run_dir)
+    mixed = bool(args.bf16 or args.fp16)
+    record("skip_peft_input_casts", mixed and recipe.adapter.method != "full", "" if mixed else "no autocast")
+    return _trainer_class(train.group_by_length and not train.packing)(
         model=model,
-        args=build_sft_config(recipe, run_dir),
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
@@ -115,15 +110,15 @@ def build_trainer(
     )
 
 
-def _trainer_class() -> type[SFTTrainer]:
-    """SFTTrainer whose group_by_length batches come in random order (pipeline.sampling says why) and whose
-    adapters take their inputs as they come while mixed precision autocasts every forward."""
+def _trainer_class(group_by_length: bool) -> type[SFTTrainer]:
+    """SFTTrainer whose adapters take their inputs as they come while mixed precision autocasts every forward,
+    and whose group_by_length batches come in random order (pipeline.train.patches.trainer_sampler)."""
     from peft.helpers import disable_input_dtype_casting
     from trl import SFTTrainer
 
-    from pipeline.sampling import length_grouped_sampler
+    from pipeline.train.patches.trainer_sampler import sampler_mixins
 
-    class PipelineSFTTrainer(SFTTrainer):
+    class PipelineSFTTrainer(*sampler_mixins(group_by_length), SFTTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
             # Mixed precision runs every forward under autocast, which casts each LoRA input to bf16 for
             # its matmul anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of
@@ -131,12 +126,5 @@ def _trainer_class() -> type[SFTTrainer]:
             mixed = bool(self.args.bf16 or self.args.fp16)
             with disable_input_dtype_casting(self.model, active=mixed):
                 return super().train(*args, **kwargs)
-
-        def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Any:
-            dataset = self.train_dataset if train_dataset is None else train_dataset
-            grouped = self.args.train_sampling_strategy == "group_by_length"
-            if grouped and dataset is not None and "input_ids" in getattr(dataset, "column_names", ()):
-                return length_grouped_sampler(self, dataset)
-            return super()._get_train_sampler(train_dataset)
 
     return PipelineSFTTrainer

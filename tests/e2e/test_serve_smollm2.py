@@ -13,7 +13,7 @@ import openai
 import pytest
 from live_server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.recipe import load_recipe
+from pipeline.config.loader import load_recipe
 from pipeline.workflow import finetune
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_bf16_lora_trains_on_the_gpu(make_recipe: Any) -> None:

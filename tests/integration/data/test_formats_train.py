@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from conftest import write_jsonl
 
-from pipeline.data import load_splits, tokenize_records
-from pipeline.export import save_adapter
-from pipeline.modeling import load_base_model, load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.training import build_trainer
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
+from pipeline.data.tokenize import tokenize_records
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.models.saving import save_adapter
+from pipeline.train.sft import build_trainer
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "recipes" / "templates" / "chatml.jinja"
+TEMPLATE = Path(__file__).resolve().parents[3] / "recipes" / "templates" / "chatml.jinja"
 ANSWER = "It joins path segments."
 
 
@@ -79,11 +80,11 @@ def test_every_format_trains_through_one_recipe(make_recipe: Any, tmp_path: Path
             )
         )
     )
-    splits = load_splits(recipe)
+    splits = load_splits(recipe.data)
     assert len(splits.train) == 20
     tokenizer = load_tokenizer(recipe.model)
     tokenizer.pad_token = tokenizer.eos_token  # the SmolLM2 situation: padding must not mask EOS
-    dataset = tokenize_records(splits.train, tokenizer, recipe)
+    dataset = tokenize_records(splits.train, tokenizer, recipe.train)
 
     by_file: dict[str, set[str]] = {}
     for row in dataset:

@@ -10,9 +10,9 @@ from typing import Any
 from conftest import CONVERSATIONS, write_jsonl
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.app import app
+from pipeline.config.loader import load_recipe
 from pipeline.errors import DataError
-from pipeline.recipe import load_recipe
 from pipeline.workflow import finetune
 
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.recipe import load_recipe
+from pipeline.cli.app import app
+from pipeline.config.loader import load_recipe
 from pipeline.workflow import finetune
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 EVAL_KEYS = {
     "schema_version",
     "recipe",

@@ -29,7 +29,7 @@ def test_destructive_learning_rate_fails_the_gate(make_recipe: Any, tmp_path: Pa
         text=True,
         timeout=600,
         env=env,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert result.returncode == EvaluationGateError.exit_code, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -24,13 +24,13 @@ from conftest import CONVERSATIONS, write_jsonl
 
 pytest.importorskip("olah", reason="olah (dev extra) serves the Hub mirror")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 IDS = [[4, 17, 33, 60, 5, 9, 21, 2]]
 BASE, ADAPTER, DATA = "test-org/tiny-llama", "test-org/tiny-adapter", "test-org/tiny-chat"
 
 LOAD = """
 import json, sys, torch
-from pipeline.targets import load_target
+from pipeline.models.artifacts import load_target
 results = {}
 for target in json.loads(sys.argv[1]):
     loaded = load_target(target)

@@ -16,13 +16,13 @@ from conftest import CONVERSATIONS, write_jsonl
 from hubserver import FakeHub
 
 TOKEN = "hf_FAKEfaketoken1234567890"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROMPT_IDS = [[4, 17, 33, 60, 5, 9, 21, 2]]
 
 LOAD_BY_ID = """
 import json, sys, torch
 from peft import AutoPeftModelForCausalLM
-from pipeline.targets import load_target
+from pipeline.models.artifacts import load_target
 repo, revision, out = sys.argv[1], sys.argv[2] or None, sys.argv[3]
 ids = torch.tensor(json.loads(sys.argv[4]))
 loaded = load_target(repo, revision=revision)
@@ -99,7 +99,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
 
 
 def local_logits(run_dir: Path) -> torch.Tensor:
-    from pipeline.targets import load_target
+    from pipeline.models.artifacts import load_target
 
     with torch.no_grad():
         return load_target(str(run_dir)).model(torch.tensor(PROMPT_IDS)).logits

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from wordy_model import save_wordy_model
 
-from pipeline.chat import run_chat
-from pipeline.formatting import render
-from pipeline.generation import Sampling, generate
+from pipeline.data.formatting import render
+from pipeline.inference.chat import run_chat
+from pipeline.inference.generation import Sampling, generate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 Q1, Q2, Q3 = "What does json.dumps do?", "What is the quick brown fox?", "Hello, how are you?"
 
 

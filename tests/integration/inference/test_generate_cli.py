@@ -11,9 +11,9 @@ from conftest import write_jsonl
 from typer.testing import CliRunner
 from wordy_model import save_wordy_model
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 from pipeline.errors import DataError
-from pipeline.generation import Sampling, generate
+from pipeline.inference.generation import Sampling, generate
 
 QUESTION = "What does json.dumps do?"
 GREEDY = ["--greedy", "--max-new-tokens", "6", "--device", "cpu"]

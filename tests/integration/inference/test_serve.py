@@ -15,11 +15,11 @@ import pytest
 from live_server import live_server
 from wordy_model import save_wordy_model
 
-from pipeline.generation import Sampling, generate, generate_text
-from pipeline.serve import create_app
-from pipeline.serve_engine import Engine, build_engine
-from pipeline.serve_schema import ChatCompletionRequest
-from pipeline.targets import load_target
+from pipeline.inference.engine import Engine, build_engine
+from pipeline.inference.generation import Sampling, generate, generate_text
+from pipeline.inference.schema import ChatCompletionRequest
+from pipeline.inference.server import create_app
+from pipeline.models.artifacts import load_target
 
 KEY = "sk-test-key"
 USER = [{"role": "user", "content": "What does json.dumps do?"}]

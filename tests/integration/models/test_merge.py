@@ -13,14 +13,15 @@ from conftest import CONVERSATIONS, write_jsonl
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.data import load_splits, tokenize_records
+from pipeline.cli.app import app
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
+from pipeline.data.tokenize import tokenize_records
 from pipeline.errors import AssetError, RecipeError
-from pipeline.export import save_adapter
-from pipeline.merge import merge_run
-from pipeline.modeling import load_base_model, load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.training import build_trainer
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.models.merge import merge_run
+from pipeline.models.saving import save_adapter
+from pipeline.train.sft import build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
         yaml.safe_dump(loaded.to_dict()), encoding="utf-8"
     )  # what finetune writes
     tokenizer = load_tokenizer(loaded.model)
-    dataset = tokenize_records(load_splits(loaded).train, tokenizer, loaded)
+    dataset = tokenize_records(load_splits(loaded.data).train, tokenizer, loaded.train)
     trainer = build_trainer(loaded, run, load_base_model(loaded.model), tokenizer, dataset, None)
     trainer.train()
     save_adapter(trainer.model, tokenizer, run / "adapter", save=trainer.save_model)
@@ -119,7 +120,7 @@ def test_cli_merge_reports_the_difference(run_dir: Path, tmp_path: Path) -> None
 def test_weight_comparison_names_the_tensor_that_changed(tiny_model_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from pipeline.merge import _differing_weights
+    from pipeline.models.merge import _differing_weights
 
     saved, reloaded = (AutoModelForCausalLM.from_pretrained(tiny_model_dir) for _ in range(2))
     assert _differing_weights(saved, reloaded) == []

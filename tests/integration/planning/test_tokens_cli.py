@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.data import load_splits
-from pipeline.hygiene import recipe_for
-from pipeline.modeling import load_tokenizer
-from pipeline.tokens import model_counts
+from pipeline.cli.app import app
+from pipeline.data.adhoc import recipe_for
+from pipeline.data.splits import load_splits
+from pipeline.models.loading import load_tokenizer
+from pipeline.planning.tokens import model_counts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,7 +42,7 @@ def test_tokens_on_a_file_with_measured_throughput(
         str(tmp_path / "out"),
     )
     recipe = recipe_for(train_file, recipe_path)
-    expected = model_counts(load_splits(recipe).train, load_tokenizer(recipe.model), recipe)
+    expected = model_counts(load_splits(recipe.data).train, load_tokenizer(recipe.model), recipe.train)
     train = report["train"]
     assert train["examples"] == 24 and train["per_example"] == expected["per_example"]
     assert train["above_max_length"] == expected["above_max_length"] > 0

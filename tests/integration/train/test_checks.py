@@ -12,14 +12,16 @@ import torch
 from conftest import CONVERSATIONS, write_jsonl
 from safetensors.torch import load_file, save_file
 
-from pipeline.checks import adapter_file_problems, compare_logits, run_checks, serving_warnings
-from pipeline.data import load_splits, tokenize_records
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
+from pipeline.data.tokenize import tokenize_records
 from pipeline.errors import AssetError
-from pipeline.export import save_adapter
-from pipeline.merge import merge_run
-from pipeline.modeling import load_base_model, load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.training import build_trainer
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.models.merge import merge_run
+from pipeline.models.probes import compare_logits
+from pipeline.models.saving import save_adapter
+from pipeline.train.checks import adapter_file_problems, run_checks, serving_warnings
+from pipeline.train.sft import build_trainer
 from pipeline.workflow import finetune
 
 NO_EVAL = {"enabled": False}
@@ -28,7 +30,7 @@ NO_EVAL = {"enabled": False}
 def _train(recipe_path: Path, run_dir: Path) -> tuple[Any, Any, Any, Path]:
     recipe = load_recipe(str(recipe_path))
     tokenizer = load_tokenizer(recipe.model)
-    dataset = tokenize_records(load_splits(recipe).train, tokenizer, recipe)
+    dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
     trainer = build_trainer(recipe, run_dir, load_base_model(recipe.model), tokenizer, dataset, None)
     trainer.train()
     return (
@@ -115,7 +117,7 @@ def test_compare_logits_uses_a_dtype_tolerance() -> None:
 def test_added_special_tokens_train_reload_warn_and_merge(make_recipe: Any, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.targets import load_target
+    from pipeline.models.artifacts import load_target
 
     tool_chats = [
         [

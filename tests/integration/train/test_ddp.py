@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CPU_DDP = ROOT / "recipes" / "accelerate" / "cpu-ddp.yaml"
 # Per-device batch 2 on 2 ranks = global batch 4. group_by_length off: its mega-batches are sized by the
 # per-process batch, so the sample order would differ from the 1-process batch-4 run by design.
@@ -120,7 +120,7 @@ def test_world_size_two_matches_one_process_with_the_global_batch(
     ddp_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """2 ranks x batch 2 == 1 rank x batch 4: loss at every step and the final adapter within 1e-4."""
-    from pipeline.recipe import load_recipe
+    from pipeline.config.loader import load_recipe
     from pipeline.workflow import finetune
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)

@@ -4,7 +4,7 @@ Gradient accumulation is exact because the loss is a token average over the whol
 transformers counts the trained tokens of all accumulated micro-batches first (num_items_in_batch),
 each micro-batch loss is its token sum divided by that count, and the gradients add up to the gradient
 of the step's token mean. Across processes, average_tokens_across_devices=True (set in
-pipeline.training) gathers that count from every rank; see tests/integration/test_ddp.py.
+pipeline.train.sft) gathers that count from every rank; see tests/integration/test_ddp.py.
 Padding-free rows and group_by_length keep this exact: group_by_length sizes its mega-batches by
 batch_size x grad_accum, which is 4 in both runs below, so both see the same examples in each step.
 """
@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.data import load_splits, tokenize_records
-from pipeline.modeling import load_base_model, load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.training import build_trainer
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
+from pipeline.data.tokenize import tokenize_records
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.train.sft import build_trainer
 
 
 def _train(make_recipe: Any, tmp_path: Path, batch_size: int, grad_accum: int) -> tuple[list[float], dict]:
@@ -36,7 +37,7 @@ def _train(make_recipe: Any, tmp_path: Path, batch_size: int, grad_accum: int) -
     tokenizer = load_tokenizer(recipe.model)
     torch.manual_seed(recipe.train.seed)
     model = load_base_model(recipe.model)
-    dataset = tokenize_records(load_splits(recipe).train, tokenizer, recipe)
+    dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
     trainer = build_trainer(recipe, tmp_path / "run", model, tokenizer, dataset, None)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pipeline.checks import probe_batch, probe_logits
-from pipeline.merge import merge_run
-from pipeline.recipe import RECIPES_DIR, load_recipe
+from pipeline.config.loader import RECIPES_DIR, load_recipe
+from pipeline.models.merge import merge_run
+from pipeline.models.probes import probe_batch, probe_logits
 from pipeline.workflow import finetune
 
 METHODS = {

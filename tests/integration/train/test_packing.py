@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from pipeline.data import load_splits, tokenize_records
-from pipeline.modeling import load_base_model, load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.training import build_trainer
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
+from pipeline.data.tokenize import tokenize_records
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.train.sft import build_trainer
 
 
 def _loss_and_batch(
@@ -28,7 +29,7 @@ def _loss_and_batch(
     )
     tokenizer = load_tokenizer(recipe.model)
     model = load_base_model(recipe.model)  # fp32
-    dataset = tokenize_records(load_splits(recipe).train[:8], tokenizer, recipe)
+    dataset = tokenize_records(load_splits(recipe.data).train[:8], tokenizer, recipe.train)
     trainer = build_trainer(recipe, tmp_path / name, model, tokenizer, dataset, None)
     rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     batch = trainer.data_collator(rows)

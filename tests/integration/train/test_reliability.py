@@ -1,4 +1,4 @@
-"""Failures during a real (tiny) finetune through pipeline.cli.main: a non-finite loss, a full or read-only
+"""Failures during a real (tiny) finetune through pipeline.cli.app.main: a non-finite loss, a full or read-only
 disk, and a --from-manifest re-run that reproduces the recorded run."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from conftest import run_cli
 from safetensors.torch import load_file
 
-from pipeline.resume import checkpoint_problem
+from pipeline.train.resume import checkpoint_problem
 
 
 @pytest.fixture(autouse=True)
@@ -137,7 +137,7 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
     yield mount
     for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        subprocess.run(["umount", "-l", str(folder)])
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_storage_errors_from_any_layer_become_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # torch.save reports a full disk as a RuntimeError, not an OSError; it must read the same.
-    import pipeline.manifest
+    import pipeline.train.manifest
 
     def full(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError(
@@ -181,7 +181,7 @@ def test_storage_errors_from_any_layer_become_one_line(
             "data/0: file write failed"
         )
 
-    monkeypatch.setattr(pipeline.manifest, "write_json", full)
+    monkeypatch.setattr(pipeline.train.manifest, "write_json", full)
     code, err = run_cli(
         ["finetune", str(make_recipe(data={"allow_contamination": True}))], monkeypatch, capsys
     )

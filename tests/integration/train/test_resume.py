@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 DRIVER = """
 import os, signal, sys
 from transformers import TrainerCallback
-import pipeline.training as training
+import pipeline.train.sft as training
 
 class SendSignal(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
@@ -32,10 +32,10 @@ def build_trainer(*args, callbacks=None, **kwargs):
     return original(*args, callbacks=[*(callbacks or []), SendSignal()], **kwargs)
 training.build_trainer = build_trainer
 sys.argv = ["pipeline", *sys.argv[1:]]
-from pipeline.cli import main
+from pipeline.cli.app import main
 main()
 """
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _finetune(
@@ -145,12 +145,12 @@ def test_resume_refuses_changed_inputs_unless_forced(
     caplog: pytest.LogCaptureFixture,
     request: pytest.FixtureRequest,
 ) -> None:
-    # In-process through pipeline.cli.main (no interpreter start-ups): SIGTERM, refusal, forced resume.
+    # In-process through pipeline.cli.app.main (no interpreter start-ups): SIGTERM, refusal, forced resume.
     import torch
     from transformers import TrainerCallback
 
-    import pipeline.training
-    from pipeline.cli import main
+    import pipeline.train.sft
+    from pipeline.cli.app import main
 
     class SigtermAfterStep1(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
@@ -171,10 +171,10 @@ def test_resume_refuses_changed_inputs_unless_forced(
         train={"max_steps": 4, "save_steps": 2, "precision": "fp32"},
         eval={"enabled": False},
     )
-    original = pipeline.training.build_trainer
+    original = pipeline.train.sft.build_trainer
     with monkeypatch.context() as patch:
         patch.setattr(
-            pipeline.training,
+            pipeline.train.sft,
             "build_trainer",
             lambda *a, callbacks=(), **k: original(*a, callbacks=[*callbacks, SigtermAfterStep1()], **k),
         )

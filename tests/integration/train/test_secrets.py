@@ -14,7 +14,7 @@ from hubserver import FakeHub
 
 TOKEN = "hf_LEAKCANARYxq7Zt3Vb9Nw2Rk5Pm8"
 OTHER_SECRET = "sk-LEAKCANARYotherSecret0123456789"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -84,7 +84,7 @@ def test_no_secret_in_any_output(make_recipe: Any, tmp_path: Path) -> None:
 def test_a_secret_in_a_recipe_field_is_refused_before_anything_is_written(
     make_recipe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline.cli import main
+    from pipeline.cli.app import main
 
     recipe = make_recipe(data={"allow_contamination": True}, train={"max_steps": 1}, eval={"enabled": False})
     monkeypatch.setenv("HF_TOKEN", TOKEN)

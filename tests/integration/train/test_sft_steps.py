@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 
-from pipeline.data import load_splits, tokenize_records
-from pipeline.export import save_adapter
-from pipeline.modeling import load_base_model, load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.training import build_trainer
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
+from pipeline.data.tokenize import tokenize_records
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.models.saving import save_adapter
+from pipeline.train.sft import build_trainer
 
 
 def _trained(make_recipe: Any, tmp_path: Path) -> tuple[Any, Any, dict[str, torch.Tensor], Path]:
@@ -19,7 +20,7 @@ def _trained(make_recipe: Any, tmp_path: Path) -> tuple[Any, Any, dict[str, torc
     tokenizer = load_tokenizer(recipe.model)
     model = load_base_model(recipe.model)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    dataset = tokenize_records(load_splits(recipe).train, tokenizer, recipe)
+    dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
     trainer = build_trainer(recipe, tmp_path / "run", model, tokenizer, dataset, None)
     trainer.train()
     adapter_dir = save_adapter(
@@ -62,7 +63,7 @@ def test_lora_trains_adapter_only_and_reloads(make_recipe: Any, tmp_path: Path, 
 def test_loss_is_on_assistant_tokens_only(make_recipe: Any) -> None:
     recipe = load_recipe(str(make_recipe()))
     tokenizer = load_tokenizer(recipe.model)
-    row = tokenize_records(load_splits(recipe).train[:1], tokenizer, recipe)[0]
+    row = tokenize_records(load_splits(recipe.data).train[:1], tokenizer, recipe.train)[0]
     trained = tokenizer.decode(
         [t for t, m in zip(row["input_ids"], row["assistant_masks"], strict=True) if m]
     )

@@ -1,4 +1,4 @@
-"""Bad recipes, data files, CLI arguments and environment through the real entry point (pipeline.cli.main):
+"""Bad recipes, data files, CLI arguments and environment through the real entry point (pipeline.cli.app.main):
 each gives one `error:` line naming the file/field/line, a non-zero exit, no traceback, and writes nothing."""
 
 from __future__ import annotations

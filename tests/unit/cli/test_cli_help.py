@@ -6,7 +6,7 @@ import typer
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 
 
 def _command_paths(

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.config.loader import RECIPES_DIR, list_recipe_files, load_recipe, parse_overrides
 from pipeline.errors import RecipeError
-from pipeline.recipe import RECIPES_DIR, list_recipe_files, load_recipe, parse_overrides
+from pipeline.train.crosscheck import check_against_libraries
 
 
 def _recipe_ids() -> list[str]:
@@ -24,6 +25,7 @@ def test_recipes_folder_is_found_recursively() -> None:
 @pytest.mark.parametrize("relative", _recipe_ids())
 def test_every_shipped_recipe_validates(relative: str) -> None:
     recipe = load_recipe(str(RECIPES_DIR / relative))
+    check_against_libraries(recipe)  # trl's SFTConfig and peft's LoraConfig accept it too
     assert recipe.name == Path(relative).stem
     assert recipe.description, f"{relative} needs a one-line description"
 
@@ -44,7 +46,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
 def test_misspelled_section_suggests_the_right_one(tmp_path: Path) -> None:
     path = _write(tmp_path, {"adaptr": {"r": 8}, "data": {"train": "x.jsonl"}})
     with pytest.raises(RecipeError) as info:
-        load_recipe(str(path), check=False)
+        load_recipe(str(path))
     message = str(info.value)
     assert message.count("\n") == 0
     assert str(path) in message and "'adaptr'" in message and "did you mean 'adapter'" in message
@@ -53,26 +55,26 @@ def test_misspelled_section_suggests_the_right_one(tmp_path: Path) -> None:
 def test_misspelled_nested_key_suggests_field(tmp_path: Path) -> None:
     path = _write(tmp_path, {"train": {"learnin_rate": 1e-4}, "data": {"train": "x.jsonl"}})
     with pytest.raises(RecipeError, match=r"train\.learnin_rate'; did you mean 'learning_rate'"):
-        load_recipe(str(path), check=False)
+        load_recipe(str(path))
 
 
 def test_out_of_range_value_names_field_and_value(tmp_path: Path) -> None:
     path = _write(tmp_path, {"adapter": {"r": 0}, "data": {"train": "x.jsonl"}})
     with pytest.raises(RecipeError, match=r"adapter\.r: Input should be greater than 0 \(got 0\)"):
-        load_recipe(str(path), check=False)
+        load_recipe(str(path))
 
 
 def test_all_errors_reported_at_once(tmp_path: Path) -> None:
     path = _write(tmp_path, {"adapter": {"r": 0, "alpha": -1}, "data": {"train": "x.jsonl"}})
     with pytest.raises(RecipeError) as info:
-        load_recipe(str(path), check=False)
+        load_recipe(str(path))
     assert "adapter.r" in str(info.value) and "adapter.alpha" in str(info.value)
 
 
 def test_missing_data_section_is_named(tmp_path: Path) -> None:
     path = _write(tmp_path, {"model": {"name": "x/y"}})
     with pytest.raises(RecipeError, match=r"data is required"):
-        load_recipe(str(path), check=False)
+        load_recipe(str(path))
 
 
 def test_overrides_are_typed_and_nested() -> None:
@@ -97,6 +99,6 @@ def test_unknown_recipe_name_suggests_close_match() -> None:
 
 
 def test_recipe_is_frozen() -> None:
-    recipe = load_recipe("lora-small", check=False)
+    recipe = load_recipe("lora-small")
     with pytest.raises(Exception, match="frozen"):
         recipe.train.max_steps = 5  # type: ignore[misc]

@@ -11,11 +11,11 @@ from conftest import CONVERSATIONS, build_tiny_tokenizer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pipeline.audit import audit, check_example, compute_stats, special_ids
-from pipeline.cli import app
-from pipeline.data import tokenize_records
+from pipeline.cli.app import app
+from pipeline.config.loader import load_recipe
+from pipeline.data.audit import audit, check_example, compute_stats, special_ids
+from pipeline.data.tokenize import tokenize_records
 from pipeline.errors import DataError
-from pipeline.recipe import load_recipe
 
 NO_END_TOKEN = (  # an Alpaca-style text template: assistant turns end with a newline, no special token
     "{% for m in messages %}{% if m['role'] == 'user' %}### Question: {{ m['content'] }}\n"
@@ -51,10 +51,10 @@ def test_cli_audit_highlights_trained_tokens_and_prints_statistics(make_recipe: 
 
 
 def test_statistics_count_truncation_and_lost_trained_tokens(make_recipe: Any) -> None:
-    recipe = load_recipe(str(make_recipe(train={"max_length": 30})), check=False)
+    recipe = load_recipe(str(make_recipe(train={"max_length": 30})))
     records = [{"messages": m, "prompt_turns": 0, "location": f"r:{i}"} for i, m in enumerate(CONVERSATIONS)]
     tokenizer = build_tiny_tokenizer()
-    dataset = tokenize_records(records, tokenizer, recipe, keep_untrained=True)
+    dataset = tokenize_records(records, tokenizer, recipe.train, keep_untrained=True)
     stats = compute_stats(dataset, 30)
     lengths = dataset["num_tokens"]
     assert stats.examples == 4 and stats.truncated == sum(n > 30 for n in lengths) > 0
@@ -64,7 +64,7 @@ def test_statistics_count_truncation_and_lost_trained_tokens(make_recipe: Any) -
 
 
 def test_audit_stops_when_an_example_trains_on_zero_tokens(make_recipe: Any) -> None:
-    recipe = load_recipe(str(make_recipe(train={"max_length": 8})), check=False)
+    recipe = load_recipe(str(make_recipe(train={"max_length": 8})))
     with pytest.raises(
         DataError,
         match=r"train.jsonl:1: this example would train on zero tokens \(its trained tokens all lie past "
@@ -76,7 +76,7 @@ def test_audit_stops_when_an_example_trains_on_zero_tokens(make_recipe: Any) -> 
 def test_audit_stops_when_the_template_has_no_end_of_turn_token(make_recipe: Any, tmp_path: Path) -> None:
     template = tmp_path / "no-eot.jinja"
     template.write_text(NO_END_TOKEN, encoding="utf-8")
-    recipe = load_recipe(str(make_recipe(model={"chat_template": str(template)})), check=False)
+    recipe = load_recipe(str(make_recipe(model={"chat_template": str(template)})))
     with pytest.raises(
         DataError,
         match=r"train.jsonl:1: a trained assistant turn .* ends without a trained "
@@ -87,7 +87,7 @@ def test_audit_stops_when_the_template_has_no_end_of_turn_token(make_recipe: Any
 
 
 def test_untrained_eos_is_reported_with_the_token_that_follows() -> None:
-    from pipeline.formatting import tokenize_conversation
+    from pipeline.data.formatting import tokenize_conversation
 
     tokenizer = build_tiny_tokenizer()
     row = tokenize_conversation(tokenizer, CONVERSATIONS[0], 64)

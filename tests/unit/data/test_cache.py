@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from conftest import CONVERSATIONS, build_tiny_tokenizer
 
-import pipeline.data
-from pipeline.data import tokenize_records
-from pipeline.formatting import tokenize_conversation
-from pipeline.recipe import load_recipe
+import pipeline.data.tokenize
+from pipeline.config.loader import load_recipe
+from pipeline.data.formatting import tokenize_conversation
+from pipeline.data.tokenize import tokenize_records
 
 RECORDS = [
     {"messages": m, "prompt_turns": 0, "location": f"x.jsonl:{i}"} for i, m in enumerate(CONVERSATIONS)
@@ -23,21 +23,21 @@ def builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[int]:
     """Count the real tokenization passes, with the pipeline cache in a temporary folder."""
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
     counter: list[int] = []
-    original = pipeline.data._build
+    original = pipeline.data.tokenize._build
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         counter.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline.data, "_build", counting)
+    monkeypatch.setattr(pipeline.data.tokenize, "_build", counting)
     return counter
 
 
 def test_second_run_reuses_the_cache(make_recipe: Any, builds: list[int], tmp_path: Path) -> None:
-    recipe = load_recipe(str(make_recipe()), check=False)
+    recipe = load_recipe(str(make_recipe()))
     tokenizer = build_tiny_tokenizer()
-    first = tokenize_records(RECORDS, tokenizer, recipe)
-    second = tokenize_records(RECORDS, tokenizer, recipe)
+    first = tokenize_records(RECORDS, tokenizer, recipe.train)
+    second = tokenize_records(RECORDS, tokenizer, recipe.train)
     assert len(builds) == 1
     assert second["input_ids"] == first["input_ids"] and second["assistant_masks"] == first["assistant_masks"]
     entries = list((tmp_path / "cache" / "datasets").iterdir())
@@ -46,12 +46,12 @@ def test_second_run_reuses_the_cache(make_recipe: Any, builds: list[int], tmp_pa
 
 
 def test_a_changed_tokenizer_is_not_served_from_the_cache(make_recipe: Any, builds: list[int]) -> None:
-    recipe = load_recipe(str(make_recipe()), check=False)
+    recipe = load_recipe(str(make_recipe()))
     tokenizer = build_tiny_tokenizer()
-    before = tokenize_records(RECORDS, tokenizer, recipe)
+    before = tokenize_records(RECORDS, tokenizer, recipe.train)
     changed = build_tiny_tokenizer()
     changed.add_tokens(["json.dumps"])  # a new token: different ids for the same text
-    after = tokenize_records(RECORDS, changed, recipe)
+    after = tokenize_records(RECORDS, changed, recipe.train)
     assert len(builds) == 2
     assert after["input_ids"] != before["input_ids"]
     fresh = tokenize_conversation(changed, CONVERSATIONS[0], recipe.train.max_length)
@@ -60,9 +60,9 @@ def test_a_changed_tokenizer_is_not_served_from_the_cache(make_recipe: Any, buil
 
 @pytest.mark.parametrize("change", ["template", "data", "max_length", "loss_on"])
 def test_any_other_input_invalidates_the_cache(make_recipe: Any, builds: list[int], change: str) -> None:
-    recipe = load_recipe(str(make_recipe()), check=False)
+    recipe = load_recipe(str(make_recipe()))
     tokenizer = build_tiny_tokenizer()
-    tokenize_records(RECORDS, tokenizer, recipe)
+    tokenize_records(RECORDS, tokenizer, recipe.train)
     records = RECORDS
     if change == "template":
         tokenizer.chat_template = tokenizer.chat_template.replace("<|im_end|>", "<|im_end|> ")
@@ -70,8 +70,8 @@ def test_any_other_input_invalidates_the_cache(make_recipe: Any, builds: list[in
         records = [*RECORDS[:-1], {**RECORDS[-1], "messages": CONVERSATIONS[0]}]
     else:
         value = {"max_length": 32} if change == "max_length" else {"loss_on": "all"}
-        recipe = load_recipe(str(make_recipe(train=value)), check=False)
-    tokenize_records(records, tokenizer, recipe)
+        recipe = load_recipe(str(make_recipe(train=value)))
+    tokenize_records(records, tokenizer, recipe.train)
     assert len(builds) == 2
 
 
@@ -79,8 +79,8 @@ def test_cache_can_be_switched_off(
     make_recipe: Any, builds: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PIPELINE_DATA_CACHE", "0")
-    recipe = load_recipe(str(make_recipe()), check=False)
+    recipe = load_recipe(str(make_recipe()))
     tokenizer = build_tiny_tokenizer()
-    tokenize_records(RECORDS, tokenizer, recipe)
-    tokenize_records(RECORDS, tokenizer, recipe)
+    tokenize_records(RECORDS, tokenizer, recipe.train)
+    tokenize_records(RECORDS, tokenizer, recipe.train)
     assert len(builds) == 2

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from conftest import CONVERSATIONS, build_tiny_tokenizer
 
-from pipeline.audit import check_example, special_ids
-from pipeline.formatting import TemplateMismatch, tokenize_conversation
+from pipeline.data.audit import check_example, special_ids
+from pipeline.data.formatting import TemplateMismatch, tokenize_conversation
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "recipes" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[3] / "recipes" / "templates"
 # style: (bos, eos, other special tokens, what closes an assistant turn in the rendering)
 STYLES: dict[str, tuple[str, str, list[str], str]] = {
     "chatml": ("<|im_start|>", "<|im_end|>", [], "<|im_end|>\n"),

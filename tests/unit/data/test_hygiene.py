@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from conftest import write_jsonl
 
-from pipeline.data import load_splits
+from pipeline.config.loader import load_recipe
+from pipeline.data.hygiene import apply_hygiene, check_splits, hygiene_report
+from pipeline.data.pii import find_pii, iban_valid, luhn_valid, mask, redact
+from pipeline.data.splits import load_splits
 from pipeline.errors import DataError
-from pipeline.hygiene import apply_hygiene, check_splits, hygiene_report
-from pipeline.pii import find_pii, iban_valid, luhn_valid, mask, redact
-from pipeline.recipe import load_recipe
 
 LONG = (
     "The json module turns Python objects such as dicts, lists, strings and numbers into JSON text, and "
@@ -105,7 +105,7 @@ def test_mask_and_redact_never_show_the_value() -> None:
 
 def test_report_finds_everything_at_its_line(planted_recipe: Any) -> None:
     recipe = planted_recipe(allow_contamination=True)
-    splits = load_splits(recipe)
+    splits = load_splits(recipe.data)
     report = check_splits(splits).report
     train_file = str(recipe.resolve_path(recipe.data.train[0].path))
     dup = report["duplicates"]
@@ -125,7 +125,7 @@ def test_report_finds_everything_at_its_line(planted_recipe: Any) -> None:
         assert example.startswith(f"{train_file}:{line} (assistant turn 1): ")
         assert SECRETS[kind] not in example
     assert report["pii"]["eval"]["counts"] == {}
-    assert splits.train == load_splits(recipe).train  # reporting alone changes nothing
+    assert splits.train == load_splits(recipe.data).train  # reporting alone changes nothing
 
 
 def test_contamination_refused_unless_allowed(planted_recipe: Any) -> None:
@@ -133,13 +133,13 @@ def test_contamination_refused_unless_allowed(planted_recipe: Any) -> None:
     with pytest.raises(
         DataError, match=r"eval\.jsonl:2: 1 eval example.*train\.jsonl:14.*allow_contamination"
     ):
-        apply_hygiene(recipe, load_splits(recipe))
+        apply_hygiene(recipe.data, load_splits(recipe.data))
 
 
 def test_dedup_removes_duplicates_and_train_copies_of_eval(planted_recipe: Any) -> None:
     recipe = planted_recipe(dedup=True)
-    splits = load_splits(recipe)
-    result = apply_hygiene(recipe, splits)  # no error: the train copy of the eval example is dropped
+    splits = load_splits(recipe.data)
+    result = apply_hygiene(recipe.data, splits)  # no error: the train copy of the eval example is dropped
     kept = [r["location"].rsplit(":", 1)[1] for r in result.splits.train]
     assert kept == [str(n) for n in range(1, 14) if n not in (2, 4)]
     assert result.report["removed"] == 3 and result.report["contamination_after_dedup"] == 0
@@ -150,8 +150,8 @@ def test_redact_replaces_secrets_in_training_text(
     planted_recipe: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     recipe = planted_recipe(redact=True, allow_contamination=True)
-    with caplog.at_level(logging.WARNING, logger="pipeline.hygiene"):
-        result = apply_hygiene(recipe, load_splits(recipe))
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.hygiene"):
+        result = apply_hygiene(recipe.data, load_splits(recipe.data))
     logged = caplog.text
     assert "aws_access_key 1, email 1, hf_token 1" in logged and "replaced with placeholders" in logged
     assert "1 exact and 1 near-duplicate" in logged and "1 eval example(s) also in train" in logged

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from conftest import write_jsonl
 
-from pipeline.data import load_splits
+from pipeline.config.loader import load_recipe
+from pipeline.data.records import convert, detect_format
+from pipeline.data.splits import load_splits
 from pipeline.errors import DataError
-from pipeline.recipe import load_recipe
-from pipeline.records import convert, detect_format
 
 QA = [
     {"role": "user", "content": "What does json.dumps do?"},
@@ -133,9 +133,9 @@ def _bad_file(tmp_path: Path) -> Path:
 
 def test_bad_record_stops_the_run_with_file_and_line(make_recipe: Any, tmp_path: Path) -> None:
     path = _bad_file(tmp_path)
-    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": []})), check=False)
+    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": []})))
     with pytest.raises(DataError) as error:
-        load_splits(recipe)
+        load_splits(recipe.data)
     assert str(error.value).startswith(
         f"{path}:17: messages[2].role must be one of user, assistant, system (got 'bot'); "
     )
@@ -145,10 +145,9 @@ def test_bad_record_stops_the_run_with_file_and_line(make_recipe: Any, tmp_path:
 def test_skip_mode_counts_skipped_records(make_recipe: Any, tmp_path: Path) -> None:
     path = _bad_file(tmp_path)
     recipe = load_recipe(
-        str(make_recipe(data={"train": str(path), "eval": [], "on_invalid": "skip", "eval_size": 0})),
-        check=False,
+        str(make_recipe(data={"train": str(path), "eval": [], "on_invalid": "skip", "eval_size": 0}))
     )
-    splits = load_splits(recipe)
+    splits = load_splits(recipe.data)
     assert len(splits.train) == 19 and splits.skipped == {str(path): 1}
 
 
@@ -156,15 +155,15 @@ def test_empty_data_set_is_an_error(make_recipe: Any, tmp_path: Path) -> None:
     path = tmp_path / "data" / "empty.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n", encoding="utf-8")
-    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": []})), check=False)
+    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": []})))
     with pytest.raises(DataError, match="no usable records"):
-        load_splits(recipe)
+        load_splits(recipe.data)
 
 
 def test_invalid_json_line_is_named(make_recipe: Any, tmp_path: Path) -> None:
     path = tmp_path / "data" / "broken.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"messages": QA}) + "\n{not json\n", encoding="utf-8")
-    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": []})), check=False)
+    recipe = load_recipe(str(make_recipe(data={"train": str(path), "eval": []})))
     with pytest.raises(DataError, match=r"broken.jsonl:2: invalid JSON"):
-        load_splits(recipe)
+        load_splits(recipe.data)

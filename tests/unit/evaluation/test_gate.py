@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.config.schema import EvalSpec
 from pipeline.errors import EvaluationGateError
 from pipeline.evaluation.gate import check_gate, enforce_gate
-from pipeline.recipe import EvalSpec
 
 
 def _metrics(base_ppl: float, adapted_ppl: float, base_sim: float = 0.5, adapted_sim: float = 0.5) -> dict:

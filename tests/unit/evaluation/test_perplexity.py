@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import CONVERSATIONS
 
+from pipeline.data.formatting import tokenize_conversation, tokenize_text
 from pipeline.evaluation.perplexity import Window, distribution, perplexity, plan_windows
-from pipeline.formatting import tokenize_conversation, tokenize_text
 
 
 def _rows(tokenizer: Any) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.config.loader import validate_recipe_dict
 from pipeline.evaluation.report import comparison_rows, write_report
-from pipeline.recipe import validate_recipe_dict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

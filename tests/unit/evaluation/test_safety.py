@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from pipeline import generation
 from pipeline.errors import DataError
-from pipeline.generation import Generations
-from pipeline.safety import evaluate_safety, is_refusal, load_prompts, safety_checks
+from pipeline.evaluation.safety import evaluate_safety, is_refusal, load_prompts, safety_checks
+from pipeline.inference import generation
+from pipeline.inference.generation import Generations
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",

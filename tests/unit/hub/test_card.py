@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from pipeline.card import build_model_card, is_hub_id, write_loss_curve, write_model_card
-from pipeline.recipe import validate_recipe_dict
+from pipeline.config.loader import validate_recipe_dict
+from pipeline.hub.card import build_model_card, is_hub_id, write_loss_curve, write_model_card
 
 METRICS = {
     "base": {
@@ -124,10 +124,10 @@ def test_card_says_what_native_meant_in_the_run(
     """`native` depends on the machine, so the card records what it resolved to; explicit values stay as given."""
     import torch
 
-    import pipeline.modeling
+    import pipeline.models.precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(pipeline.modeling, "bf16_is_native", lambda: native)
+    monkeypatch.setattr(pipeline.models.precision, "bf16_is_native", lambda: native)
     card = recipe(
         model={"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "dtype": "native"},
         train={"precision": "native"},

@@ -1,4 +1,4 @@
-"""pipeline.hub without a server: what a push would send, and the one-line errors raised before any request."""
+"""pipeline.hub.push without a server: what a push would send, and the one-line errors raised before any request."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pipeline.errors import AssetError, HubError
-from pipeline.hub import push_files, push_run
-from pipeline.targets import split_revision
+from pipeline.hub.push import push_files, push_run
+from pipeline.models.artifacts import split_revision
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from conftest import CONVERSATIONS, build_tiny_model
 from wordy_model import make_wordy
 
 from pipeline.errors import PipelineError
-from pipeline.generation import Sampling, generate, generate_text, render_prompts
-from pipeline.generation_stream import TokenStream
+from pipeline.inference.generation import Sampling, generate, generate_text, render_prompts
+from pipeline.inference.stream import TokenStream
 
 PROMPTS = [c[:1] for c in CONVERSATIONS]
 

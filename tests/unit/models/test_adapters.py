@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.adapters import build_peft_config, embedding_module_names, peft_config_for
+from pipeline.config.loader import RECIPES_DIR, load_recipe
+from pipeline.config.schema import AdapterSpec, ModelSpec
 from pipeline.errors import RecipeError
-from pipeline.modeling import load_base_model, load_tokenizer, new_token_ids, quantization_config
-from pipeline.recipe import RECIPES_DIR, AdapterSpec, ModelSpec, load_recipe
+from pipeline.models.adapters import build_peft_config, embedding_module_names, peft_config_for
+from pipeline.models.loading import load_base_model, load_tokenizer, new_token_ids, quantization_config
+from pipeline.train.crosscheck import check_against_libraries
 
 
 def test_lora_options_reach_peft() -> None:
@@ -57,7 +59,7 @@ def test_full_fine_tuning_has_no_peft_config() -> None:
 @pytest.mark.parametrize("init", ["pissa", "loftq"])
 def test_inits_that_rewrite_the_base_are_refused_at_validation(make_recipe: Any, init: str) -> None:
     with pytest.raises(RecipeError) as info:
-        load_recipe(str(make_recipe(adapter={"init": init})))
+        check_against_libraries(load_recipe(str(make_recipe(adapter={"init": init}))))
     message = str(info.value)
     assert (
         "\n" not in message and f"adapter.init '{init}'" in message and "use default or gaussian" in message
@@ -67,7 +69,9 @@ def test_inits_that_rewrite_the_base_are_refused_at_validation(make_recipe: Any,
 def test_lora_on_lm_head_is_refused_with_the_fix(make_recipe: Any) -> None:
     """TRL's fused LM head multiplies by lm_head.weight, so a LoRA on lm_head would get no gradient."""
     with pytest.raises(RecipeError) as info:
-        load_recipe(str(make_recipe(adapter={"target_modules": ["q_proj", "lm_head"]})))
+        check_against_libraries(
+            load_recipe(str(make_recipe(adapter={"target_modules": ["q_proj", "lm_head"]})))
+        )
     message = str(info.value)
     assert "\n" not in message and "adapter.target_modules includes lm_head" in message
     assert "adapter.modules_to_save" in message
@@ -129,12 +133,12 @@ def test_there_are_gpu_recipes_for_lora_qlora_and_full() -> None:
 
 @pytest.mark.parametrize("path", _gpu_recipes(), ids=lambda p: p.stem)
 def test_gpu_recipe_validates_offline_and_names_its_gpu(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.assets
+    import pipeline.models.assets
 
     def no_download(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("validation tried to resolve (download) the model")
 
-    monkeypatch.setattr(pipeline.assets, "resolve_model", no_download)
+    monkeypatch.setattr(pipeline.models.assets, "resolve_model", no_download)
     recipe = load_recipe(str(path))
     header = path.read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith(f"# {path.stem}:"), "first line: '# <name>: ...'"

@@ -1,4 +1,4 @@
-"""pipeline.plan: exact parameter counts from config.json alone, memory arithmetic, sharding and proposals."""
+"""pipeline.planning.memory: exact parameter counts from config.json alone, memory arithmetic, sharding and proposals."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 import torch
 
+from pipeline.config.loader import load_recipe
 from pipeline.errors import RecipeError
-from pipeline.plan import GIB, activation_bytes_per_token, estimate, model_shape, parse_size, propose
-from pipeline.recipe import load_recipe
+from pipeline.planning.memory import (
+    GIB,
+    activation_bytes_per_token,
+    estimate,
+    model_shape,
+    parse_size,
+    propose,
+)
 
 
 @pytest.fixture
@@ -34,7 +41,7 @@ def test_shape_counts_match_the_real_model(recipe: Any, tiny_model: Any) -> None
     """Counts from the empty meta-device model equal those of the loaded model and its LoRA wrapper."""
     from peft import get_peft_model
 
-    from pipeline.adapters import build_peft_config
+    from pipeline.models.adapters import build_peft_config
 
     shape = model_shape(recipe)
     assert shape.params == sum(p.numel() for p in tiny_model.parameters())
@@ -56,7 +63,7 @@ def test_activation_formula_matches_saved_tensors(recipe: Any, tiny_model: Any) 
     """The per-token activation estimate is within 35% of the bytes autograd really keeps (tiny Llama, fp32)."""
     from peft import get_peft_model
 
-    from pipeline.adapters import build_peft_config
+    from pipeline.models.adapters import build_peft_config
 
     model = get_peft_model(tiny_model, build_peft_config(recipe.adapter)).train()
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -125,7 +132,7 @@ def test_propose_fits_the_budget_and_keeps_the_global_batch(make_recipe: Any) ->
 def test_cli_prints_breakdown_and_proposal(make_recipe: Any) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.cli.app import app
 
     path = make_recipe(train={"batch_size": 8, "max_length": 512})
     recipe = load_recipe(str(path))
@@ -151,9 +158,9 @@ def test_native_dtype_plans_bf16_where_bf16_is_native(
     recipe: Any, monkeypatch: pytest.MonkeyPatch, native: bool, cpu_bytes: int
 ) -> None:
     """model.dtype native: bf16 weights on a GPU target, and on a CPU target exactly where bf16 is native."""
-    import pipeline.modeling
+    import pipeline.models.precision
 
-    monkeypatch.setattr(pipeline.modeling, "bf16_is_native", lambda: native)
+    monkeypatch.setattr(pipeline.models.precision, "bf16_is_native", lambda: native)
     native_recipe = load_recipe(str(recipe.path), ["model.dtype=native"])
     shape = model_shape(native_recipe)
     assert rows(estimate(native_recipe, shape, device="cpu"))["base weights"] == shape.params * cpu_bytes

@@ -9,12 +9,19 @@ from typing import Any
 import pytest
 from conftest import CONVERSATIONS
 
-from pipeline import apitokens
-from pipeline.data import load_splits
-from pipeline.formatting import render
-from pipeline.modeling import load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.tokens import api_counts, distribution, estimate, measure_throughput, model_counts, run_tokens
+from pipeline.config.loader import load_recipe
+from pipeline.data.formatting import render
+from pipeline.data.splits import load_splits
+from pipeline.models.loading import load_tokenizer
+from pipeline.planning import api_tokens
+from pipeline.planning.tokens import (
+    api_counts,
+    distribution,
+    estimate,
+    measure_throughput,
+    model_counts,
+    run_tokens,
+)
 
 
 def test_distribution_nearest_rank() -> None:
@@ -26,7 +33,7 @@ def test_distribution_nearest_rank() -> None:
 def test_model_counts_match_the_rendered_conversations(make_recipe: Any, tiny_tokenizer: Any) -> None:
     recipe = load_recipe(str(make_recipe(train={"max_length": 40})))
     records = [{"messages": m, "prompt_turns": 0} for m in CONVERSATIONS]
-    counts = model_counts(records, tiny_tokenizer, recipe)
+    counts = model_counts(records, tiny_tokenizer, recipe.train)
     expected = [
         len(tiny_tokenizer(render(tiny_tokenizer, m), add_special_tokens=False)["input_ids"])
         for m in CONVERSATIONS
@@ -41,12 +48,12 @@ def test_model_counts_match_the_rendered_conversations(make_recipe: Any, tiny_to
 
 def test_tiktoken_counts_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
-    cl100k = apitokens.get_encoding("cl100k_base")
+    cl100k = api_tokens.get_encoding("cl100k_base")
     assert cl100k.encode("hello world") == [15339, 1917]  # tiktoken's documented ids
-    assert apitokens.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
+    assert api_tokens.get_encoding("o200k_base").encode("hello world") == [24912, 2375]
     record = {"messages": CONVERSATIONS[0]}
     content = sum(len(cl100k.encode(m["content"])) for m in CONVERSATIONS[0])
-    assert apitokens.count_record(cl100k, record) == content + 3 * 2 + 3
+    assert api_tokens.count_record(cl100k, record) == content + 3 * 2 + 3
     counts = api_counts([record, {"text": "hello world"}])
     assert counts["cl100k_base"]["per_example"] == [content + 9, 2]
     assert counts["o200k_base"]["total"] > 0
@@ -58,7 +65,7 @@ def test_tiktoken_unavailable_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     def missing(stem: str) -> bytes:
         raise ModuleNotFoundError("No module named 'quicktok'")
 
-    monkeypatch.setattr(apitokens, "_rebuild", missing)
+    monkeypatch.setattr(api_tokens, "_rebuild", missing)
     counts = api_counts([{"text": "hello"}])
     for name in ("cl100k_base", "o200k_base"):
         reason = counts[name]["unavailable"]
@@ -68,26 +75,26 @@ def test_tiktoken_unavailable_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
 def test_run_tokens_for_steps_and_epochs(make_recipe: Any) -> None:
     counts = {"examples": 100, "tokens_per_epoch": 5000}
     by_steps = load_recipe(str(make_recipe(train={"max_steps": 10, "batch_size": 4, "grad_accum": 2})))
-    assert run_tokens(by_steps, counts) == {
+    assert run_tokens(by_steps.train, counts) == {
         "steps": 10,
         "examples_per_step": 8,
         "tokens": 4000,
         "epochs": 0.8,
     }
     by_epochs = load_recipe(str(make_recipe(train={"max_steps": -1, "epochs": 2, "batch_size": 8})))
-    assert run_tokens(by_epochs, counts) == {
+    assert run_tokens(by_epochs.train, counts) == {
         "steps": 26,
         "examples_per_step": 8,
         "tokens": 10000,
         "epochs": 2.08,
     }
-    result = estimate(by_steps, counts, {"tokens_per_second": 200.0, "source": "given"})
+    result = estimate(by_steps.train, counts, {"tokens_per_second": 200.0, "source": "given"})
     assert result["seconds"] == 20.0 and result["source"] == "given"
 
 
 def test_measured_throughput_from_trainer_steps(make_recipe: Any) -> None:
     recipe = load_recipe(str(make_recipe()))
-    records = load_splits(recipe).train
+    records = load_splits(recipe.data).train
     result = measure_throughput(recipe, records, steps=3)
     assert result["measured_steps"] == 2 and result["source"] == "measured"
     assert result["tokens_per_second"] > 0 and result["seconds_per_step"] > 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "accelerate").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "recipes" / "accelerate").glob("*.yaml"))
 EXPECTED = {"cpu-ddp", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3", "two-node-fsdp"}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.attention import PACKED_SDPA, example_bounds, use_packed_sdpa
+from pipeline.train.attention import PACKED_SDPA, example_bounds, use_packed_sdpa
 
 
 def _row(*lengths: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""pipeline.cpu_head: the same per-token outputs and gradients as trl's fused-head kernel, on CPU."""
+"""pipeline.train.cpu_head: the same per-token outputs and gradients as trl's fused-head kernel, on CPU."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from trl.kernels import ChunkedLogProbFunction
 
-import pipeline.cpu_head as cpu_head
-from pipeline.cpu_head import CpuLogProbs
+import pipeline.train.cpu_head as cpu_head
+from pipeline.train.cpu_head import CpuLogProbs
 
 OUTPUTS = ("log_probs", "entropy", "is_top1")
 

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from pipeline.data import load_splits
+from pipeline.config.loader import load_recipe
+from pipeline.data.splits import load_splits
 from pipeline.errors import RecipeError
-from pipeline.guards import safe_child, storage_error
-from pipeline.manifest import build_manifest, differences, read_manifest, redact, write_manifest
-from pipeline.modeling import load_tokenizer
-from pipeline.recipe import load_recipe
-from pipeline.resume import checkpoint_problem, latest_checkpoint, normalize_resume_argv
+from pipeline.files import safe_child
+from pipeline.models.loading import load_tokenizer
+from pipeline.train.guards import storage_error
+from pipeline.train.manifest import build_manifest, differences, read_manifest, redact, write_manifest
+from pipeline.train.resume import checkpoint_problem, latest_checkpoint, normalize_resume_argv
 
 TOKEN = "hf_UNITtestTOKENabcdefgh12345"
 
@@ -28,7 +29,7 @@ TOKEN = "hf_UNITtestTOKENabcdefgh12345"
 def manifest_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
     def build(recipe_path: Path, *overrides: str) -> dict[str, Any]:
         recipe = load_recipe(str(recipe_path), list(overrides))
-        return build_manifest(recipe, load_splits(recipe), load_tokenizer(recipe.model))
+        return build_manifest(recipe, load_splits(recipe.data), load_tokenizer(recipe.model))
 
     return build
 

@@ -7,7 +7,7 @@ import random
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from pipeline.sampling import ShuffledLengthGroupedSampler
+from pipeline.train.sampling import ShuffledLengthGroupedSampler
 
 _RNG = random.Random(3)
 LENGTHS = [_RNG.randint(5, 300) for _ in range(800)]

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from pipeline.recipe import load_recipe
-from pipeline.sampling import ShuffledLengthGroupedSampler
-from pipeline.speed import score_trained_positions_only
-from pipeline.training import build_sft_config
+from pipeline.config.loader import load_recipe
+from pipeline.train.patches.trl_lm_head import score_trained_positions_only
+from pipeline.train.sampling import ShuffledLengthGroupedSampler
+from pipeline.train.sft import build_sft_config
 
 
 def _config(recipe: str, tmp_path: Path, *overrides: str) -> Any:
@@ -21,7 +21,7 @@ def _config(recipe: str, tmp_path: Path, *overrides: str) -> Any:
 def test_lora_small_gets_the_fast_settings(tmp_path: Path) -> None:
     """Padding-free batches in random order, no recomputation, fused AdamW, compact LM head, no LoRA
     dropout, and bf16 where it is native (bench/RESULTS.md)."""
-    from pipeline.modeling import bf16_is_native
+    from pipeline.models.precision import bf16_is_native
 
     recipe = load_recipe("lora-small", [])
     config = build_sft_config(recipe, tmp_path)
@@ -49,16 +49,16 @@ def test_native_precision_and_dtype_are_bf16_where_bf16_is_native(
 ) -> None:
     """native = bf16 autocast (and bf16 weights) wherever bf16 is native, never autocast for quantized
     models; auto keeps bf16 for GPUs."""
-    import pipeline.modeling
+    import pipeline.models.precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(pipeline.modeling, "bf16_is_native", lambda: native)
+    monkeypatch.setattr(pipeline.models.precision, "bf16_is_native", lambda: native)
     config = _config(
         "lora-small", tmp_path, f"train.precision={setting}", f"model.quantization={quantization}"
     )
     assert config.bf16 is bf16 and config.fp16 is False
     weights = torch.bfloat16 if setting == "native" and native else torch.float32
-    assert pipeline.modeling.resolve_dtype(setting) == weights
+    assert pipeline.models.precision.resolve_dtype(setting) == weights
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_build_trainer_applies_the_recipe_switch(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
-    from pipeline.training import build_trainer
+    from pipeline.train.sft import build_trainer
 
     rows = Dataset.from_dict({"input_ids": [[4, 5, 6, 7]], "assistant_masks": [[0, 0, 1, 1]]})
     cpu = torch.device("cpu")
@@ -153,7 +153,7 @@ def test_build_trainer_applies_the_recipe_switch(
             model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
             trainer = build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None)
             assert trl_utils._use_triton(cpu) is enabled
-            # group_by_length serves its length groups in random order (pipeline.sampling).
+            # group_by_length serves its length groups in random order (pipeline.train.sampling).
             assert isinstance(trainer._get_train_sampler(), ShuffledLengthGroupedSampler)
             assert trainer.model.config._attn_implementation == "packed_sdpa"  # padding_free (default)
     finally:
@@ -186,7 +186,7 @@ def test_adapter_inputs_skip_peft_casts_only_under_autocast(
     from peft.tuners.tuners_utils import BaseTunerLayer
     from transformers import AutoModelForCausalLM, TrainerCallback
 
-    from pipeline.training import build_trainer
+    from pipeline.train.sft import build_trainer
 
     seen: list[bool] = []
 

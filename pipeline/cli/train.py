@@ -1,0 +1,93 @@
+"""Training commands: `finetune`, `validate`, `plan` and `recipes`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from pipeline.cli.options import OVERRIDES_HELP
+from pipeline.errors import PipelineError
+
+
+def finetune(
+    recipe: str = typer.Argument(
+        None, help="Recipe name (recipes/<name>.yaml) or path; default lora-small.", show_default=False
+    ),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    resume: str = typer.Option(
+        None,
+        "--resume",
+        metavar="[RUN]",
+        show_default=False,
+        help="Continue from the newest complete checkpoint of RUN (a run folder), or of "
+        "this recipe's newest run when RUN is left out.",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Resume or re-run even though the recipe, data or world size changed (prints what changed).",
+    ),
+    from_manifest: str = typer.Option(
+        None,
+        "--from-manifest",
+        metavar="MANIFEST",
+        show_default=False,
+        help="Re-run the configuration recorded in runs/<run>/manifest.json.",
+    ),
+) -> None:
+    """Train an adapter (or the full model), evaluate base vs adapted and write runs/<recipe>-<time>/."""
+    from pipeline.train.resume import recipe_for_finetune
+    from pipeline.workflow import finetune as run_finetune
+
+    loaded, previous = recipe_for_finetune(recipe, overrides or [], resume, from_manifest)
+    run_finetune(loaded, resume=resume, force=force, previous=previous)
+
+
+def validate(
+    recipe: str = typer.Argument(..., help="Recipe name or path."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+) -> None:
+    """Check a recipe (and its trl/peft settings) without loading any weights."""
+    from pipeline.config.loader import load_recipe
+    from pipeline.train.crosscheck import check_against_libraries
+
+    loaded = load_recipe(recipe, overrides or [])
+    check_against_libraries(loaded)
+    typer.echo(f"{loaded.path}: OK ({loaded.adapter.method}, {loaded.model.name})")
+
+
+def plan(
+    recipe: str = typer.Argument(..., help="Recipe name or path."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="Devices the run is launched on."),
+    gpu_memory: str = typer.Option(
+        None, "--gpu-memory", help="Memory per device, e.g. 80GiB; proposes a fit."
+    ),
+    strategy: str = typer.Option("ddp", help="ddp, fsdp, zero2 or zero3 (how state is split over --gpus)."),
+    cpu: bool = typer.Option(False, "--cpu", help="Plan a CPU run (process RAM, fp32) instead of a GPU."),
+) -> None:
+    """Estimate peak memory per device from config.json alone (no weights) and propose a batch that fits."""
+    from pipeline.config.loader import load_recipe
+    from pipeline.planning.memory import parse_size, print_plan
+
+    loaded = load_recipe(recipe, overrides or [])
+    memory = parse_size(gpu_memory) if gpu_memory else None
+    print_plan(loaded, gpus, memory, strategy, "cpu" if cpu else "cuda")  # type: ignore[arg-type]
+
+
+def recipes() -> None:
+    """List the shipped recipes with their one-line descriptions."""
+    from rich.table import Table
+
+    from pipeline.config.loader import RECIPES_DIR, list_recipe_files, load_recipe
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("recipe")
+    table.add_column("description")
+    for path in list_recipe_files():
+        try:
+            description = load_recipe(str(path)).description
+        except PipelineError as exc:
+            description = f"[red]invalid: {exc}[/]"
+        table.add_row(str(path.relative_to(RECIPES_DIR).with_suffix("")), description)
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""Training data: sources -> validated records -> conversations -> token ids and loss masks; hygiene and audit."""

@@ -1,0 +1,106 @@
+"""Records -> token ids and loss masks: one record (encode_record) or a whole split as a cached Dataset."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pipeline.data.formatting import TemplateMismatch, tokenize_conversation, tokenize_text
+from pipeline.data.splits import invalid_record
+from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
+    from pipeline.config.schema import TrainSpec
+
+log = logging.getLogger(__name__)
+
+
+def encode_record(
+    record: dict[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int, loss_on: str
+) -> dict[str, Any]:
+    """input_ids, assistant_masks, num_tokens and num_trained of one record (raises TemplateMismatch)."""
+    if "text" in record:
+        return tokenize_text(tokenizer, record["text"], max_length)
+    return tokenize_conversation(
+        tokenizer, record["messages"], max_length, loss_on, record.get("prompt_turns", 0)
+    )
+
+
+def _build(
+    records: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    options: dict[str, Any],
+    desc: str,
+) -> tuple[Dataset, dict[str, Any]]:
+    from datasets import Dataset
+
+    columns: dict[str, list[Any]] = {
+        "input_ids": [],
+        "assistant_masks": [],
+        "num_tokens": [],
+        "num_trained": [],
+        "location": [],
+    }
+    skipped: dict[str, int] = {}
+    untrained = 0
+    for record in records:
+        location = record.get("location", "record")
+        try:
+            row = encode_record(record, tokenizer, options["max_length"], options["loss_on"])
+        except TemplateMismatch as exc:
+            invalid_record(options["on_invalid"], location, str(exc), skipped)
+            continue
+        if not any(row["assistant_masks"]) and not options["keep_untrained"]:
+            untrained += 1  # every trained token was cut by max_length
+            continue
+        row["location"] = location
+        for key, values in columns.items():
+            values.append(row[key])
+    if untrained:
+        log.warning(
+            "%s: %d example(s) had no trained token left after truncation to %d tokens and were dropped.",
+            desc,
+            untrained,
+            options["max_length"],
+        )
+    if not columns["input_ids"]:
+        raise DataError(
+            f"{desc}: no example has a trained token left; raise train.max_length or check the data."
+        )
+    return Dataset.from_dict(columns), {"skipped": skipped, "untrained": untrained}
+
+
+def tokenize_records(
+    records: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    train: TrainSpec,
+    on_invalid: str = "error",
+    desc: str = "Tokenizing",
+    skipped: dict[str, int] | None = None,
+    keep_untrained: bool = False,
+) -> Dataset:
+    """A datasets.Dataset of input_ids and assistant_masks (plus num_tokens, num_trained, location).
+
+    Conversations the chat template cannot render follow on_invalid (data.on_invalid; counted into `skipped`);
+    examples with no trained token left after truncation are dropped (kept with keep_untrained, for audits).
+    Results are cached (pipeline.data.cache).
+    """
+    from pipeline.data.cache import cached_dataset, content_key
+
+    options = {
+        "max_length": train.max_length,
+        "loss_on": train.loss_on,
+        "on_invalid": on_invalid,
+        "keep_untrained": keep_untrained,
+    }
+    key = content_key(records, tokenizer, options)
+    dataset, meta, hit = cached_dataset(key, lambda: _build(records, tokenizer, options, desc))
+    if hit:
+        log.info("%s: reusing the tokenized data cache (%s).", desc, key)
+    if skipped is not None:
+        for source, count in meta["skipped"].items():
+            skipped[source] = skipped.get(source, 0) + count
+    return dataset

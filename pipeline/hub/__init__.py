@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: push a run with its model card."""

@@ -1,0 +1,1 @@
+"""Inference: generation (batched, streamed), the terminal chat and the OpenAI-compatible server."""

@@ -1,0 +1,1 @@
+"""Models: the offline zoo, loading (dtype, quantization), LoRA configs, what a command points at, merging."""

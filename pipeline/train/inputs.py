@@ -1,0 +1,62 @@
+"""What a training run starts from: the recipe's data (checked, tokenized with loss masks) and the base model.
+
+`workflow.finetune`, `pipeline tokens`, the benchmarks and the tests all prepare a run through these two
+functions, so the order (read -> hygiene -> tokenize; seed -> load -> check the LoRA targets) lives here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config.schema import Recipe
+from pipeline.data.hygiene import apply_hygiene
+from pipeline.data.splits import Splits, load_splits
+from pipeline.data.tokenize import tokenize_records
+from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.train.guards import check_target_modules
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class Inputs:
+    """A run's data: records as loaded (after hygiene), what hygiene found, and the tokenized splits."""
+
+    splits: Splits
+    hygiene: dict[str, Any]
+    tokenizer: PreTrainedTokenizerBase
+    train: Dataset
+    eval: Dataset | None
+
+
+def prepare_inputs(recipe: Recipe) -> Inputs:
+    """Load the splits, apply data.dedup/redact (refusing contaminated eval data) and tokenize both splits."""
+    splits = load_splits(recipe.data)
+    hygiene = apply_hygiene(recipe.data, splits)
+    splits = hygiene.splits
+    tokenizer = load_tokenizer(recipe.model)
+    on_invalid = recipe.data.on_invalid
+    train = tokenize_records(
+        splits.train, tokenizer, recipe.train, on_invalid, desc="Tokenizing train", skipped=splits.skipped
+    )
+    held_out = (
+        tokenize_records(
+            splits.eval, tokenizer, recipe.train, on_invalid, desc="Tokenizing eval", skipped=splits.skipped
+        )
+        if splits.eval
+        else None
+    )
+    return Inputs(splits=splits, hygiene=hygiene.report, tokenizer=tokenizer, train=train, eval=held_out)
+
+
+def load_model(recipe: Recipe) -> PreTrainedModel:
+    """The base model, seeded with train.seed first (LoRA init), its adapter targets checked against it."""
+    import torch
+
+    torch.manual_seed(recipe.train.seed)
+    model = load_base_model(recipe.model)
+    check_target_modules(recipe.adapter, model, str(recipe.path or recipe.name))
+    return model
