@@ -44,9 +44,7 @@ EVAL_LOSS_TOLERANCE = 0.002
 def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> tuple[Any, Any, Any, Any]:
     """The same pre-tokenized train and held-out rows for every variant, and the recipe they come from."""
     from pipeline.config.loader import load_recipe
-    from pipeline.data.splits import load_splits
-    from pipeline.data.tokenize import tokenize_records
-    from pipeline.models.loading import load_tokenizer
+    from pipeline.train.inputs import prepare_inputs
 
     recipe = load_recipe(
         "lora-small",
@@ -59,12 +57,11 @@ def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> 
             *overrides,
         ],
     )
-    tokenizer = load_tokenizer(recipe.model)
-    splits = load_splits(recipe.data)
-    # The whole training split, as lora-small trains on it: group_by_length sorts mega-batches of 50 batches,
-    # so a pool of only a few batches would understate how well it groups.
-    train = tokenize_records(splits.train, tokenizer, recipe.train)
-    return recipe, tokenizer, train, tokenize_records(splits.eval[:HELD_OUT], tokenizer, recipe.train)
+    # The whole training split, as lora-small trains on it (finetune's own preparation: hygiene, masks),
+    # and the first HELD_OUT eval examples.
+    inputs = prepare_inputs(recipe)
+    held_out = inputs.eval.select(range(min(HELD_OUT, len(inputs.eval))))
+    return recipe, inputs.tokenizer, inputs.train, held_out
 
 
 class _Meter:

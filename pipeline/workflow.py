@@ -76,8 +76,9 @@ def finetune(
     _finish(recipe, run_dir, trained, inputs, eval_set, metrics)
     seconds["total"] = time.perf_counter() - clock
     from pipeline.train.manifest import finish_manifest
+    from pipeline.train.patches.registry import active_patches
 
-    finish_manifest(run_dir, manifest, seconds)
+    finish_manifest(run_dir, manifest, seconds, active_patches())
     if eval_set is not None:
         print_summary(metrics, run_dir, console)
     distributed.barrier()

@@ -228,8 +228,13 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def finish_manifest(run_dir: Path, manifest: dict[str, Any], seconds: dict[str, float]) -> Path:
-    """Stamp the finish time and per-phase wall times (seconds) into the manifest and write it."""
+def finish_manifest(
+    run_dir: Path, manifest: dict[str, Any], seconds: dict[str, float], levers: dict[str, str] | None = None
+) -> Path:
+    """Stamp the finish time, per-phase wall times (seconds) and the speed levers the run had on ("on" or
+    "off: why", from pipeline.train.patches.registry) into the manifest and write it."""
+    if levers is not None:
+        manifest["speed_levers"] = levers
     manifest["times"]["finished"] = now()
     manifest["times"]["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
     return write_manifest(run_dir, manifest)

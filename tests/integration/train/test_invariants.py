@@ -18,10 +18,8 @@ import pytest
 import torch
 
 from pipeline.config.loader import load_recipe
-from pipeline.data.splits import load_splits
-from pipeline.data.tokenize import tokenize_records
-from pipeline.models.loading import load_base_model, load_tokenizer
-from pipeline.train.sft import build_trainer
+from pipeline.train.inputs import load_model, prepare_inputs
+from pipeline.train.loop import train_model
 
 
 def _train(make_recipe: Any, tmp_path: Path, batch_size: int, grad_accum: int) -> tuple[list[float], dict]:
@@ -34,12 +32,10 @@ def _train(make_recipe: Any, tmp_path: Path, batch_size: int, grad_accum: int) -
         ),
         [f"train.output_dir={tmp_path / f'b{batch_size}a{grad_accum}'}"],
     )
-    tokenizer = load_tokenizer(recipe.model)
-    torch.manual_seed(recipe.train.seed)
-    model = load_base_model(recipe.model)
-    dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
-    trainer = build_trainer(recipe, tmp_path / "run", model, tokenizer, dataset, None)
-    trainer.train()
+    inputs = prepare_inputs(recipe)
+    trainer = train_model(
+        recipe, tmp_path / "run", load_model(recipe), inputs.tokenizer, inputs.train
+    ).trainer
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     lora = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
     return losses, lora

@@ -1,0 +1,101 @@
+"""Canaries: each patch of a library's private names still fits the installed release.
+
+A failure names the library and its version, so an upgrade that moved a private name is seen here first (the
+run itself would only lose that speed lever, with a WARNING line). Every module in pipeline/train/patches/
+that reaches into a library declares LIBRARY and canary(); a new patch without them fails here too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from typing import Any
+
+import pytest
+import torch
+
+import pipeline.train.patches as patches
+from pipeline.train.patches import registry
+
+PATCH_MODULES = sorted(name for _, name, _ in pkgutil.iter_modules(patches.__path__) if name != "registry")
+
+
+def test_every_patch_module_is_covered() -> None:
+    assert set(PATCH_MODULES) == {
+        "bnb_cpu",
+        "torch_cpu",
+        "trainer_sampler",
+        "transformers_attention",
+        "trl_lm_head",
+    }
+
+
+@pytest.mark.parametrize("name", PATCH_MODULES)
+def test_patch_still_fits_the_installed_library(name: str) -> None:
+    module = importlib.import_module(f"pipeline.train.patches.{name}")
+    assert isinstance(module.LIBRARY, str) and callable(module.canary), (
+        f"{name}: declare LIBRARY and canary()"
+    )
+    problem = module.canary()
+    assert problem is None, f"{registry.library_version(module.LIBRARY)} broke patch '{name}': {problem}"
+
+
+def test_a_lever_that_turns_itself_off_warns_and_is_recorded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """trl without the fused-head hook: the CPU keeps trl's own path, one WARNING names trl and its version."""
+    import trl.trainer.utils as trl_utils
+
+    from pipeline.train.patches.trl_lm_head import score_trained_positions_only
+
+    monkeypatch.delattr(trl_utils, "_use_triton")
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.patches.registry"):
+        assert score_trained_positions_only(True) is False
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'compact_lm_head' is off" in warnings[0]
+    assert registry.library_version("trl") in warnings[0] and "_use_triton is gone" in warnings[0]
+    assert registry.active_patches()["compact_lm_head"].startswith("off: trl ")
+
+
+def test_a_changed_trainer_signature_turns_the_sampler_patch_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import Trainer
+
+    from pipeline.train.patches.trainer_sampler import ShuffledLengthGroups, sampler_mixins
+
+    assert sampler_mixins(True) == (ShuffledLengthGroups,)
+    assert registry.active_patches()["shuffled_length_groups"] == "on"
+
+    def renamed(self: Any, dataset: Any = None) -> None:
+        return None
+
+    monkeypatch.setattr(Trainer, "_get_train_sampler", renamed)
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.patches.registry"):
+        assert sampler_mixins(True) == ()
+    assert "Trainer._get_train_sampler now takes (self, dataset)" in caplog.text
+    assert sampler_mixins(False) == ()
+    assert registry.active_patches()["shuffled_length_groups"] == "off: train.group_by_length is off"
+
+
+def test_missing_torch_probes_mean_no_native_bf16(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.train.patches.torch_cpu import PROBES, cpu_has_native_bf16
+
+    for probe in PROBES:
+        monkeypatch.delattr(torch.cpu, probe)
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.patches.registry"):
+        assert cpu_has_native_bf16() is False
+    assert "torch.cpu._is_avx512_bf16_supported, _is_amx_tile_supported gone" in caplog.text
+
+
+def test_attention_implementation_reads_the_loaded_kernel(tiny_model_dir: Any) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.train.patches.transformers_attention import attention_implementation
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    assert attention_implementation(model) == "eager"
+    assert attention_implementation(object()) is None
