@@ -61,7 +61,7 @@ def main() -> None:
 
     recipe = load_recipe("lora-small", ["eval.max_examples=100000"])
     tokenizer = load_tokenizer(recipe.model)
-    records = load_eval_records(recipe)
+    records = load_eval_records(recipe.data)
     records = records[: args.examples] if args.examples else records
     data = prepare_eval(records, tokenizer, recipe.eval, recipe.train.max_length, recipe.train.loss_on)
     model = load_base_model(recipe.model).eval()

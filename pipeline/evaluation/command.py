@@ -20,7 +20,7 @@ from pipeline.config.loader import (
     load_recipe,
     validate_recipe_dict,
 )
-from pipeline.config.schema import Recipe, SourceSpec
+from pipeline.config.schema import DataSpec, Recipe, SourceSpec
 from pipeline.errors import RecipeError
 from pipeline.models.artifacts import TargetRef, resolve_target
 
@@ -80,23 +80,23 @@ def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides:
     return loaded
 
 
-def load_eval_records(recipe: Recipe) -> list[dict[str, Any]]:
+def load_eval_records(data: DataSpec) -> list[dict[str, Any]]:
     """The eval records of a recipe: data.eval, or the seeded split off data.train that finetune used."""
     from pipeline.data.splits import load_sources, load_splits
 
-    if recipe.data.eval:
+    if data.eval:
         skipped: dict[str, int] = {}
-        return load_sources(recipe.data, recipe.data.eval, skipped)
-    return load_splits(recipe.data).eval
+        return load_sources(data, data.eval, skipped)
+    return load_splits(data).eval
 
 
-def default_output(ref: TargetRef, recipe: Recipe, target: str) -> Path:
+def default_output(ref: TargetRef, output_dir: str, target: str) -> Path:
     """<run>/eval-<UTC time>/ for a run folder, else <train.output_dir>/eval-<target name>-<UTC time>/."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     if ref.run_dir is not None:
         return ref.run_dir / f"eval-{stamp}"
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(target.rstrip("/")).name or "model")
-    return Path(recipe.train.output_dir) / f"eval-{name}-{stamp}"
+    return Path(output_dir) / f"eval-{name}-{stamp}"
 
 
 def run_eval(
@@ -120,7 +120,7 @@ def run_eval(
     ref = resolve_target(target)
     gate = [] if fail_if_worse is None else [f"eval.fail_if_worse={str(fail_if_worse).lower()}"]
     spec = eval_recipe(ref, recipe, data, [*(overrides or []), *gate])
-    records = load_eval_records(spec)
+    records = load_eval_records(spec.data)
     loaded = load_target(target)
     data_set = prepare_eval(records, loaded.tokenizer, spec.eval, spec.train.max_length, spec.train.loss_on)
     prompt = spec.data.system_prompt
@@ -150,7 +150,7 @@ def run_eval(
         metrics["model"] = base_spec.name if base_spec else ref.base.name
     console.print(f"Evaluating {target} ...")
     metrics["adapted"] = evaluate_model(loaded.model, loaded.tokenizer, spec.eval, data_set, prompt)
-    out_dir = Path(output) if output else default_output(ref, spec, target)
+    out_dir = Path(output) if output else default_output(ref, spec.train.output_dir, target)
     write_results(out_dir, spec, metrics, data_set)
     print_summary(metrics, out_dir, console)
     enforce_gate(metrics, out_dir / "report.html")

@@ -6,7 +6,7 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config.schema import Recipe
+from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.evaluation.report import comparison_rows
 from pipeline.files import write_text
 from pipeline.models.precision import resolve_dtype, resolved_precision
@@ -130,7 +130,7 @@ def _eval_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _load_snippets(recipe: Recipe, repo: str, merged: bool) -> str:
+def _load_snippets(spec: ModelSpec, repo: str, merged: bool) -> str:
     if merged:
         return f"""```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -138,7 +138,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained("{repo}")
 model = AutoModelForCausalLM.from_pretrained("{repo}")
 ```"""
-    return f"""With plain peft (the base model `{recipe.model.name}` is read from `adapter_config.json`):
+    return f"""With plain peft (the base model `{spec.name}` is read from `adapter_config.json`):
 
 ```python
 from peft import AutoPeftModelForCausalLM
@@ -272,7 +272,7 @@ It inherits the licence, intended use and restrictions of the base model `{base}
 
 ## How to load
 
-{_load_snippets(recipe, repo, merged)}
+{_load_snippets(recipe.model, repo, merged)}
 """
     return ModelCard(content, ignore_metadata_errors=False)
 

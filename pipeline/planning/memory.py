@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.config.schema import Recipe
+from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.errors import RecipeError
 
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]
@@ -156,8 +156,8 @@ def model_shape(recipe: Recipe) -> ModelShape:
     )
 
 
-def _dtype_bytes(recipe: Recipe, device: str) -> int:
-    name = recipe.model.dtype
+def _dtype_bytes(spec: ModelSpec, device: str) -> int:
+    name = spec.dtype
     if name in ("auto", "native"):  # the plan is for the target device; a CPU target is this machine's
         from pipeline.models.precision import bf16_is_native
 
@@ -214,10 +214,10 @@ def estimate(
     act = (
         2
         if device == "cuda"
-        and (train.precision in ("bf16", "fp16", "native") or _dtype_bytes(recipe, device) == 2)
+        and (train.precision in ("bf16", "fp16", "native") or _dtype_bytes(recipe.model, device) == 2)
         else 4
     )
-    weight_bytes = _dtype_bytes(recipe, device)
+    weight_bytes = _dtype_bytes(recipe.model, device)
     full = recipe.adapter.method == "full"
     world = max(gpus, 1)
     shard_all = strategy in ("fsdp", "zero3") and world > 1

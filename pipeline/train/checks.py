@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config.schema import Recipe
+from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.errors import AssetError
 from pipeline.files import write_json
 from pipeline.models.probes import compare_logits, dtype_name, probe_batch, probe_logits
@@ -94,7 +94,7 @@ def serving_warnings(
     return warnings
 
 
-def _fresh_copy(recipe: Recipe, folder: Path, full: bool, device: Any) -> PreTrainedModel:
+def _fresh_copy(spec: ModelSpec, folder: Path, full: bool, device: Any) -> PreTrainedModel:
     """The saved result loaded the way a user would: plain transformers (+ plain peft on a fresh base)."""
     from transformers import AutoModelForCausalLM
 
@@ -104,11 +104,11 @@ def _fresh_copy(recipe: Recipe, folder: Path, full: bool, device: Any) -> PreTra
     device_map = {"": device} if device.type == "cuda" else None
     if full:
         return AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=resolve_dtype(recipe.model.dtype), use_safetensors=True, device_map=device_map
+            str(folder), dtype=resolve_dtype(spec.dtype), use_safetensors=True, device_map=device_map
         )
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_base_model(recipe.model, device_map=device_map), str(folder))
+    return PeftModel.from_pretrained(load_base_model(spec, device_map=device_map), str(folder))
 
 
 def _room_for_copy(model: PreTrainedModel) -> str | None:
@@ -134,23 +134,25 @@ def check_reload(
         return {"passed": None, "skipped": reason}
     batch = probe_batch(tokenizer, list(recipe.model.add_special_tokens))
     reference = probe_logits(model, batch)
-    fresh = _fresh_copy(recipe, folder, recipe.adapter.method == "full", next(model.parameters()).device)
+    fresh = _fresh_copy(
+        recipe.model, folder, recipe.adapter.method == "full", next(model.parameters()).device
+    )
     result = compare_logits(reference, probe_logits(fresh, batch), dtype_name(model))
     del fresh
     return result
 
 
-def _base_vocab_size(recipe: Recipe) -> int | None:
+def _base_vocab_size(spec: ModelSpec) -> int | None:
     from transformers import AutoConfig
 
     from pipeline.models.assets import resolve_model
 
-    config = AutoConfig.from_pretrained(str(resolve_model(recipe.model.name, recipe.model.revision)))
+    config = AutoConfig.from_pretrained(str(resolve_model(spec.name, spec.revision)))
     return getattr(config.get_text_config(), "vocab_size", None)
 
 
 def _warnings_for(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, folder: Path
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec, folder: Path
 ) -> list:
     import json
 
@@ -158,9 +160,9 @@ def _warnings_for(
 
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     rows = model.get_input_embeddings().weight.shape[0]
-    base_rows = _base_vocab_size(recipe) if recipe.model.add_special_tokens else None
+    base_rows = _base_vocab_size(spec) if spec.add_special_tokens else None
     vocab = (base_rows, rows) if base_rows else None
-    return serving_warnings(config, len(new_token_ids(recipe.model, tokenizer)), vocab)
+    return serving_warnings(config, len(new_token_ids(spec, tokenizer)), vocab)
 
 
 def run_checks(
@@ -174,7 +176,7 @@ def run_checks(
     result: dict[str, Any] = {"files": {"problems": adapter_file_problems(folder, full)}}
     result["files"]["passed"] = not result["files"]["problems"]
     result["reload"] = check_reload(model, tokenizer, recipe, folder)
-    result["warnings"] = [] if full else _warnings_for(model, tokenizer, recipe, folder)
+    result["warnings"] = [] if full else _warnings_for(model, tokenizer, recipe.model, folder)
     for warning in result["warnings"]:
         log.warning("warning: %s", warning)
     result["passed"] = result["files"]["passed"] and result["reload"].get("passed") is not False

@@ -64,7 +64,7 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_pin_memory": torch.cuda.is_available(),
         # Loss = token mean over the whole optimizer step, all ranks and micro-batches together, so
-        # neither accumulation nor world size changes the result (tests/integration/test_invariants.py).
+        # neither accumulation nor world size changes the result (tests/integration/train/test_invariants.py).
         "average_tokens_across_devices": True,
         **_precision(recipe),
     }

@@ -1,6 +1,6 @@
 """Each method (LoRA, DoRA, QLoRA, full) trains on the tiny model, passes the checks and merges.
 
-rsLoRA only changes the scaling (tests/unit/test_adapters.py checks alpha/sqrt(r)), so LoRA uses it here."""
+rsLoRA only changes the scaling (tests/unit/models/test_adapters.py checks alpha/sqrt(r)), so LoRA uses it here."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 DRIVER = """
 import os, signal, sys
 from transformers import TrainerCallback
-import pipeline.train.sft as training
+import pipeline.train.loop as training
 
 class SendSignal(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
@@ -149,7 +149,7 @@ def test_resume_refuses_changed_inputs_unless_forced(
     import torch
     from transformers import TrainerCallback
 
-    import pipeline.train.sft
+    import pipeline.train.loop
     from pipeline.cli.app import main
 
     class SigtermAfterStep1(TrainerCallback):
@@ -171,10 +171,10 @@ def test_resume_refuses_changed_inputs_unless_forced(
         train={"max_steps": 4, "save_steps": 2, "precision": "fp32"},
         eval={"enabled": False},
     )
-    original = pipeline.train.sft.build_trainer
+    original = pipeline.train.loop.build_trainer
     with monkeypatch.context() as patch:
         patch.setattr(
-            pipeline.train.sft,
+            pipeline.train.loop,
             "build_trainer",
             lambda *a, callbacks=(), **k: original(*a, callbacks=[*callbacks, SigtermAfterStep1()], **k),
         )

@@ -31,6 +31,6 @@ def test_finetune_equals_its_pieces_and_records_its_speed_levers(make_recipe: An
 def test_finetune_runs_the_library_cross_check_before_loading(make_recipe: Any) -> None:
     """load_recipe knows only the schema; finetune itself asks trl/peft before any weight or data loads."""
     recipe = load_recipe(str(make_recipe(adapter={"target_modules": ["q_proj", "lm_head"]})))
-    with pytest.raises(RecipeError, match="rejected by trl/peft: adapter.target_modules includes lm_head"):
+    with pytest.raises(RecipeError, match=r"rejected by trl/peft: adapter\.target_modules includes lm_head"):
         finetune(recipe)
     assert not Path(recipe.train.output_dir).exists() or not any(Path(recipe.train.output_dir).iterdir())
