@@ -20,7 +20,7 @@ from pipeline.config.loader import (
     load_recipe,
     validate_recipe_dict,
 )
-from pipeline.config.schema import DataSpec, Recipe, SourceSpec
+from pipeline.config.schema import DataSpec, Recipe
 from pipeline.errors import RecipeError
 from pipeline.models.artifacts import TargetRef, resolve_target
 
@@ -53,8 +53,11 @@ def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides:
     """The recipe whose eval settings and eval split are used: --recipe, else the run's own, else defaults.
 
     A run's recipe.yaml holds data paths as written in the original recipe, so they resolve against the
-    original recipe file when it still exists under recipes/.
+    original recipe file when it still exists under recipes/. --data becomes the override data.eval=DATA.
     """
+    if data:
+        where = str(Path(data).resolve()) if Path(data).exists() else data
+        overrides = [*overrides, f"data.eval=[{{path: {json.dumps(where)}}}]"]  # JSON quoting is valid YAML
     if recipe:
         loaded = load_recipe(recipe, overrides)
     elif ref.run_dir is not None and (ref.run_dir / "recipe.yaml").is_file():
@@ -74,9 +77,6 @@ def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides:
         raise RecipeError(
             f"{ref.adapter_dir or ref.base.name}: nothing to evaluate on; pass --recipe NAME or --data FILE."
         )
-    if data:
-        source = SourceSpec(path=str(Path(data).resolve()) if Path(data).exists() else data)
-        loaded = loaded.model_copy(update={"data": loaded.data.model_copy(update={"eval": [source]})})
     return loaded
 
 
