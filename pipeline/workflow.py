@@ -46,8 +46,10 @@ def finetune(
     inputs on resume; previous: the manifest a --from-manifest re-run repeats.
     """
     from pipeline.train.crosscheck import check_against_libraries
+    from pipeline.train.patches import registry
 
     check_against_libraries(recipe)  # trl/peft reject a bad combination before any weight loads
+    registry.reset()  # manifest.json lists the speed levers of this run only
     clock = time.perf_counter()
     main = distributed.is_main_process()  # under `accelerate launch` rank 0 alone writes and reports
     distributed.prepare_assets(recipe.model)
@@ -76,9 +78,8 @@ def finetune(
     _finish(recipe, run_dir, trained, inputs, eval_set, metrics)
     seconds["total"] = time.perf_counter() - clock
     from pipeline.train.manifest import finish_manifest
-    from pipeline.train.patches.registry import active_patches
 
-    finish_manifest(run_dir, manifest, seconds, active_patches())
+    finish_manifest(run_dir, manifest, seconds, registry.active_patches())
     if eval_set is not None:
         print_summary(metrics, run_dir, console)
     distributed.barrier()

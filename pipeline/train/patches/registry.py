@@ -35,3 +35,8 @@ def turned_off(name: str, library: str, problem: str, effect: str) -> bool:
 def active_patches() -> dict[str, str]:
     """Every patch this process decided on, with its state (for manifest.json and `pipeline env`)."""
     return dict(sorted(_STATE.items()))
+
+
+def reset() -> None:
+    """Forget earlier decisions (a new run in the same process records, and warns about, its own)."""
+    _STATE.clear()

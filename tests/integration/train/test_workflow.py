@@ -12,11 +12,13 @@ from pipeline.config.loader import load_recipe
 from pipeline.errors import RecipeError
 from pipeline.train.inputs import load_model, prepare_inputs
 from pipeline.train.loop import train_model
+from pipeline.train.patches import registry
 from pipeline.workflow import finetune
 
 
 def test_finetune_equals_its_pieces_and_records_its_speed_levers(make_recipe: Any, tmp_path: Path) -> None:
     recipe = load_recipe(str(make_recipe(train={"max_steps": 2}, eval={"enabled": False})))
+    registry.record("left_over_from_an_earlier_run", True)
     run = finetune(recipe)
     inputs = prepare_inputs(recipe)
     pieces = train_model(recipe, tmp_path / "pieces", load_model(recipe), inputs.tokenizer, inputs.train)
@@ -26,6 +28,7 @@ def test_finetune_equals_its_pieces_and_records_its_speed_levers(make_recipe: An
     assert levers["compact_lm_head"] == "on" and levers["lean_cpu_head"] == "on"
     assert levers["packed_sdpa"] == "on"  # padding-free rows (the default) on an SDPA model
     assert levers["shuffled_length_groups"] == "off: train.group_by_length is off"
+    assert "left_over_from_an_earlier_run" not in levers
 
 
 def test_finetune_runs_the_library_cross_check_before_loading(make_recipe: Any) -> None:
