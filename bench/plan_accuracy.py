@@ -43,19 +43,14 @@ def child(recipe_name: str, overrides: list[str]) -> None:
     import trl  # noqa: F401
 
     from pipeline.config.loader import load_recipe
-    from pipeline.data.splits import load_splits
-    from pipeline.data.tokenize import tokenize_records
-    from pipeline.models.loading import load_base_model, load_tokenizer
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.inputs import load_model, prepare_inputs
+    from pipeline.train.loop import train_model
 
     runtime = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     recipe = load_recipe(recipe_name, overrides)
-    tokenizer = load_tokenizer(recipe.model)
-    dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
-    model = load_base_model(recipe.model)
-    trainer = build_trainer(recipe, Path(recipe.train.output_dir), model, tokenizer, dataset, None)
-    trainer.train()
-    lengths = [len(row) for row in dataset["input_ids"]]
+    inputs = prepare_inputs(recipe)
+    train_model(recipe, Path(recipe.train.output_dir), load_model(recipe), inputs.tokenizer, inputs.train)
+    lengths = [len(row) for row in inputs.train["input_ids"]]
     print(
         json.dumps(
             {

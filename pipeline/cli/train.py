@@ -69,8 +69,10 @@ def plan(
     """Estimate peak memory per device from config.json alone (no weights) and propose a batch that fits."""
     from pipeline.config.loader import load_recipe
     from pipeline.planning.memory import parse_size, print_plan
+    from pipeline.train.crosscheck import check_against_libraries
 
     loaded = load_recipe(recipe, overrides or [])
+    check_against_libraries(loaded)  # the plan is for a run that trl and peft would accept
     memory = parse_size(gpu_memory) if gpu_memory else None
     print_plan(loaded, gpus, memory, strategy, "cpu" if cpu else "cuda")  # type: ignore[arg-type]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config.schema import Recipe
+from pipeline.config.loader import load_recipe
+from pipeline.config.schema import Recipe, SourceSpec
+from pipeline.data.sources import SUFFIXES
 from pipeline.errors import DataError
 
 
@@ -13,10 +15,6 @@ def recipe_for(
 ) -> Recipe:
     """The recipe named by target, or, when target is a data file or folder, `base` with that data as train
     (and eval_file, if given, as eval; otherwise no eval split); dotted overrides apply to either."""
-    from pipeline.config.loader import load_recipe
-    from pipeline.config.schema import SourceSpec
-    from pipeline.data.sources import SUFFIXES
-
     path = Path(target)
     is_data = path.is_dir() or (path.is_file() and path.suffix.lower() in SUFFIXES)
     if not is_data:

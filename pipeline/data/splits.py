@@ -1,20 +1,17 @@
 """Load the recipe's data: sources -> validated records in conversational form -> mixture -> train/eval
-splits; then tokenize them with loss masks (cached under a content key)."""
+splits (pipeline.data.tokenize turns them into token ids and loss masks)."""
 
 from __future__ import annotations
 
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.config.schema import DataSpec, SourceSpec
 from pipeline.data.records import convert, detect_format
 from pipeline.data.sources import read_source
 from pipeline.errors import DataError
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

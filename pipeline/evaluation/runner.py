@@ -2,7 +2,7 @@
 then compare base and adapted, write the results and apply the regression gate.
 
 `pipeline finetune` calls evaluate_model() for the base before training and for the adapted model after,
-then write_results() and enforce_gate(); `pipeline eval` (pipeline.evaluation.cli_eval) does the same for
+then write_results() and enforce_gate(); `pipeline eval` (pipeline.evaluation.command) does the same for
 a run folder, an adapter or a model.
 """
 

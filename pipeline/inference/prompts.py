@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from pipeline.data.formatting import Messages, prompt_messages
 from pipeline.data.records import to_messages
@@ -14,9 +14,6 @@ from pipeline.errors import DataError, PipelineError
 from pipeline.files import write_text
 from pipeline.inference.generation import Sampling, generate
 from pipeline.inference.loading import load_for_inference
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

@@ -204,8 +204,10 @@ def token_report(
     from pipeline.data.adhoc import recipe_for
     from pipeline.data.splits import load_splits
     from pipeline.models.loading import load_tokenizer
+    from pipeline.train.crosscheck import check_against_libraries
 
     recipe = recipe_for(target, base, overrides=overrides)
+    check_against_libraries(recipe)  # the throughput probe builds the recipe's trainer
     is_file = Path(target).exists() and Path(target).suffix.lower() not in (".yaml", ".yml")
     name = Path(target).stem if is_file else recipe.name
     splits = load_splits(recipe.data)

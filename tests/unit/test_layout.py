@@ -15,13 +15,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
+# train.cpu_head and train.sampling sit with files: a torch kernel and a sampler that train.patches installs.
 LAYERS = [
     {"errors", "__init__"},
-    {
-        "files",
-        "train.cpu_head",
-        "train.sampling",
-    },  # the last two: a torch kernel and a sampler the patches install
+    {"files", "train.cpu_head", "train.sampling"},
     {"train.patches"},
     {"config"},
     {"models"},
@@ -57,24 +54,23 @@ def _layer(module: str) -> int:
     return next(i for i, units in enumerate(LAYERS) if unit in units)
 
 
-def _imports(tree: ast.Module) -> list[tuple[int, str]]:
+def _imports(tree: ast.Module, modules: dict[str, ast.Module]) -> list[tuple[int, str]]:
+    """(line, module) for every import of ours, lazy ones included; `from pipeline.train import sft` names
+    train.sft, `from pipeline.data.splits import Splits` names data.splits."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
             base = node.module.removeprefix("pipeline").lstrip(".")
-            names = (
-                [f"{base}.{a.name}".lstrip(".") for a in node.names]
-                if base in ("", "cli", "train", "planning", "inference")
-                else [base]
-            )
-            found += [(node.lineno, name) for name in names]
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}".lstrip(".")
+                found.append((node.lineno, submodule if submodule in modules else base))
         elif isinstance(node, ast.Import):
             found += [
                 (node.lineno, a.name.removeprefix("pipeline."))
                 for a in node.names
                 if a.name.startswith("pipeline.")
             ]
-    return found
+    return [(line, name) for line, name in found if name not in ("", "__version__")]
 
 
 def test_every_package_says_its_job_in_its_init() -> None:
@@ -88,23 +84,14 @@ def test_top_level_holds_only_entry_points_workflow_errors_and_files() -> None:
     assert top == {"__init__.py", "__main__.py", "workflow.py", "errors.py", "files.py"}
 
 
-def _owner(imported: str, modules: dict[str, ast.Module]) -> str:
-    """The module an import names: `train.sft` itself, or `data.splits` for `from pipeline.data.splits import X`."""
-    if imported in modules:
-        return imported
-    parent = imported.rsplit(".", 1)[0]
-    assert parent in modules or f"{imported}.__init__" in modules, f"unknown module pipeline.{imported}"
-    return parent
-
-
 def test_layers_point_down() -> None:
     modules = _modules()
     problems = []
     for module, tree in modules.items():
-        for line, imported in _imports(tree):
-            if imported in ("", "__version__"):
-                continue
-            target = _owner(imported, modules)
+        for line, target in _imports(tree, modules):
+            assert target in modules or f"{target}.__init__" in modules, (
+                f"{module}:{line}: no pipeline.{target}"
+            )
             if _unit(target) != _unit(module) and _layer(target) >= _layer(module):
                 problems.append(f"pipeline/{module.replace('.', '/')}.py:{line} imports pipeline.{target}")
     assert not problems, "lower or peer layers imported:\n" + "\n".join(problems)

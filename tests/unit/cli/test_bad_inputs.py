@@ -74,6 +74,14 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["validate", c.recipe(train={"learnig_rate": 1})],
         "unknown key 'train.learnig_rate'; did you mean 'learning_rate'?",
     ),
+    # the trl/peft cross-check: every command that builds a trainer (or plans one) asks it before loading
+    **{
+        f"lm-head-lora-{command}": (
+            lambda c, command=command: [command, c.recipe(adapter={"target_modules": ["q_proj", "lm_head"]})],
+            "rejected by trl/peft: adapter.target_modules includes lm_head",
+        )
+        for command in ("validate", "plan", "tokens", "finetune")
+    },
     "wrong-type-int": (lambda c: ["validate", c.recipe(train={"batch_size": "eight"})], "train.batch_size:"),
     "wrong-type-bool": (lambda c: ["validate", c.recipe(train={"packing": "sometimes"})], "train.packing:"),
     "wrong-type-section": (lambda c: ["validate", c.recipe(train=5)], "train:"),
