@@ -8,7 +8,7 @@ LAUNCH      ?=
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
-.PHONY: setup finetune test test-fast lint format bench clean
+.PHONY: setup finetune test test-fast lint format bench docs clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ format: $(STAMP)
 bench: $(STAMP)  ## training-throughput and evaluation-speed benchmarks (prints ratios)
 	$(PY) bench/eval_speed.py
 	$(PY) bench/train_throughput.py
+
+docs: $(STAMP)  ## regenerate docs/recipe-reference.md from the recipe schema
+	$(PY) scripts/build_recipe_reference.py
 
 clean:
 	rm -rf runs .pytest_cache
