@@ -24,6 +24,7 @@ from pipeline.config.schema import (
     Spec,
     TrainSpec,
 )
+from pipeline.config.templates import is_template_name
 from pipeline.errors import RecipeError
 
 __all__ = [
@@ -157,7 +158,8 @@ def validate_recipe_dict(raw: Any, source: str, name: str = "recipe", path: Path
     recipe._name = name
     recipe.anchor(path)
     template = recipe.model.chat_template
-    if template and recipe.resolve_path(template) != template:  # a template file beside the recipe
+    # A shipped template's name (model.chat_template: chatml) stays a name; a path may lie beside the recipe.
+    if template and not is_template_name(template) and recipe.resolve_path(template) != template:
         recipe = recipe.model_copy(
             update={"model": recipe.model.model_copy(update={"chat_template": recipe.resolve_path(template)})}
         )

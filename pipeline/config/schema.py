@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from pipeline.config.templates import template_path
+
 
 def resolve_beside(relative: str, folder: Path | None) -> str:
     """A path as given if it exists (or is absolute), else relative to `folder` (a recipe file's folder)."""
@@ -51,12 +53,20 @@ class ModelSpec(Spec):
     )
     chat_template: str | None = Field(
         None,
-        description="Path of a Jinja chat template file (e.g. recipes/templates/chatml.jinja) to use instead of the tokenizer's.",
+        description="Chat template to use instead of the tokenizer's: a shipped one by name (chatml, gemma, "
+        "llama3, mistral, phi3, qwen: recipes/templates/) or the path of a Jinja file.",
     )
     add_special_tokens: list[str] = Field(
         default_factory=list,
         description="Special tokens to add (e.g. '<tool_call>'); embeddings grow and only the new rows are trained.",
     )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            template_path(value)  # an unknown name raises, listing the shipped ones
+        return value
 
 
 class AdapterSpec(Spec):

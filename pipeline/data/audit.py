@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
+from pipeline.data.tools import tool_stats
 from pipeline.errors import DataError
 from pipeline.files import write_text
 
@@ -143,6 +144,18 @@ def stats_lines(stats: AuditStats, split: str) -> list[str]:
     ]
 
 
+def tool_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Tool-calling counts of a split's records (none when it has no tools, calls or untrained turns)."""
+    stats = tool_stats(records)
+    if not any(stats.values()):
+        return []
+    return [
+        f"tool calling: {stats['records_with_tools']} record(s) with tools, {stats['tool_call_turns']} "
+        f"tool-call turn(s) ({stats['tool_calls']} call(s), trained), {stats['tool_outputs']} tool "
+        f"output(s) (never trained), {stats['untrained']} assistant turn(s) marked train: false"
+    ]
+
+
 def write_html(
     path: Path, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, lines: list[str]
 ) -> Path:
@@ -194,7 +207,7 @@ def audit(recipe: Recipe, examples: int, split: str, html_path: Path | None, con
         console.rule(str(row["location"]))
         console.print(render_terminal(row, tokenizer))
     stats = compute_stats(dataset, recipe.train.max_length)
-    lines = stats_lines(stats, split)
+    lines = stats_lines(stats, split) + tool_lines(records)
     if skipped:
         per_source = ", ".join(f"{k}: {v}" for k, v in skipped.items())
         lines.append(f"skipped invalid records: {sum(skipped.values())} ({per_source})")

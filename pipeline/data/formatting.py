@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-Messages = list[dict[str, str]]
+# {role, content} plus, where present, tool_calls (assistant), tool_call_id/name (tool) and train: False.
+Messages = list[dict[str, Any]]
+Tools = list[dict[str, Any]]
 
 
 class TemplateMismatch(ValueError):
@@ -15,16 +17,20 @@ class TemplateMismatch(ValueError):
 
 
 def render(
-    tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool = False
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Messages,
+    add_generation_prompt: bool = False,
+    tools: Tools | None = None,
 ) -> str:
-    """The chat template applied to messages, as text; template errors become TemplateMismatch."""
+    """The chat template applied to messages (and the record's tools), as text; template errors become
+    TemplateMismatch."""
     from jinja2 import TemplateError
 
     try:
         return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
         )
-    except TemplateError as exc:
+    except (TemplateError, TypeError) as exc:  # TypeError: a template adding str + None or a list
         raise TemplateMismatch(f"the chat template cannot render this conversation ({exc})") from None
 
 
@@ -34,8 +40,20 @@ def _common_prefix(a: str, b: str) -> int:
     return next((i for i in range(size) if a[i] != b[i]), size)
 
 
+def _check_tools_rendered(full: str, messages: Messages, tools: Tools | None) -> None:
+    """Templates without tool support drop tool calls, outputs or the tool list without an error."""
+    for tool in tools or []:
+        if tool["function"]["name"] not in full:
+            raise TemplateMismatch(
+                f"the chat template does not render the record's tools ({tool['function']['name']} is missing)"
+            )
+    for index, message in enumerate(messages):
+        if message["role"] == "tool" and message["content"].strip() not in full:
+            raise TemplateMismatch(f"messages[{index}]: the chat template does not render tool outputs")
+
+
 def assistant_spans(
-    tokenizer: PreTrainedTokenizerBase, messages: Messages
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, tools: Tools | None = None
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of every assistant turn.
 
@@ -45,19 +63,26 @@ def assistant_spans(
     The turn ends where the conversation cut after it stops agreeing with the whole conversation, so
     templates that close a finished conversation with an extra EOS (Phi-3) are handled too.
     """
-    full = render(tokenizer, messages)
+    full = render(tokenizer, messages, tools=tools)
+    _check_tools_rendered(full, messages, tools)
     spans: list[tuple[int, int]] = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = render(tokenizer, messages[:index], add_generation_prompt=True) if index else ""
-        end = _common_prefix(render(tokenizer, messages[: index + 1]), full)
+        prompt = render(tokenizer, messages[:index], True, tools) if index else ""
+        end = _common_prefix(render(tokenizer, messages[: index + 1], tools=tools), full)
         if not full.startswith(prompt) or message["content"].strip() not in full[len(prompt) : end]:
             raise TemplateMismatch(
                 f"messages[{index}]: the chat template renders this conversation inconsistently (the prompt "
                 "before the turn is not a prefix of the conversation, or the turn's text is not where it "
                 "should be); check the role order or use another template"
             )
+        for call in message.get("tool_calls", []):
+            if call["function"]["name"] not in full[len(prompt) : end]:
+                raise TemplateMismatch(
+                    f"messages[{index}]: the chat template does not render tool calls (the call to "
+                    f"{call['function']['name']} is missing from the assistant turn)"
+                )
         spans.append((len(prompt), end))
     return full, spans
 
@@ -65,9 +90,14 @@ def assistant_spans(
 def _trained_spans(
     messages: Messages, spans: list[tuple[int, int]], loss_on: str, prompt_turns: int
 ) -> list[tuple[int, int]]:
-    """The assistant spans that carry the loss: never prompt turns; 'completion' keeps only the last."""
+    """The assistant spans that carry the loss: never prompt turns nor turns marked train: false;
+    'completion' keeps only the last of the others."""
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    kept = [(turn, span) for turn, span in zip(turns, spans, strict=True) if turn >= prompt_turns]
+    kept = [
+        (turn, span)
+        for turn, span in zip(turns, spans, strict=True)
+        if turn >= prompt_turns and messages[turn].get("train") is not False
+    ]
     if loss_on == "completion" and not prompt_turns:
         kept = kept[-1:]
     return [span for _, span in kept]
@@ -79,14 +109,15 @@ def tokenize_conversation(
     max_length: int,
     loss_on: str = "assistant",
     prompt_turns: int = 0,
+    tools: Tools | None = None,
 ) -> dict[str, Any]:
     """Token ids and a 0/1 loss mask (`assistant_masks`) for one conversation, truncated to max_length.
 
     loss_on: 'assistant' trains every assistant turn, 'completion' only the last one (or the completion
-    of a prompt/completion record), 'all' every token. The first `prompt_turns` messages are never trained.
-    Also returns `num_tokens` and `num_trained` (both before truncation) for audits and statistics.
+    of a prompt/completion record), 'all' every token. The first `prompt_turns` messages and assistant turns
+    marked `"train": false` are never trained (except by 'all'); tool outputs are never trained. Also returns `num_tokens` and `num_trained` (both before truncation) for audits and statistics.
     """
-    text, spans = assistant_spans(tokenizer, messages)
+    text, spans = assistant_spans(tokenizer, messages, tools)
     spans = _trained_spans(messages, spans, loss_on, prompt_turns)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"]

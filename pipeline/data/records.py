@@ -1,7 +1,9 @@
 """Record formats: detect them, validate every record, and convert each to one conversational form.
 
 Every format becomes {'messages': [...], 'prompt_turns': n} (n leading messages are prompt only,
-never trained; 0 = no such limit) or {'text': ...} for continued pre-training. Validation raises
+never trained; 0 = no such limit), with 'tools' when the record lists them and 'system_prompt': True when
+data.system_prompt added the system turn, or {'text': ...} for continued pre-training. Messages keep
+OpenAI tool calls and tool turns (pipeline.data.tools) and an assistant turn's `"train": false`. Validation raises
 ValueError with a message that names the bad field, e.g.
 "messages[2].role must be one of user, assistant, system (got 'bot')"; the caller prefixes it
 with the record's location (file:line).
@@ -13,8 +15,9 @@ import json
 from typing import Any
 
 from pipeline.data.formatting import Messages
+from pipeline.data.tools import check_tool_turns, to_tool_calls, to_tool_output, to_tools
 
-ROLES = ("user", "assistant", "system")
+ROLES = ("user", "assistant", "system", "tool")
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
 # ShareGPT speakers (the `from` field) and the role each becomes.
 SHAREGPT_ROLES = {
@@ -78,7 +81,43 @@ def check_roles(messages: Messages, field: str = "messages") -> Messages:
             raise ValueError(f"{field}[{index}] is a system turn after the start; put the system turn first")
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError(f"{field} has no assistant turn to train on")
+    if all(m.get("train") is False for m in messages if m["role"] == "assistant"):
+        raise ValueError(f"{field}: every assistant turn is marked train: false; nothing would be trained")
     return messages
+
+
+def _train_flag(message: dict[str, Any], field: str) -> dict[str, Any]:
+    """The per-turn `train` flag: kept (as False) only on assistant turns that opt out of the loss."""
+    flag = message.get("train", True)
+    if not isinstance(flag, bool):
+        raise ValueError(f"{field}.train must be true or false (got {flag!r})")
+    if message.get("role") != "assistant" and "train" in message:
+        raise ValueError(
+            f"{field}.train applies to assistant turns only (this is a {message.get('role')} turn)"
+        )
+    return {} if flag else {"train": False}
+
+
+def to_message(message: Any, field: str) -> dict[str, Any]:
+    """One validated message: {role, content}, tool calls on assistant turns, tool outputs, the train flag."""
+    if not isinstance(message, dict):
+        raise ValueError(f"{field} must be an object with role and content")
+    role = message.get("role")
+    if role not in ROLES:
+        raise ValueError(f"{field}.role must be one of {', '.join(ROLES)} (got {role!r})")
+    flag = _train_flag(message, field)
+    if role == "tool":
+        return to_tool_output(message, field)
+    if message.get("tool_calls"):
+        if role != "assistant":
+            raise ValueError(
+                f"{field}.tool_calls are allowed on assistant turns only (this is a {role} turn)"
+            )
+        content = message.get("content")
+        text = "" if content is None or content == "" else _text(content, f"{field}.content")
+        calls = to_tool_calls(message["tool_calls"], f"{field}.tool_calls")
+        return {"role": role, "content": text, "tool_calls": calls, **flag}
+    return {"role": role, "content": _text(message.get("content"), f"{field}.content"), **flag}
 
 
 def to_messages(value: Any, field: str = "messages") -> Messages:
@@ -86,14 +125,8 @@ def to_messages(value: Any, field: str = "messages") -> Messages:
     value = _maybe_json(value)
     if not isinstance(value, list) or not value:
         raise ValueError(f"{field} must be a non-empty list of {{role, content}} objects")
-    messages = []
-    for index, message in enumerate(value):
-        if not isinstance(message, dict):
-            raise ValueError(f"{field}[{index}] must be an object with role and content")
-        role = message.get("role")
-        if role not in ROLES:
-            raise ValueError(f"{field}[{index}].role must be one of {', '.join(ROLES)} (got {role!r})")
-        messages.append({"role": role, "content": _text(message.get("content"), f"{field}[{index}].content")})
+    messages = [to_message(message, f"{field}[{index}]") for index, message in enumerate(value)]
+    check_tool_turns(messages, None, field)
     return messages
 
 
@@ -112,9 +145,9 @@ def from_sharegpt(value: Any) -> Messages:
                 f"conversations[{index}].from must be one of human, gpt, system (got {speaker!r})"
             )
         content = turn.get("value", turn.get("content"))
-        messages.append(
-            {"role": SHAREGPT_ROLES[speaker], "content": _text(content, f"conversations[{index}].value")}
-        )
+        role = SHAREGPT_ROLES[speaker]
+        flag = _train_flag({**turn, "role": role}, f"conversations[{index}]")
+        messages.append({"role": role, "content": _text(content, f"conversations[{index}].value"), **flag})
     return messages
 
 
@@ -143,8 +176,8 @@ def from_prompt_completion(record: dict[str, Any]) -> tuple[Messages, int]:
         prompt_messages = [{"role": "user", "content": _text(prompt, "prompt")}]
     if isinstance(completion, list):
         completion_messages = to_messages(completion, "completion")
-        if any(m["role"] != "assistant" for m in completion_messages):
-            raise ValueError("completion may only hold assistant turns")
+        if any(m["role"] not in ("assistant", "tool") for m in completion_messages):
+            raise ValueError("completion may only hold assistant turns (and tool outputs between them)")
     else:
         completion_messages = [{"role": "assistant", "content": _text(completion, "completion")}]
     return prompt_messages + completion_messages, len(prompt_messages)
@@ -171,8 +204,13 @@ def convert(record: Any, fmt: str, system_prompt: str | None = None) -> dict[str
     else:
         messages, prompt_turns = from_prompt_completion(record)
     check_roles(messages)
+    converted: dict[str, Any] = {}
+    if record.get("tools") is not None:
+        converted["tools"] = to_tools(record["tools"])
+        check_tool_turns(messages, converted["tools"], "messages" if fmt == "messages" else "conversation")
     if system_prompt and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system_prompt}, *messages]
+        converted["system_prompt"] = True  # so a template that refuses system turns can blame the setting
         if prompt_turns:
             prompt_turns += 1
-    return {"messages": messages, "prompt_turns": prompt_turns}
+    return {"messages": messages, "prompt_turns": prompt_turns, **converted}

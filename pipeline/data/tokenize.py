@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.data.formatting import TemplateMismatch, tokenize_conversation, tokenize_text
 from pipeline.data.splits import invalid_record
+from pipeline.data.template_checks import recipe_error
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def encode_record(
     if "text" in record:
         return tokenize_text(tokenizer, record["text"], max_length)
     return tokenize_conversation(
-        tokenizer, record["messages"], max_length, loss_on, record.get("prompt_turns", 0)
+        tokenizer, record["messages"], max_length, loss_on, record.get("prompt_turns", 0), record.get("tools")
     )
 
 
@@ -45,12 +46,17 @@ def _build(
         "location": [],
     }
     skipped: dict[str, int] = {}
+    verdicts: dict[str, str | None] = {}
     untrained = 0
     for record in records:
         location = record.get("location", "record")
         try:
             row = encode_record(record, tokenizer, options["max_length"], options["loss_on"])
         except TemplateMismatch as exc:
+            # A template that fails every record is the recipe's doing: name the setting, not train.jsonl:1.
+            error = recipe_error(tokenizer, record, verdicts)
+            if error is not None:
+                raise error from None
             invalid_record(options["on_invalid"], location, str(exc), skipped)
             continue
         if not any(row["assistant_masks"]) and not options["keep_untrained"]:
@@ -84,7 +90,8 @@ def tokenize_records(
 ) -> Dataset:
     """A datasets.Dataset of input_ids and assistant_masks (plus num_tokens, num_trained, location).
 
-    Conversations the chat template cannot render follow on_invalid (data.on_invalid; counted into `skipped`);
+    A chat template that cannot render any conversation of a kind (plain, tool calls, or the system turn
+    data.system_prompt adds) raises RecipeError naming that setting. Other conversations it cannot render follow on_invalid (data.on_invalid; counted into `skipped`);
     examples with no trained token left after truncation are dropped (kept with keep_untrained, for audits).
     Results are cached (pipeline.data.cache).
     """

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import ModelSpec
+from pipeline.config.templates import names_hint, template_path
 from pipeline.errors import AssetError, RecipeError
 from pipeline.models.assets import resolve_model
 from pipeline.models.precision import resolve_dtype
@@ -24,6 +25,17 @@ def _warn_remote_code(spec: ModelSpec) -> None:
         log.warning("trust_remote_code is on: code from '%s' will run on this machine.", spec.name)
 
 
+def _read_template(value: str) -> str:
+    """The text of model.chat_template: a shipped template by name, or a Jinja file."""
+    try:
+        path = template_path(value)
+    except ValueError as exc:
+        raise RecipeError(f"model.chat_template: {exc}.") from None
+    if not path.is_file():
+        raise RecipeError(f"model.chat_template: file '{path}' not found; {names_hint()}.")
+    return path.read_text(encoding="utf-8")
+
+
 def load_tokenizer(spec: ModelSpec, folder: Path | None = None) -> PreTrainedTokenizerBase:
     """Load the tokenizer of the base model, with the recipe's chat template if it names one."""
     from transformers import AutoTokenizer
@@ -35,10 +47,7 @@ def load_tokenizer(spec: ModelSpec, folder: Path | None = None) -> PreTrainedTok
     except (OSError, ValueError) as exc:
         raise AssetError(f"{spec.name}: cannot load the tokenizer ({str(exc).splitlines()[0]}).") from None
     if spec.chat_template:
-        template = Path(spec.chat_template)
-        if not template.is_file():
-            raise RecipeError(f"model.chat_template: file '{template}' not found; see recipes/templates/.")
-        tokenizer.chat_template = template.read_text(encoding="utf-8")
+        tokenizer.chat_template = _read_template(spec.chat_template)
     if spec.add_special_tokens:
         # Already-present tokens are a no-op, so a tokenizer saved with an adapter can go through here again.
         tokenizer.add_tokens(list(spec.add_special_tokens), special_tokens=True)
@@ -46,9 +55,7 @@ def load_tokenizer(spec: ModelSpec, folder: Path | None = None) -> PreTrainedTok
         # Labels come from masks, never from pad ids, so reusing EOS as pad cannot mask EOS out of the loss.
         tokenizer.pad_token = tokenizer.eos_token
     if not tokenizer.chat_template:
-        raise AssetError(
-            f"{spec.name}: the tokenizer has no chat template; set model.chat_template to a file."
-        )
+        raise AssetError(f"{spec.name}: the tokenizer has no chat template (a base model?); {names_hint()}.")
     return tokenizer
 
 

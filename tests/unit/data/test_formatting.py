@@ -1,4 +1,4 @@
-"""Assistant loss masks on real chat-template styles (ChatML, Llama-3, Mistral [INST], Gemma, Phi-3).
+"""Assistant loss masks on real chat-template styles (ChatML, Llama-3, Mistral [INST], Gemma, Phi-3, Qwen).
 
 The templates are the files shipped in recipes/templates/, put into tiny tokenizers that carry each
 style's special tokens. For each style the trained tokens must be exactly every assistant turn plus
@@ -24,6 +24,7 @@ STYLES: dict[str, tuple[str, str, list[str], str]] = {
     "mistral": ("<s>", "</s>", [], "</s>"),
     "gemma": ("<bos>", "<eos>", ["<start_of_turn>", "<end_of_turn>"], "<end_of_turn>\n"),
     "phi3": ("<s>", "<|endoftext|>", ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|end|>\n"),
+    "qwen": ("<|im_start|>", "<|im_end|>", [], "<|im_end|>\n"),
 }
 TWO_TURNS = CONVERSATIONS[1]  # user, assistant, user, assistant
 
@@ -77,7 +78,7 @@ def test_no_prompt_token_is_trained(style: str) -> None:
     assert "Explain" not in trained and "Which module" not in trained and "user" not in trained
 
 
-@pytest.mark.parametrize("style", ["chatml", "llama3", "phi3"])
+@pytest.mark.parametrize("style", ["chatml", "llama3", "phi3", "qwen"])
 def test_system_turn_is_not_trained(style: str) -> None:
     tokenizer = template_tokenizer(style)
     row = tokenize_conversation(tokenizer, CONVERSATIONS[2], max_length=512)
@@ -85,13 +86,22 @@ def test_system_turn_is_not_trained(style: str) -> None:
     assert "Answer briefly" not in "".join(trained_runs(tokenizer, row))
 
 
-@pytest.mark.parametrize(
-    ("style", "message"),
-    [("gemma", "System role not supported"), ("mistral", "Conversation roles must alternate")],
-)
-def test_role_order_the_template_rejects_is_a_clear_error(style: str, message: str) -> None:
-    with pytest.raises(TemplateMismatch, match=f"cannot render this conversation.*{message}"):
-        tokenize_conversation(template_tokenizer(style), CONVERSATIONS[2], max_length=512)
+def test_role_order_the_template_rejects_is_a_clear_error() -> None:
+    with pytest.raises(
+        TemplateMismatch, match=r"cannot render this conversation.*Conversation roles must alternate"
+    ):
+        tokenize_conversation(template_tokenizer("mistral"), CONVERSATIONS[2], max_length=512)
+
+
+def test_gemma_folds_the_system_turn_into_the_first_user_turn_untrained() -> None:
+    tokenizer = template_tokenizer("gemma")
+    row = tokenize_conversation(tokenizer, CONVERSATIONS[2], max_length=512)
+    text = tokenizer.decode(row["input_ids"])
+    assert text == (
+        "<bos><start_of_turn>user\nAnswer briefly.\n\nHello, how are you?<end_of_turn>\n"
+        "<start_of_turn>model\nFine, thank you.<end_of_turn>\n"
+    )
+    assert trained_runs(tokenizer, row) == ["Fine, thank you.<end_of_turn>\n"]
 
 
 def test_loss_on_completion_trains_only_the_last_turn_and_all_trains_everything() -> None:

@@ -89,7 +89,7 @@ def test_system_prompt_is_injected_only_where_missing() -> None:
         (
             {"messages": [*QA, {"role": "bot", "content": "x"}]},
             "messages",
-            "messages[2].role must be one of user, assistant, system (got 'bot')",
+            "messages[2].role must be one of user, assistant, system, tool (got 'bot')",
         ),
         (
             {"messages": [QA[0], {"role": "assistant", "content": "  "}]},
@@ -137,7 +137,7 @@ def test_bad_record_stops_the_run_with_file_and_line(make_recipe: Any, tmp_path:
     with pytest.raises(DataError) as error:
         load_splits(recipe.data)
     assert str(error.value).startswith(
-        f"{path}:17: messages[2].role must be one of user, assistant, system (got 'bot'); "
+        f"{path}:17: messages[2].role must be one of user, assistant, system, tool (got 'bot'); "
     )
     assert "data.on_invalid: skip" in str(error.value) and "\n" not in str(error.value)
 
