@@ -11,7 +11,7 @@ import warnings
 
 import typer
 
-from pipeline.cli import evaluate, inference, ship, train
+from pipeline.cli import environment, evaluate, inference, ship, train
 from pipeline.cli.data import data_app, tokens
 from pipeline.errors import PipelineError
 
@@ -65,6 +65,7 @@ for command in (
     inference.chat,
     inference.serve,
     tokens,
+    environment.env,
 ):
     app.command()(command)
 app.add_typer(data_app, name="data")
