@@ -19,8 +19,9 @@ def finetune(
         "--resume",
         metavar="[RUN]",
         show_default=False,
-        help="Continue from the newest complete checkpoint of RUN (a run folder), or of "
-        "this recipe's newest run when RUN is left out.",
+        help="Continue from RUN: a run folder (its newest complete checkpoint), a checkpoint-N folder (one "
+        "from another transformers/TRL run continues in a new run folder), or this recipe's newest run "
+        "when RUN is left out.",
     ),
     force: bool = typer.Option(
         False,

@@ -176,6 +176,9 @@ class TrainSpec(Spec):
     warmup_ratio: float = Field(
         0.03, ge=0, lt=1, description="Share of steps spent warming the learning rate up."
     )
+    warmup_steps: int = Field(
+        0, ge=0, description="Optimizer steps spent warming the learning rate up (instead of warmup_ratio)."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     optim: str = Field(
@@ -221,10 +224,23 @@ class TrainSpec(Spec):
     )
     output_dir: str = Field("runs", description="Folder that receives runs/<recipe>-<UTC time>/.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_replace_default_ratio(cls, data: Any) -> Any:
+        # warmup_steps alone replaces the default warmup_ratio; both given explicitly is an error (below).
+        if isinstance(data, dict) and data.get("warmup_steps") and "warmup_ratio" not in data:
+            return {**data, "warmup_ratio": 0.0}
+        return data
+
     @model_validator(mode="after")
     def _check_combinations(self) -> TrainSpec:
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) and warmup_ratio ({self.warmup_ratio}) are both set; "
+                "keep one and set the other to 0"
+            )
         return self
 
 

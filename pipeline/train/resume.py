@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,73 +11,18 @@ from typing import Any
 from pipeline.config.schema import Recipe
 from pipeline.errors import RecipeError, TrainingError
 from pipeline.files import safe_child
+from pipeline.train.checkpoints import (
+    HOLDS,
+    check_resumable,
+    is_checkpoint,
+    latest_checkpoint,
+    set_aside_incomplete,
+)
 from pipeline.train.manifest import MANIFEST, differences, now, read_manifest, summarize
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 LATEST = "latest"
-# transformers.Trainer._save_checkpoint writes weights, then optimizer/scheduler/RNG state, and
-# trainer_state.json last; a folder is complete when all of them are there and the state parses.
-WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-TRAINING_STATE = ("optimizer.pt", "scheduler.pt")
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from (missing or unreadable files), or None if complete."""
-    folder = Path(folder)
-    match = CHECKPOINT.match(folder.name)
-    if not folder.is_dir() or match is None:
-        return "not a checkpoint-N folder"
-    state_file = folder / "trainer_state.json"
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "trainer_state.json is missing (killed while saving?)"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return "trainer_state.json is cut short or unreadable"
-    if state.get("global_step") != int(match.group(1)):
-        return f"trainer_state.json says step {state.get('global_step')}"
-    if not any((folder / name).is_file() for name in WEIGHTS):
-        return "no weights (adapter_model.safetensors / model.safetensors)"
-    missing = [name for name in TRAINING_STATE if not (folder / name).is_file()]
-    if not any(folder.glob("rng_state*.pth")):
-        missing.append("rng_state.pth")
-    empty = [p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0]
-    if missing or empty:
-        return f"missing or empty: {', '.join(missing + empty)}"
-    return None
-
-
-def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's checkpoint-N folders, oldest step first."""
-    folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and p.is_dir()]
-    return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))  # type: ignore[union-attr]
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run (half-written ones are skipped), or None."""
-    for folder in reversed(checkpoints(run_dir)):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return folder
-        log.warning("Skipping %s: %s.", folder, problem)
-    return None
-
-
-def set_aside_incomplete(run_dir: Path, chosen: Path) -> list[Path]:
-    """Rename incomplete checkpoints newer than `chosen` to incomplete-checkpoint-N (training saves there)."""
-    moved = []
-    step = int(CHECKPOINT.match(chosen.name).group(1))  # type: ignore[union-attr]
-    for folder in checkpoints(run_dir):
-        if int(CHECKPOINT.match(folder.name).group(1)) > step:  # type: ignore[union-attr]
-            target = folder.with_name(f"incomplete-{folder.name}")
-            folder.rename(target)
-            moved.append(target)
-    return moved
 
 
 def runs_of(recipe: Recipe) -> list[Path]:
@@ -98,8 +42,28 @@ def runs_of(recipe: Recipe) -> list[Path]:
     return sorted(found, key=started)
 
 
-def find_run(recipe: Recipe, run: str) -> Path:
-    """The run folder to resume: `latest` (the newest run of this recipe) or a run folder path."""
+def run_of_checkpoint(checkpoint: Path) -> Path | None:
+    """The run folder of this tool a checkpoint lies in (<run>/checkpoints/checkpoint-N), or None."""
+    parent = Path(checkpoint).resolve().parent
+    return parent.parent if parent.name == "checkpoints" and (parent.parent / MANIFEST).is_file() else None
+
+
+def resume_source(run: str) -> tuple[Path | None, Path | None]:
+    """(run folder, checkpoint) a --resume path names: a run folder of this tool (checkpoint None: its newest),
+    a checkpoint inside one, or a checkpoint from anywhere else (run folder None: a new run continues it)."""
+    path = Path(run)
+    if (path / MANIFEST).is_file():
+        return path, None
+    if is_checkpoint(path):
+        return run_of_checkpoint(path), path
+    raise RecipeError(
+        f"--resume {run}: not a run folder (no {MANIFEST}) nor a checkpoint folder (no trainer_state.json); "
+        f"give runs/<recipe>-<time>/ or a checkpoint folder: {HOLDS}."
+    )
+
+
+def find_run(recipe: Recipe, run: str) -> tuple[Path | None, Path | None]:
+    """(run folder, checkpoint) to resume: `latest` (the newest run of this recipe) or a path (resume_source)."""
     if run == LATEST:
         found = runs_of(recipe)
         if not found:
@@ -107,16 +71,22 @@ def find_run(recipe: Recipe, run: str) -> Path:
                 f"--resume: no earlier run of '{recipe.name}' in {recipe.train.output_dir}/; "
                 f"start one with `pipeline finetune {recipe.name}`."
             )
-        return found[-1]
-    path = Path(run)
-    if not (path / MANIFEST).is_file():
-        raise RecipeError(f"--resume {run}: not a run folder (no {MANIFEST}); give runs/<recipe>-<time>/.")
-    return path
+        return found[-1], None
+    return resume_source(run)
 
 
-def resume_point(recipe: Recipe, run: str, manifest: dict[str, Any], force: bool) -> tuple[Path, Path, dict]:
-    """(run folder, checkpoint, earlier manifest) to continue from; refuses changed inputs unless forced."""
-    run_dir = find_run(recipe, run)
+def resume_point(
+    recipe: Recipe, run: str, manifest: dict[str, Any], force: bool
+) -> tuple[Path | None, Path, dict[str, Any]]:
+    """(run folder, checkpoint, earlier manifest) to continue from; refuses changed inputs unless forced.
+
+    A checkpoint from outside this tool's run folders gives no run folder and an empty earlier manifest.
+    """
+    run_dir, checkpoint = find_run(recipe, run)
+    if run_dir is None:  # resume_source named a checkpoint outside this tool's run folders
+        foreign = Path(run)
+        check_resumable(foreign, recipe.adapter.method, recipe.train.max_steps)
+        return None, foreign, {}
     previous = read_manifest(run_dir)
     if previous.get("times", {}).get("finished"):
         raise TrainingError(
@@ -131,20 +101,15 @@ def resume_point(recipe: Recipe, run: str, manifest: dict[str, Any], force: bool
         )
     if changed:
         log.warning("Resuming %s although its inputs changed (--force): %s.", run_dir, summarize(changed, 50))
-    checkpoint = latest_checkpoint(run_dir)
+    checkpoint = checkpoint or latest_checkpoint(run_dir)
     if checkpoint is None:
         raise TrainingError(
             f"{run_dir}: no complete checkpoint to resume from; start the run again with "
             f"`pipeline finetune {recipe.path or recipe.name}`."
         )
-    step = int(CHECKPOINT.match(checkpoint.name).group(1))  # type: ignore[union-attr]
-    if 0 < recipe.train.max_steps <= step:
-        raise TrainingError(
-            f"{checkpoint}: already at step {step} >= train.max_steps={recipe.train.max_steps}; "
-            "nothing left to train, raise train.max_steps or start a new run."
-        )
+    check_resumable(checkpoint, recipe.adapter.method, recipe.train.max_steps)
     for moved in set_aside_incomplete(run_dir, checkpoint):
-        log.warning("Set aside the incomplete checkpoint %s.", moved)
+        log.warning("Set aside the checkpoint %s (newer than the one resumed from).", moved)
     return run_dir, checkpoint, previous
 
 
@@ -203,7 +168,12 @@ def open_run(
     """
     if resume:
         run_dir, checkpoint, earlier = resume_point(recipe, resume, manifest, force)
+        if run_dir is None:  # a checkpoint of another run (plain transformers/TRL): a new run continues it
+            manifest["resumed_from"] = {"checkpoint": str(checkpoint.resolve()), "at": now()}
+            return new_run_dir(recipe), checkpoint
         manifest["times"]["started"] = earlier.get("times", {}).get("started", manifest["times"]["started"])
+        if "resumed_from" in earlier:
+            manifest["resumed_from"] = earlier["resumed_from"]
         manifest["resumed"] = [
             *earlier.get("resumed", []),
             {
@@ -251,11 +221,20 @@ def recipe_for_finetune(
                 "argument, overrides and --resume."
             )
         return recipe_from_manifest(Path(from_manifest))
+    run_dir = resume_source(resume)[0] if resume and resume != LATEST else None  # a bad path fails here
     if recipe is None and resume and resume != LATEST:
+        if run_dir is None:
+            raise RecipeError(
+                f"--resume {resume}: this checkpoint is not from a run folder of this tool, so name the "
+                f"recipe that continues it: pipeline finetune RECIPE --resume {resume}"
+            )
         if overrides:
             raise RecipeError(
                 "--resume RUN without a recipe uses the run's own recipe; name the recipe to "
                 "change it (pipeline finetune RECIPE overrides... --resume RUN --force)."
             )
-        return recipe_from_manifest(Path(resume) / MANIFEST)[0], None
-    return load_recipe(recipe or "lora-small", overrides), None
+        return recipe_from_manifest(run_dir / MANIFEST)[0], None
+    loaded = load_recipe(recipe or "lora-small", overrides)
+    if resume and resume != LATEST and run_dir is None:  # a foreign checkpoint is checked before weights load
+        check_resumable(Path(resume), loaded.adapter.method, loaded.train.max_steps)
+    return loaded, None

@@ -37,7 +37,8 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
         "gradient_accumulation_steps": train.grad_accum,
         "learning_rate": train.learning_rate,
         "lr_scheduler_type": train.lr_scheduler,
-        "warmup_steps": train.warmup_ratio,
+        # transformers reads warmup_steps >= 1 as steps and a float < 1 as a share of all steps.
+        "warmup_steps": train.warmup_steps or train.warmup_ratio,
         "weight_decay": train.weight_decay,
         "max_grad_norm": train.max_grad_norm,
         "optim": train.optim,

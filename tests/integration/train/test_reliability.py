@@ -15,7 +15,7 @@ import torch
 from conftest import run_cli
 from safetensors.torch import load_file
 
-from pipeline.train.resume import checkpoint_problem
+from pipeline.train.checkpoints import checkpoint_problem
 
 
 @pytest.fixture(autouse=True)

@@ -219,6 +219,22 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["finetune", c.recipe(model={"name": "some-org/not-cached-model"})],
         "HF_HUB_OFFLINE=1",
     ),
+    "warmup-steps-and-ratio": (
+        lambda c: ["validate", c.recipe(train={"warmup_steps": 5, "warmup_ratio": 0.1})],
+        "warmup_steps (5) and warmup_ratio (0.1) are both set",
+    ),
+    "resume-not-a-checkpoint": (
+        lambda c: ["finetune", "--resume", str(c.folder("checkpoint-7"))],
+        "nor a checkpoint folder (no trainer_state.json)",
+    ),
+    "resume-incomplete-checkpoint": (
+        lambda c: ["finetune", c.recipe(), "--resume", str(_half_checkpoint(c))],
+        "cannot resume from this checkpoint: no weights",
+    ),
+    "resume-foreign-checkpoint-without-recipe": (
+        lambda c: ["finetune", "--resume", str(_half_checkpoint(c))],
+        "name the recipe that continues it",
+    ),
 }
 # id -> (argv, word the usage error must name)
 USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
@@ -227,6 +243,12 @@ USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
     "missing-argument": (["validate"], "Missing argument"),
     "option-missing-value": (["finetune", "--from-manifest"], "--from-manifest"),
 }
+
+
+def _half_checkpoint(c: Ctx) -> Path:
+    folder = c.folder("checkpoint-3")  # trainer_state.json written, weights and optimizer state missing
+    (folder / "trainer_state.json").write_text('{"global_step": 3}', encoding="utf-8")
+    return folder
 
 
 def _config_only(c: Ctx) -> Path:

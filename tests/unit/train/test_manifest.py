@@ -18,9 +18,10 @@ from pipeline.data.splits import load_splits
 from pipeline.errors import RecipeError
 from pipeline.files import safe_child
 from pipeline.models.loading import load_tokenizer
+from pipeline.train.checkpoints import checkpoint_problem, latest_checkpoint
 from pipeline.train.guards import storage_error
 from pipeline.train.manifest import build_manifest, differences, read_manifest, redact, write_manifest
-from pipeline.train.resume import checkpoint_problem, latest_checkpoint, normalize_resume_argv
+from pipeline.train.resume import normalize_resume_argv
 
 TOKEN = "hf_UNITtestTOKENabcdefgh12345"
 

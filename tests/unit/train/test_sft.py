@@ -207,3 +207,31 @@ def test_adapter_inputs_skip_peft_casts_only_under_autocast(
     assert seen and set(seen) == {not mixed}
     after = {m.cast_input_dtype_enabled for m in trainer.model.modules() if isinstance(m, BaseTunerLayer)}
     assert after == {True}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warmup_steps", "steps_of_100"),
+    [
+        (["train.warmup_steps=7"], 7, 7),
+        (["train.warmup_ratio=0.25"], 0.25, 25),
+        (["train.warmup_ratio=0", "train.warmup_steps=1"], 1, 1),  # 1 is one step, not a ratio of 1
+        (["train.warmup_ratio=0"], 0, 0),
+    ],
+)
+def test_warmup_steps_or_ratio_reach_transformers(
+    tmp_path: Path, overrides: list[str], warmup_steps: float, steps_of_100: int
+) -> None:
+    config = _config("lora-small", tmp_path, "train.lr_scheduler=cosine", *overrides)
+    assert config.warmup_steps == warmup_steps
+    assert config.get_warmup_steps(100) == steps_of_100
+
+
+def test_warmup_steps_and_ratio_together_are_refused() -> None:
+    from pipeline.config.schema import TrainSpec
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"warmup_steps \(3\) and warmup_ratio \(0.05\) are both set"):
+        load_recipe("dora-small", ["train.warmup_steps=3"])  # its YAML sets warmup_ratio: 0.05
+    assert TrainSpec().warmup_ratio == 0.03  # the default ratio ...
+    assert TrainSpec(warmup_steps=3).warmup_ratio == 0.0  # ... gives way to steps given alone
+    assert load_recipe("dora-small", ["train.warmup_steps=3", "train.warmup_ratio=0"]).train.warmup_steps == 3

@@ -1,0 +1,132 @@
+"""Checkpoint folders: is one complete, which is the newest, and can a recipe continue from one (this tool's or
+a plain transformers/TRL run's)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+# transformers.Trainer._save_checkpoint writes weights, then optimizer/scheduler/RNG state, and
+# trainer_state.json last; a folder is complete when all of them are there and the state parses.
+ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
+FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+WEIGHTS = ADAPTER_WEIGHTS + FULL_WEIGHTS
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt")
+HOLDS = (
+    "a checkpoint folder (checkpoint-N, as transformers' Trainer saves it) holds trainer_state.json, "
+    "optimizer.pt, scheduler.pt, rng_state.pth and the weights (adapter_model.safetensors or model.safetensors)"
+)
+
+
+def _state(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """trainer_state.json of a folder, or why it cannot be read."""
+    try:
+        state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"{TRAINER_STATE} is missing (killed while saving?)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, f"{TRAINER_STATE} is cut short or unreadable"
+    return (state, None) if isinstance(state, dict) else (None, f"{TRAINER_STATE} is not a JSON object")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (missing or unreadable files), or None if complete.
+
+    A checkpoint-N folder must record step N; a folder of another name is taken at the step it records.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "not a folder"
+    state, problem = _state(folder)
+    if state is None:
+        return problem
+    match = CHECKPOINT.match(folder.name)
+    step = state.get("global_step")
+    if match is not None and step != int(match.group(1)):
+        return f"{TRAINER_STATE} says step {step}"
+    if not isinstance(step, int) or step < 0:
+        return f"{TRAINER_STATE} records no global_step"
+    if not any((folder / name).is_file() for name in WEIGHTS):
+        return "no weights (adapter_model.safetensors / model.safetensors)"
+    missing = [name for name in TRAINING_STATE if not (folder / name).is_file()]
+    if not any(folder.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    empty = [p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0]
+    if missing or empty:
+        return f"missing or empty: {', '.join(missing + empty)}"
+    return None
+
+
+def checkpoint_step(folder: Path) -> int:
+    """The optimizer step a complete checkpoint was saved at (its trainer_state.json's global_step)."""
+    state, problem = _state(Path(folder))
+    if state is None:
+        raise TrainingError(f"{folder}: {problem}; {HOLDS}.")
+    return int(state["global_step"])
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """True for a folder with a trainer_state.json (complete or not)."""
+    return (Path(folder) / TRAINER_STATE).is_file()
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint-N folders, oldest step first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run (half-written ones are skipped), or None."""
+    for folder in reversed(checkpoints(run_dir)):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log.warning("Skipping %s: %s.", folder, problem)
+    return None
+
+
+def set_aside_incomplete(run_dir: Path, chosen: Path) -> list[Path]:
+    """Rename checkpoints newer than `chosen` to incomplete-checkpoint-N (training saves there again)."""
+    moved = []
+    step = checkpoint_step(chosen)
+    for folder in checkpoints(run_dir):
+        if int(CHECKPOINT.match(folder.name).group(1)) > step:  # type: ignore[union-attr]
+            target = folder.with_name(f"incomplete-{folder.name}")
+            folder.rename(target)
+            moved.append(target)
+    return moved
+
+
+def check_resumable(checkpoint: Path, method: str, max_steps: int) -> int:
+    """The step to continue from; one-line TrainingError when the checkpoint is incomplete, holds weights of
+    the other kind than adapter.method trains (adapter vs full model), or is already at train.max_steps."""
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise TrainingError(f"{checkpoint}: cannot resume from this checkpoint: {problem}; {HOLDS}.")
+    adapter = any((checkpoint / name).is_file() for name in ADAPTER_WEIGHTS)
+    if adapter != (method == "lora"):
+        held, other = ("a LoRA adapter", "lora") if adapter else ("full model weights", "full")
+        raise TrainingError(
+            f"{checkpoint}: holds {held} but the recipe has adapter.method: {method}; resume it with "
+            f"adapter.method: {other} (and the rest of the settings it was trained with)."
+        )
+    step = checkpoint_step(checkpoint)
+    if 0 < max_steps <= step:
+        raise TrainingError(
+            f"{checkpoint}: already at step {step} >= train.max_steps={max_steps}; "
+            "nothing left to train, raise train.max_steps or start a new run."
+        )
+    return step
