@@ -59,7 +59,7 @@ def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> 
     )
     # The whole training split, as lora-small trains on it (finetune's own preparation: hygiene, masks),
     # and the first HELD_OUT eval examples.
-    inputs = prepare_inputs(recipe)
+    inputs = prepare_inputs(recipe, held_out=True)
     held_out = inputs.eval.select(range(min(HELD_OUT, len(inputs.eval))))
     return recipe, inputs.tokenizer, inputs.train, held_out
 

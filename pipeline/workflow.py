@@ -45,30 +45,28 @@ def finetune(
     resume: a run folder or 'latest' to continue from its newest complete checkpoint; force: accept changed
     inputs on resume; previous: the manifest a --from-manifest re-run repeats.
     """
-    from pipeline.train.crosscheck import check_against_libraries
     from pipeline.train.patches import registry
 
-    check_against_libraries(recipe)  # trl/peft reject a bad combination before any weight loads
-    registry.reset()  # manifest.json lists the speed levers of this run only
     clock = time.perf_counter()
+    inputs = prepare(recipe)  # every check `validate` makes, before any weight loads
+    registry.reset()  # manifest.json lists the speed levers of this run only
     main = distributed.is_main_process()  # under `accelerate launch` rank 0 alone writes and reports
-    distributed.prepare_assets(recipe.model)
-    with distributed.local_main_first():  # one rank per machine tokenizes; the others reuse its cache
-        inputs = prepare_inputs(recipe)
     model = load_model(recipe)
     # The run folder appears only once the inputs proved valid: a bad recipe, data file or model writes nothing.
     run_dir, checkpoint, manifest = _open_run(recipe, inputs, main, resume, force, previous)
     seconds = {"load": time.perf_counter() - clock}
     metrics: dict[str, Any] = {"recipe": recipe.name, "model": recipe.model.name}
     metrics.update(skipped_records=inputs.splits.skipped, hygiene=inputs.hygiene)
-    evaluate = recipe.eval.enabled and inputs.eval is not None and main
+    evaluate = recipe.eval.enabled and bool(inputs.splits.eval) and main
     eval_set = _eval_set(recipe, inputs) if evaluate else None
-    if eval_set is not None:
-        console.print("Evaluating the base model ...")
-        metrics["base"] = evaluate_model(
-            model, inputs.tokenizer, recipe.eval, eval_set, recipe.data.system_prompt
-        )
-    trained = train_model(recipe, run_dir, model, inputs.tokenizer, inputs.train, checkpoint)
+    if eval_set is not None and recipe.eval.base:  # reused from pipeline.evaluation.base_cache when it can be
+        from pipeline.evaluation.base_cache import evaluate_base
+
+        weights = manifest.get("model", {}).get("sha256")
+        metrics.update(evaluate_base(model, inputs.tokenizer, recipe, eval_set, weights))
+    trained = train_model(
+        recipe, run_dir, model, inputs.tokenizer, inputs.train, checkpoint, eval_dataset=inputs.eval
+    )
     metrics["train"] = trained.metrics
     seconds["train"] = trained.metrics["seconds"]
     if not main:
@@ -88,6 +86,21 @@ def finetune(
 
     push_after_training(run_dir, recipe.hub)  # rank 0 only (the others returned above); failures warn
     return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+def prepare(recipe: Recipe, launch: str | None = None) -> Inputs:
+    """Every check finetune makes before a weight loads, then the run's data, tokenized with its loss masks.
+
+    `pipeline validate` runs exactly this, so what finetune would reject, validate rejects first: the trl/peft
+    cross-check, trackers, output folder and launch config (pipeline.train.preflight), then every data source
+    read and every record validated, the chat template rendering each conversation, and the splits the
+    recipe's eval settings need. The tokenized data is cached, so a finetune after validate reuses it."""
+    from pipeline.train.preflight import check_settings
+
+    check_settings(recipe, launch)
+    distributed.prepare_assets(recipe.model)
+    with distributed.local_main_first():  # one rank per machine tokenizes; the others reuse its cache
+        return prepare_inputs(recipe)
 
 
 def _open_run(

@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# An unexpected exception fails its test with the traceback (the CLI would log it and print one line).
+os.environ.setdefault("PIPELINE_TRACEBACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -93,6 +95,12 @@ def build_tiny_model(vocab_size: int, seed: int = 0, hidden_size: int = 32, laye
         pad_token_id=3,
     )
     return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(autouse=True)
+def own_base_metrics_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own cache of base-model metrics (pipeline.evaluation.base_cache): none reuses another's."""
+    monkeypatch.setenv("PIPELINE_BASE_CACHE", str(tmp_path_factory.mktemp("base-metrics")))
 
 
 @pytest.fixture(scope="session")

@@ -89,7 +89,11 @@ def main() -> None:
 
         error = storage_error(exc)
         if error is None:
-            raise
+            if os.environ.get("PIPELINE_TRACEBACK", "").strip() in ("1", "true", "yes"):
+                raise
+            from pipeline.cli.crash import report_internal_error
+
+            sys.exit(report_internal_error(exc, sys.argv[1:]))
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:

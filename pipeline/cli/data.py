@@ -7,6 +7,12 @@ from rich.console import Console
 
 from pipeline.cli.options import OVERRIDES_HELP
 
+def _train_or_eval(value: str) -> str:
+    if value not in ("train", "eval"):
+        raise typer.BadParameter(f"'{value}' is not a split; use train or eval.")
+    return value
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's data: formats, loss masks, lengths.")
 
 
@@ -15,9 +21,9 @@ def data_audit(
     recipe: str = typer.Argument("lora-small", help="Recipe name (recipes/<name>.yaml) or path."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     examples: int = typer.Option(
-        3, "--examples", "-n", help="Examples shown with trained tokens highlighted."
+        3, "--examples", "-n", min=0, help="Examples shown with trained tokens highlighted."
     ),
-    split: str = typer.Option("train", help="Split to audit: train or eval."),
+    split: str = typer.Option("train", callback=_train_or_eval, help="Split to audit: train or eval."),
     html: str = typer.Option(None, help="HTML file; default <train.output_dir>/<recipe>-data-audit.html."),
 ) -> None:
     """Show which tokens carry the loss and length statistics; fail on zero-trained or unstoppable turns."""

@@ -47,14 +47,27 @@ def finetune(
 def validate(
     recipe: str = typer.Argument(..., help="Recipe name or path."),
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
+    launch: str = typer.Option(
+        None,
+        "--launch",
+        metavar="ACCELERATE_CONFIG",
+        show_default=False,
+        help="Also check the accelerate config the run will be launched with (recipes/accelerate/*.yaml).",
+    ),
 ) -> None:
-    """Check a recipe (and its trl/peft settings) without loading any weights."""
+    """Run every check finetune makes before loading weights: the recipe, trl/peft, trackers, the output folder,
+    every data record and the chat template on each conversation (the tokenized data is cached for finetune)."""
     from pipeline.config.loader import load_recipe
-    from pipeline.train.crosscheck import check_against_libraries
+    from pipeline.workflow import prepare
 
     loaded = load_recipe(recipe, overrides or [])
-    check_against_libraries(loaded)
-    typer.echo(f"{loaded.path}: OK ({loaded.adapter.method}, {loaded.model.name})")
+    inputs = prepare(loaded, launch)
+    held_out = f", {len(inputs.splits.eval)} eval" if inputs.splits.eval else ", no eval split"
+    skipped = sum(inputs.splits.skipped.values())
+    typer.echo(
+        f"{loaded.path}: OK ({loaded.adapter.method}, {loaded.model.name}; {len(inputs.splits.train)} train"
+        f"{held_out} records{f', {skipped} skipped' if skipped else ''}; {len(inputs.train)} examples tokenized)"
+    )
 
 
 def plan(

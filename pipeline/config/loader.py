@@ -24,6 +24,7 @@ from pipeline.config.schema import (
     Spec,
     TrainSpec,
 )
+from pipeline.config.strict_yaml import load_yaml_file, parse_yaml
 from pipeline.config.templates import is_template_name
 from pipeline.errors import RecipeError
 
@@ -52,7 +53,7 @@ RECIPES_DIR = Path(os.environ.get("PIPELINE_RECIPES", Path(__file__).resolve().p
 def find_recipe(name_or_path: str) -> Path:
     """Find a recipe by name (recipes/<name>.yaml, searched recursively) or by path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_absolute() or len(path.parts) > 1:
         if not path.is_file():
             raise RecipeError(
                 f"{name_or_path}: recipe file not found; `pipeline recipes` lists the available ones."
@@ -84,7 +85,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 f"override '{item}' is not of the form section.field=value (e.g. train.max_steps=2)."
             )
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = parse_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = nested
@@ -142,6 +143,10 @@ def _format_error(source: str, error: dict[str, Any]) -> str:
     message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    if isinstance(got, bool) and error["type"] != "bool_type":
+        got_text = f" (got {got!r}: YAML reads yes/no/on/off as true/false)"
+    if not loc:  # a check across sections names its fields itself
+        return f"{source}: {message}."
     return f"{source}: {dotted}: {message}{got_text}."
 
 
@@ -172,16 +177,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     The check against trl and peft is a separate, explicit call (pipeline.train.crosscheck), made by
     `validate` and `finetune`."""
     path = find_recipe(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RecipeError(
-            f"{where}: invalid YAML ({getattr(exc, 'problem', exc)}); fix the syntax there."
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc}).") from None
+    raw = load_yaml_file(path)
     raw = raw if raw is not None else {}
     if overrides and isinstance(raw, dict):
         raw = _merge(raw, parse_overrides(overrides))

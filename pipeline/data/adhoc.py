@@ -17,6 +17,10 @@ def recipe_for(
     (and eval_file, if given, as eval; otherwise no eval split); dotted overrides apply to either."""
     path = Path(target)
     is_data = path.is_dir() or (path.is_file() and path.suffix.lower() in SUFFIXES)
+    if path.suffix.lower() in SUFFIXES and not path.exists():
+        raise DataError(
+            f"{target}: data file not found; give an existing data file ({', '.join(SUFFIXES)}) or a recipe."
+        )
     if not is_data:
         if eval_file:
             raise DataError(

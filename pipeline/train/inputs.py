@@ -32,8 +32,12 @@ class Inputs:
     eval: Dataset | None
 
 
-def prepare_inputs(recipe: Recipe) -> Inputs:
-    """Load the splits, apply data.dedup/redact (refusing contaminated eval data) and tokenize both splits."""
+def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
+    """Load the splits, apply data.dedup/redact (refusing contaminated eval data) and tokenize them.
+
+    The eval split is tokenized (truncated to train.max_length, like training) only for the held-out loss
+    during training: held_out, by default when train.eval_steps is set. Evaluation after training scores the
+    eval records untruncated from `splits`, so long eval answers never stop a run that does not need this."""
     splits = load_splits(recipe.data)
     hygiene = apply_hygiene(recipe.data, splits)
     splits = hygiene.splits
@@ -46,7 +50,7 @@ def prepare_inputs(recipe: Recipe) -> Inputs:
         tokenize_records(
             splits.eval, tokenizer, recipe.train, on_invalid, desc="Tokenizing eval", skipped=splits.skipped
         )
-        if splits.eval
+        if splits.eval and (recipe.train.eval_steps > 0 if held_out is None else held_out)
         else None
     )
     return Inputs(splits=splits, hygiene=hygiene.report, tokenizer=tokenizer, train=train, eval=held_out)

@@ -14,6 +14,7 @@ from pipeline.train.progress import RichProgressCallback
 from pipeline.train.resume import resume_command
 from pipeline.train.sft import build_trainer
 from pipeline.train.signals import StopOnSignal
+from pipeline.train.trackers import tracking_to
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -37,24 +38,30 @@ def train_model(
     dataset: Dataset,
     checkpoint: Path | None = None,
     callbacks: list[Any] | None = None,
+    eval_dataset: Dataset | None = None,
 ) -> Trained:
     """Train on `dataset` (from `checkpoint` when resuming); Ctrl-C/SIGTERM checkpoint and stop with the
-    resume command, a non-finite loss stops before the weights update."""
-    from transformers import PrinterCallback
+    resume command, a non-finite loss stops before the weights update. With train.eval_steps the held-out
+    loss on `eval_dataset` is logged every eval_steps (and early stopping watches it when asked)."""
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     stopper = StopOnSignal()
+    train = recipe.train
+    extra = [*(callbacks or [])]
+    if train.early_stopping_patience and eval_dataset is not None:
+        extra.append(EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_threshold))
     trainer = build_trainer(
         recipe,
         run_dir,
         model,
         tokenizer,
         dataset,
-        None,
-        callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper, *(callbacks or [])],
+        eval_dataset if train.eval_steps else None,
+        callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper, *extra],
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no raw log dicts on stdout
     started = time.perf_counter()
-    with stopper.active():
+    with stopper.active(), tracking_to(run_dir, train.report_to):
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopper.raise_if_stopped(resume_command(recipe, run_dir))
     metrics = {
@@ -65,4 +72,8 @@ def train_model(
         "log_history": trainer.state.log_history,
         "world_size": trainer.args.world_size,
     }
+    if train.early_stopping_patience and trainer.state.best_model_checkpoint:
+        metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name
+        metrics["best_eval_loss"] = trainer.state.best_metric
+        metrics["stopped_early"] = output.global_step < trainer.state.max_steps
     return Trained(trainer=trainer, metrics=metrics)

@@ -56,6 +56,10 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
         "logging_first_step": True,
         "eval_strategy": "steps" if train.eval_steps else "no",
         "eval_steps": train.eval_steps or None,
+        # Early stopping ends on the best held-out loss: the trainer reloads that checkpoint at the end.
+        "load_best_model_at_end": bool(train.early_stopping_patience),
+        "metric_for_best_model": "eval_loss" if train.early_stopping_patience else None,
+        "greater_is_better": False if train.early_stopping_patience else None,
         "save_strategy": "steps",
         "save_steps": train.save_steps,
         "save_total_limit": train.save_total_limit,

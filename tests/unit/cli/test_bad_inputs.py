@@ -53,6 +53,11 @@ class Ctx:
         folder.mkdir(exist_ok=True)
         return folder
 
+    def launch(self, text: str) -> str:
+        path = self.tmp / "accelerate.yaml"
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
     def manifest(self, text: str) -> str:
         path = self.folder("old-run") / "manifest.json"
         path.write_text(text, encoding="utf-8")
@@ -219,6 +224,148 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["finetune", c.recipe(model={"name": "some-org/not-cached-model"})],
         "HF_HUB_OFFLINE=1",
     ),
+    # strict recipes: duplicate keys, non-finite or absurd numbers, YAML booleans where numbers belong
+    "duplicate-yaml-key": (
+        lambda c: ["validate", c.yaml_text("data:\n  train: a.jsonl\ntrain:\n  epochs: 1\n  epochs: 2\n")],
+        "bad.yaml:5: key 'epochs' appears twice (first on line 4)",
+    ),
+    "duplicate-section": (
+        lambda c: ["validate", c.yaml_text("train: {}\ndata: {train: a.jsonl}\ntrain: {epochs: 2}\n")],
+        "bad.yaml:3: key 'train' appears twice (first on line 1)",
+    ),
+    "infinite-learning-rate": (
+        lambda c: ["validate", c.recipe(train={"learning_rate": float("inf")})],
+        "train.learning_rate: Input should be a finite number",
+    ),
+    "nan-weight-decay": (
+        lambda c: ["validate", c.recipe(train={"weight_decay": float("nan")})],
+        "train.weight_decay: Input should be a finite number",
+    ),
+    "exponent-max-length": (
+        lambda c: ["validate", c.recipe(), "train.max_length=1e20"],
+        "train.max_length: Input should be a valid integer (got 1e+20)",
+    ),
+    "absurd-epochs": (
+        lambda c: ["validate", c.recipe(), "train.epochs=1e30"],
+        "train.epochs: Input should be less than or equal to 1000",
+    ),
+    "huge-rank": (lambda c: ["validate", c.recipe(adapter={"r": 100000})], "adapter.r: Input should be less"),
+    "yes-as-rank": (
+        lambda c: ["validate", c.recipe(), "adapter.r=yes"],
+        "adapter.r: Input should be a valid integer (got True: YAML reads yes/no/on/off",
+    ),
+    "quoted-number": (
+        lambda c: ["validate", c.recipe(train={"batch_size": "8"})],
+        "train.batch_size: Input should be a valid integer (got '8')",
+    ),
+    "number-as-bool": (
+        lambda c: ["validate", c.recipe(data={"dedup": 1})],
+        "data.dedup: Input should be a valid boolean (got 1)",
+    ),
+    "eval-size-fraction-above-1": (
+        lambda c: ["validate", c.recipe(data={"eval_size": 2.5})],
+        "data.eval_size: must be a fraction below 1",
+    ),
+    "negative-seed": (lambda c: ["validate", c.recipe(train={"seed": -1})], "train.seed:"),
+    "unknown-tracker": (
+        lambda c: ["validate", c.recipe(train={"report_to": ["comet"]})],
+        "train.report_to.0: Input should be 'tensorboard', 'trackio', 'wandb', 'mlflow' or 'none'",
+    ),
+    "eval-steps-without-held-out-data": (
+        lambda c: ["validate", c.recipe(data={"eval": [], "eval_size": 0}, train={"eval_steps": 5})],
+        "train.eval_steps is 5 but there is no held-out data",
+    ),
+    "early-stopping-without-eval-steps": (
+        lambda c: ["validate", c.recipe(train={"early_stopping_patience": 2})],
+        "early_stopping_patience needs the held-out loss during training",
+    ),
+    "early-stopping-save-steps": (
+        lambda c: [
+            "validate",
+            c.recipe(train={"early_stopping_patience": 2, "eval_steps": 3, "save_steps": 4}),
+        ],
+        "train.save_steps (4) must be a multiple of train.eval_steps (3)",
+    ),
+    # validate finds what finetune would find, before any weight loads
+    "validate-missing-data-file": (
+        lambda c: ["validate", c.recipe(data={"train": str(c.tmp / "absent.jsonl")})],
+        "absent.jsonl",
+    ),
+    "validate-bad-record": (
+        lambda c: ["validate", c.data([*GOOD, _turns(("user", "hi"), ("robot", "beep"))])],
+        "bad.jsonl:5: messages[1].role must be one of",
+    ),
+    "validate-missing-chat-template": (
+        lambda c: ["validate", c.recipe(model={"chat_template": str(c.tmp / "none.jinja")})],
+        "none.jinja",
+    ),
+    "validate-output-dir-is-a-file": (
+        lambda c: ["validate", c.recipe(train={"output_dir": str(_file(c))})],
+        "a-file' is a file",
+    ),
+    "validate-output-dir-below-a-file": (
+        lambda c: ["validate", c.recipe(train={"output_dir": str(_file(c) / "runs")})],
+        "train.output_dir",
+    ),
+    "validate-missing-model": (
+        lambda c: ["validate", c.recipe(model={"name": str(c.tmp / "no-model")})],
+        "no-model: no such model folder",
+    ),
+    "launch-config-missing": (
+        lambda c: ["validate", c.recipe(), "--launch", str(c.tmp / "accelerate.yaml")],
+        "accelerate.yaml: accelerate config not found",
+    ),
+    "launch-config-no-processes": (
+        lambda c: ["validate", c.recipe(), "--launch", c.launch("distributed_type: NO\nnum_processes: 0\n")],
+        "num_processes must be a whole number >= 1 (got 0)",
+    ),
+    "launch-config-unknown-type": (
+        lambda c: ["validate", c.recipe(), "--launch", c.launch("distributed_type: MULTI_TPU\n")],
+        "distributed_type 'MULTI_TPU' is not one of",
+    ),
+    "launch-config-precision-conflict": (
+        lambda c: [
+            "validate",
+            c.recipe(train={"precision": "fp32"}),
+            "--launch",
+            c.launch("distributed_type: MULTI_GPU\nuse_cpu: true\nnum_processes: 2\nmixed_precision: fp16\n"),
+        ],
+        "mixed_precision 'fp16' contradicts the recipe's train.precision",
+    ),
+    # absolute paths that do not exist, in every command that takes a recipe
+    **{
+        f"absolute-recipe-path-{'-'.join(command)}": (
+            lambda c, command=command: [*command, "/nonexistent/my-recipe"],
+            "/nonexistent/my-recipe: recipe file not found",
+        )
+        for command in (("validate",), ("plan",), ("tokens",), ("data", "hygiene"), ("data", "audit"))
+    },
+    "tokens-missing-data-file": (
+        lambda c: ["tokens", str(c.tmp / "nope.jsonl")],
+        "nope.jsonl: data file not found",
+    ),
+    # commands that take a trained model
+    "eval-missing-target": (lambda c: ["eval", str(c.tmp / "gone")], "gone: no such model folder"),
+    "eval-empty-folder": (lambda c: ["eval", str(c.folder("empty"))], "neither a run folder, an adapter"),
+    "merge-missing-run": (lambda c: ["merge", str(c.tmp / "gone")], "gone: no such model folder"),
+    "chat-missing-target": (lambda c: ["chat", str(c.tmp / "gone")], "gone: no such model folder"),
+    "generate-missing-target": (
+        lambda c: ["generate", str(c.tmp / "gone"), "hello"],
+        "gone: no such model folder",
+    ),
+    "serve-empty-folder": (lambda c: ["serve", str(c.folder("empty"))], "neither a run folder, an adapter"),
+    "push-bad-repo-id": (
+        lambda c: ["push", str(c.folder("run")), "--repo-id", "not a repo"],
+        "repo id 'not a repo' must be ORG/NAME",
+    ),
+    "plan-bad-memory": (
+        lambda c: ["plan", c.recipe(), "--gpu-memory", "lots"],
+        "--gpu-memory 'lots': not a size",
+    ),
+    "plan-bad-strategy": (
+        lambda c: ["plan", c.recipe(), "--strategy", "zero9"],
+        "--strategy 'zero9': use one of ddp, fsdp, zero2, zero3",
+    ),
     "warmup-steps-and-ratio": (
         lambda c: ["validate", c.recipe(train={"warmup_steps": 5, "warmup_ratio": 0.1})],
         "warmup_steps (5) and warmup_ratio (0.1) are both set",
@@ -242,6 +389,8 @@ USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
     "unknown-command": (["finetun", "lora-small"], "finetun"),
     "missing-argument": (["validate"], "Missing argument"),
     "option-missing-value": (["finetune", "--from-manifest"], "--from-manifest"),
+    "audit-unknown-split": (["data", "audit", "lora-small", "--split", "test"], "--split"),
+    "audit-negative-examples": (["data", "audit", "lora-small", "-n", "-2"], "--examples"),
 }
 
 
@@ -299,8 +448,8 @@ def ctx(
     return Ctx(tmp_path, make_recipe, tiny_model_dir)
 
 
-def test_there_are_at_least_30_bad_inputs() -> None:
-    assert len(CASES) + len(USAGE_ERRORS) >= 30
+def test_there_are_at_least_60_bad_inputs() -> None:
+    assert len(CASES) + len(USAGE_ERRORS) >= 60
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
