@@ -382,6 +382,34 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["finetune", "--resume", str(_half_checkpoint(c))],
         "name the recipe that continues it",
     ),
+    # chat templates by name, and tool calling
+    "unknown-chat-template-name": (
+        lambda c: ["validate", c.recipe(model={"chat_template": "chatlm"})],
+        "model.chat_template: unknown chat template 'chatlm'; set model.chat_template to one of chatml,",
+    ),
+    "system-prompt-template-refuses": (
+        lambda c: [
+            "finetune",
+            c.recipe(model={"chat_template": "mistral"}, data={"system_prompt": "Be brief."}),
+        ],
+        "data.system_prompt: the chat template of 'mistral' does not accept a system turn",
+    ),
+    "tool-call-arguments-not-json": (
+        lambda c: ["finetune", c.data([_tool_record('{"a": 1,')])],
+        "bad.jsonl:1: messages[1].tool_calls[0].function.arguments is not valid JSON",
+    ),
+    "tool-output-without-call": (
+        lambda c: ["finetune", c.data([_turns(("user", "hi"), ("tool", "42"), ("assistant", "ok"))])],
+        "bad.jsonl:1: messages[1] is a tool output with no assistant tool call before it",
+    ),
+    "tool-call-unknown-tool": (
+        lambda c: ["finetune", c.data([_tool_record("{}", name="subtract")])],
+        "bad.jsonl:1: messages[1].tool_calls[0].function.name 'subtract' is not among the record's tools",
+    ),
+    "template-without-tool-support": (
+        lambda c: ["finetune", c.data([_tool_record('{"a": 6, "b": 7}')])],
+        "model.chat_template: the chat template of",
+    ),
 }
 # id -> (argv, word the usage error must name)
 USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
@@ -424,6 +452,19 @@ def _data_path(self: Ctx, records: list[Any]) -> str:
 
 
 Ctx.data_path = _data_path  # type: ignore[attr-defined]
+
+
+def _tool_record(arguments: str, name: str = "multiply") -> dict[str, Any]:
+    """A tool-calling record (the tiny model's ChatML template has no tool support)."""
+    call = {"type": "function", "function": {"name": name, "arguments": arguments}}
+    tool = {"type": "function", "function": {"name": "multiply", "parameters": {"type": "object"}}}
+    messages = [
+        {"role": "user", "content": "6 times 7?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "42"},
+        {"role": "assistant", "content": "42."},
+    ]
+    return {"messages": messages, "tools": [tool]}
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

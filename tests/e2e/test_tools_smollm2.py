@@ -1,0 +1,34 @@
+"""The real CLI on the packaged SmolLM2-135M: two steps of tools-small (tool-calling data, qwen template)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_tools_small_two_steps(tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "finetune",
+        "tools-small",
+        "train.max_steps=2",
+        "eval.enabled=false",
+        f"train.output_dir={tmp_path}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("tools-small-")]
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    template = (Path(__file__).resolve().parents[2] / "recipes" / "templates" / "qwen.jinja").read_text()
+    assert (run_dir / "adapter" / "chat_template.jinja").read_text() == template
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["recipe"]["model"]["chat_template"] == "qwen"
+    page = (run_dir / "data-audit.html").read_text(encoding="utf-8")
+    assert "&lt;tool_call&gt;" in page
