@@ -12,6 +12,19 @@ from pipeline.files import write_text
 from pipeline.models.assets import cache_dir
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE: an internal error, distinct from the exit codes of user errors (1-7)
+SECRET_OPTIONS = ("--api-key", "--token")
+
+
+def _redacted(argv: list[str]) -> list[str]:
+    """The command line with the values of secret options replaced by ***."""
+    shown: list[str] = []
+    for index, item in enumerate(argv):
+        if index and argv[index - 1] in SECRET_OPTIONS:
+            item = "***"
+        elif item.startswith(tuple(f"{option}=" for option in SECRET_OPTIONS)):
+            item = item.split("=", 1)[0] + "=***"
+        shown.append(item)
+    return shown
 
 
 def write_crash_log(exc: BaseException, argv: list[str]) -> Path:
@@ -21,11 +34,12 @@ def write_crash_log(exc: BaseException, argv: list[str]) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     path = cache_dir() / "crashes" / f"{stamp}-{os.getpid()}.log"
     lines = [
-        f"command: pipeline {' '.join(argv)}",
+        f"command: pipeline {' '.join(_redacted(argv))}",
         f"python: {sys.version.split()[0]} on {platform.platform()}",
         "",
         *traceback.format_exception(type(exc), exc, exc.__traceback__),
     ]
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, "\n".join(line.rstrip("\n") for line in lines) + "\n")
     return path
 

@@ -7,6 +7,7 @@ from rich.console import Console
 
 from pipeline.cli.options import OVERRIDES_HELP
 
+
 def _train_or_eval(value: str) -> str:
     if value not in ("train", "eval"):
         raise typer.BadParameter(f"'{value}' is not a split; use train or eval.")

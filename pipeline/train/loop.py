@@ -50,19 +50,23 @@ def train_model(
     extra = [*(callbacks or [])]
     if train.early_stopping_patience and eval_dataset is not None:
         extra.append(EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_threshold))
-    trainer = build_trainer(
-        recipe,
-        run_dir,
-        model,
-        tokenizer,
-        dataset,
-        eval_dataset if train.eval_steps else None,
-        callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper, *extra],
-    )
-    trainer.remove_callback(PrinterCallback)  # the progress bar shows the loss; no raw log dicts on stdout
-    started = time.perf_counter()
-    with stopper.active(), tracking_to(run_dir, train.report_to):
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # Tracker callbacks read their settings when the trainer is built, and log while it trains.
+    with tracking_to(run_dir, train.report_to):
+        trainer = build_trainer(
+            recipe,
+            run_dir,
+            model,
+            tokenizer,
+            dataset,
+            eval_dataset if train.eval_steps else None,
+            callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper, *extra],
+        )
+        trainer.remove_callback(
+            PrinterCallback
+        )  # the progress bar shows the loss; no raw log dicts on stdout
+        started = time.perf_counter()
+        with stopper.active():
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     stopper.raise_if_stopped(resume_command(recipe, run_dir))
     metrics = {
         "steps": output.global_step,
