@@ -195,11 +195,19 @@ class Recipe(Spec):
     _path: Path | None = PrivateAttr(None)
 
     @model_validator(mode="after")
-    def _eval_steps_need_held_out_data(self) -> Recipe:
-        if self.train.eval_steps and not self.data.eval and not self.data.eval_size:
+    def _eval_settings_need_held_out_data(self) -> Recipe:
+        if self.data.eval or self.data.eval_size:
+            return self
+        fix = "set data.eval (a file) or data.eval_size (e.g. 0.05)"
+        if self.train.eval_steps:
             raise ValueError(
-                f"train.eval_steps is {self.train.eval_steps} but there is no held-out data; set data.eval "
-                "(a file) or data.eval_size (e.g. 0.05), or train.eval_steps: 0"
+                f"train.eval_steps is {self.train.eval_steps} but there is no held-out data; {fix}, "
+                "or train.eval_steps: 0"
+            )
+        if self.eval.enabled and self.eval.fail_if_worse:
+            raise ValueError(
+                f"eval.fail_if_worse needs held-out data to compare on and there is none; {fix}, or "
+                "eval.fail_if_worse: false"
             )
         return self
 

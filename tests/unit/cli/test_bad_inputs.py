@@ -275,6 +275,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["validate", c.recipe(data={"eval": [], "eval_size": 0}, train={"eval_steps": 5})],
         "train.eval_steps is 5 but there is no held-out data",
     ),
+    "gate-without-held-out-data": (
+        lambda c: ["validate", c.recipe(data={"eval": [], "eval_size": 0}, eval={"fail_if_worse": True})],
+        "eval.fail_if_worse needs held-out data",
+    ),
     "early-stopping-without-eval-steps": (
         lambda c: ["validate", c.recipe(train={"early_stopping_patience": 2})],
         "early_stopping_patience needs the held-out loss during training",
@@ -381,6 +385,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "resume-foreign-checkpoint-without-recipe": (
         lambda c: ["finetune", "--resume", str(_half_checkpoint(c))],
         "name the recipe that continues it",
+    ),
+    "eval-base-off-with-gate": (
+        lambda c: ["validate", c.recipe(eval={"base": False, "fail_if_worse": True})],
+        "eval: Value error, fail_if_worse compares with the base model's metrics but base is false",
     ),
     # chat templates by name, and tool calling
     "unknown-chat-template-name": (
