@@ -138,7 +138,7 @@ def run_eval(
         "target": target,
         "target_kind": ref.kind,
     }
-    if compare and (base_spec is not None or ref.adapter_dir is not None):
+    if compare and spec.eval.base and (base_spec is not None or ref.adapter_dir is not None):
         console.print("Evaluating the base model ...")
         if base_spec is None:
             with loaded.model.disable_adapter():

@@ -93,6 +93,8 @@ def perplexity_plot(
     figure, (bar_ax, dot_ax) = _new(10, 3.8, columns=2)
     positions = range(len(bars))
     for offset, side, color, index in ((-0.2, "base", BASE_COLOR, 1), (0.2, "adapted", ADAPTED_COLOR, 2)):
+        if not any(isinstance(b[index], (int, float)) for b in bars):
+            continue  # no base metrics (eval.base: false): adapted bars only
         values = [b[index] if isinstance(b[index], (int, float)) else 0 for b in bars]
         drawn = bar_ax.bar([p + offset for p in positions], values, width=0.4, color=color, label=side)
         bar_ax.bar_label(drawn, fmt="%.3g", fontsize=8)

@@ -66,15 +66,36 @@ def _delta(base: float | None, adapted: float | None) -> str:
     return "-" if base is None or adapted is None else f"{adapted - base:+.4g}"
 
 
+def base_note(metrics: dict[str, Any]) -> str | None:
+    """One line saying the base metrics came from the cache, or that there are none; None otherwise."""
+    if "base" not in metrics:
+        return "The base model was not evaluated (eval.base: false or --no-compare): no comparison, no gate."
+    cache = metrics.get("base_cache") or {}
+    if cache.get("reused"):
+        return f"base metrics reused from cache {cache['key']} (computed {cache['computed']})"
+    return None
+
+
 def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | None = None) -> None:
-    """Print base vs adapted as a table, the gate's verdict, then where the results are."""
+    """Print base vs adapted (adapted only without base metrics) as a table, the gate's verdict, then where
+    the results are."""
     console = console or Console()
-    table = RichTable(title="base vs adapted (held-out eval split)")
-    for column in ("metric", "base", "adapted", "delta", "better"):
+    with_base = "base" in metrics
+    columns = (
+        ("metric", "base", "adapted", "delta", "better") if with_base else ("metric", "adapted", "better")
+    )
+    table = RichTable(
+        title="base vs adapted (held-out eval split)" if with_base else "adapted (held-out eval split)"
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, base, adapted, better in comparison_rows(metrics):
-        table.add_row(name, _fmt(base), _fmt(adapted), _delta(base, adapted), better)
+        cells = [_fmt(base), _fmt(adapted), _delta(base, adapted)] if with_base else [_fmt(adapted)]
+        table.add_row(name, *cells, better)
     console.print(table)
+    note = base_note(metrics)
+    if note:
+        console.print(note)
     comparison = metrics.get("comparison", {})
     if comparison.get("adapted_closer_rate") is not None:
         console.print(
@@ -88,6 +109,8 @@ def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | Non
 
 
 def _summary_section(metrics: dict[str, Any]) -> Section:
+    if "base" not in metrics:
+        return _adapted_section(metrics)
     rows = [[name, _fmt(b), _fmt(a), _delta(b, a), better] for name, b, a, better in comparison_rows(metrics)]
     comparison = metrics.get("comparison", {})
     for label, key in (
@@ -102,7 +125,19 @@ def _summary_section(metrics: dict[str, Any]) -> Section:
         f"({adapted.get('tokens', '?')} trained tokens); answers generated greedily for "
         f"{adapted.get('generation', {}).get('examples', 0)} of them."
     )
+    note = base_note(metrics)
+    text = f"{text} {note[0].upper()}{note[1:]}." if note else text
     return Section("Base vs adapted", [text, Table(["metric", "base", "adapted", "delta", "better"], rows)])
+
+
+def _adapted_section(metrics: dict[str, Any]) -> Section:
+    rows = [[name, _fmt(a), better] for name, _b, a, better in comparison_rows(metrics)]
+    adapted = metrics.get("adapted", {})
+    text = (
+        f"Model {metrics.get('model', '?')} after training, evaluated on {adapted.get('examples', '?')} held-out "
+        f"examples ({adapted.get('tokens', '?')} trained tokens). {base_note(metrics)}"
+    )
+    return Section("Adapted model", [text, Table(["metric", "adapted", "better"], rows)])
 
 
 def _gate_section(gate: dict[str, Any]) -> Section:
@@ -144,9 +179,11 @@ def _samples_section(rows: list[dict[str, Any]], count: int) -> Section | None:
 
 def _timings(metrics: dict[str, Any]) -> Table:
     rows = []
+    reused = bool((metrics.get("base_cache") or {}).get("reused"))
     for side in ("base", "adapted"):
+        cached = " (earlier run, reused from cache)" if side == "base" and reused else ""
         for phase, seconds in metrics.get(side, {}).get("seconds", {}).items():
-            rows.append([f"{side} eval: {phase}", f"{seconds:.1f}"])
+            rows.append([f"{side} eval: {phase}{cached}", f"{seconds:.1f}"])
     train = metrics.get("train", {})
     if train.get("seconds") is not None:
         rows.insert(0, ["training", f"{train['seconds']:.1f}"])

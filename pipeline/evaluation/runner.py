@@ -208,7 +208,7 @@ def write_results(
 
     if "base" in metrics and "adapted" in metrics:
         metrics["comparison"] = compare(metrics["base"], metrics["adapted"])
-    if "adapted" in metrics:
+    if "base" in metrics and "adapted" in metrics:  # the gate compares with the base; none without it
         metrics["gate"] = check_gate(metrics, recipe.eval)
     rows = example_rows(metrics, data) if data is not None else []
     for side in ("base", "adapted"):

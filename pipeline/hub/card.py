@@ -70,10 +70,11 @@ def _hyperparameters(recipe: Recipe) -> list[tuple[str, Any]]:
             ("init", adapter.init),
         ]
     steps = train.max_steps if train.max_steps > 0 else f"{train.epochs} epochs"
+    warmup = f"{train.warmup_steps} steps" if train.warmup_steps else f"{train.warmup_ratio} of the steps"
     return [
         *rows,
         ("learning rate", train.learning_rate),
-        ("scheduler", f"{train.lr_scheduler}, warmup {train.warmup_ratio}"),
+        ("scheduler", f"{train.lr_scheduler}, warmup {warmup}"),
         ("steps", steps),
         ("batch size x grad accum", f"{train.batch_size} x {train.grad_accum}"),
         ("max length (tokens)", train.max_length),
@@ -123,6 +124,9 @@ def _fmt(value: Any) -> str:
 
 
 def _eval_table(metrics: dict[str, Any]) -> str:
+    if "base" not in metrics:  # eval.base: false
+        rows = [f"| {name} | {_fmt(adapted)} |" for name, _base, adapted, _better in comparison_rows(metrics)]
+        return "\n".join(["| metric | adapted |", "|---|---|", *rows])
     lines = ["| metric | base | adapted | change |", "|---|---|---|---|"]
     for name, base, adapted, better in comparison_rows(metrics):
         change = "-" if base is None or adapted is None else f"{adapted - base:+.4g} ({better} is better)"
@@ -223,6 +227,7 @@ def build_model_card(
     evaluation = (
         _eval_table(metrics) if metrics.get("base") or metrics.get("adapted") else "Evaluation was off."
     )
+    compared = "base vs adapted" if metrics.get("base") else "adapted only: the base was not evaluated"
     content = f"""---
 {data.to_yaml()}
 ---
@@ -250,7 +255,7 @@ trained with supervised fine-tuning by this project's `pipeline finetune {recipe
 - training time: {_fmt(seconds) + " s" if seconds is not None else "-"}
 - hardware: {train.get("hardware") or hardware or "not recorded"}
 {curve}
-## Evaluation (held-out split, base vs adapted)
+## Evaluation (held-out split, {compared})
 
 {evaluation}
 

@@ -388,7 +388,7 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     ),
     "eval-base-off-with-gate": (
         lambda c: ["validate", c.recipe(eval={"base": False, "fail_if_worse": True})],
-        "eval: Value error, fail_if_worse compares with the base model's metrics but base is false",
+        "eval: fail_if_worse compares with the base model's metrics but base is false",
     ),
     # chat templates by name, and tool calling
     "unknown-chat-template-name": (
