@@ -15,7 +15,7 @@ any architecture. Memory then follows from bytes per value:
 
 Sharding: ZeRO-2 splits gradients and optimizer states over the GPUs, FSDP and ZeRO-3 split everything
 but activations and add the gathered weights of the layers in flight. The accuracy of these numbers
-against measured peaks is in README (section Scale out) and bench/plan_accuracy.py.
+against measured peaks is in docs/scaling.md and bench/plan_accuracy.py.
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ def print_plan(recipe: Recipe, gpus: int, memory: int | None, strategy: Strategy
     for name, size, note in current.rows:
         table.add_row(name, f"{size / GIB:.2f}", note)
     table.add_row(
-        "[bold]total", f"[bold]{current.total / GIB:.2f}", "estimate; measured peaks within README's figure"
+        "[bold]total", f"[bold]{current.total / GIB:.2f}", "estimate; measured peaks: docs/scaling.md"
     )
     console.print(table)
     other = estimate(
