@@ -169,3 +169,24 @@ def test_the_default_folder_follows_the_pipeline_cache(
     monkeypatch.delenv("PIPELINE_BASE_CACHE")
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
     assert base_cache.cache_folder() == tmp_path / "base-metrics"
+
+
+def test_without_a_manifest_hash_the_weight_files_are_fingerprinted_by_name_size_and_time(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    from pipeline.config.schema import ModelSpec
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    spec = ModelSpec(name=str(folder))
+    before = base_cache.weight_files_fingerprint(spec)
+    assert base_cache.weight_files_fingerprint(spec) == before  # stable, and no file is read
+    (folder / "tokenizer_config.json").write_text("{}")  # not a weight file
+    assert base_cache.weight_files_fingerprint(spec) == before
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # rewritten a second later
+    assert base_cache.weight_files_fingerprint(spec) != before

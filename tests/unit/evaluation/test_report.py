@@ -111,3 +111,57 @@ def test_comparison_rows_keep_model_card_names_and_skip_absent_metrics() -> None
         "answer similarity (mean cosine)",
     ]
     assert ("ROUGE-L F1", 0.3, 0.3, "higher") in rows and "chrF" not in names
+
+
+def test_without_base_metrics_the_report_console_and_card_show_the_adapted_model_only(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pipeline.evaluation.report import print_summary
+    from pipeline.evaluation.runner import write_results
+    from pipeline.hub.card import build_model_card
+
+    recipe = validate_recipe_dict(
+        {"data": {"train": "x.jsonl"}, "eval": {"base": False}}, "demo.yaml", name="demo"
+    )
+    metrics = {k: v for k, v in _metrics().items() if k not in ("base", "gate")}
+    rows = [{k: v for k, v in r.items() if not k.startswith("base_")} for r in _rows()]
+    written = write_results(tmp_path, recipe, metrics, None)
+    assert "gate" not in written and "comparison" not in written  # nothing to compare with
+    write_report(tmp_path, recipe, written, rows)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Adapted model" in markdown and "## Base vs adapted" not in markdown
+    assert "| perplexity (trained tokens) | 8 | lower |" in markdown
+    assert "The base model was not evaluated (eval.base: false" in markdown
+    assert "## Regression gate" not in markdown and "base eval" not in markdown
+    assert (tmp_path / "plots" / "perplexity.png").read_bytes().startswith(PNG_MAGIC)
+
+    console = Console(record=True, width=120)
+    print_summary(written, tmp_path, console)
+    shown = console.export_text()
+    assert (
+        "adapted (held-out eval split)" in shown and "delta" not in shown and "regression gate" not in shown
+    )
+    assert "The base model was not evaluated" in shown
+
+    card = str(build_model_card(recipe, written))
+    assert "## Evaluation (held-out split, adapted only: the base was not evaluated)" in card
+    assert "| perplexity (trained tokens) | 8 |" in card and "base model" not in card.split("---")[1]
+
+
+def test_reused_base_metrics_are_named_in_the_report_and_console(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pipeline.evaluation.report import print_summary
+
+    recipe = validate_recipe_dict({"data": {"train": "x.jsonl"}}, "demo.yaml", name="demo")
+    metrics = {
+        **_metrics(),
+        "base_cache": {"key": "ab12", "computed": "2026-11-30T00:00:00+00:00", "reused": True},
+    }
+    write_report(tmp_path, recipe, metrics, _rows())
+    markdown = " ".join((tmp_path / "report.md").read_text().split())
+    assert "Base metrics reused from cache ab12 (computed 2026-11-30T00:00:00+00:00)." in markdown
+    assert "| base eval: perplexity (earlier run, reused from cache) | 1.5 |" in markdown
+    console = Console(record=True, width=120)
+    print_summary(metrics, tmp_path, console)
+    assert "base metrics reused from cache ab12 (computed 2026-11-30T00:00:00+00:00)" in console.export_text()
