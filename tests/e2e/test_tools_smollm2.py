@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,4 +33,5 @@ def test_tools_small_two_steps(tmp_path: Path) -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["recipe"]["model"]["chat_template"] == "qwen"
     page = (run_dir / "data-audit.html").read_text(encoding="utf-8")
-    assert "&lt;tool_call&gt;" in page
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))  # the tokens' text without their highlight spans
+    assert '<tool_call>\n{"name": "' in text and "<tool_response>" in text
