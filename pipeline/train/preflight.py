@@ -43,10 +43,11 @@ def check_output_dir(train: TrainSpec, source: str) -> None:
             + "; point it at a folder for runs."
         )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RecipeError(
-            f"{source}: train.output_dir: cannot write to '{existing}' (permission denied); choose a folder "
-            "you can write to."
-        )
+        from pipeline.train.guards import WRITABLE_FIX, StorageError
+
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        reason = "the file system is read-only" if read_only else "permission denied"
+        raise StorageError(f"{existing}: cannot write ({reason}); {WRITABLE_FIX} ({source}).")
 
 
 def check_launch_config(path: Path, recipe: Recipe) -> None:

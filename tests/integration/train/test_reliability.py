@@ -43,10 +43,20 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Adam moves every weight by about the learning rate: 1e30 makes step 2's logits overflow to inf/NaN.
+    # The schema refuses such a rate (train.learning_rate <= 1), so it is set after validation.
+    import pipeline.train.resume as resume
+
+    validated = resume.recipe_for_finetune
+
+    def with_huge_rate(*args: Any, **kwargs: Any) -> Any:
+        recipe, previous = validated(*args, **kwargs)
+        train = recipe.train.model_copy(update={"learning_rate": 1e30})
+        return recipe.model_copy(update={"train": train}), previous
+
+    monkeypatch.setattr(resume, "recipe_for_finetune", with_huge_rate)
     recipe = make_recipe(
         data={"allow_contamination": True},
         train={
-            "learning_rate": 1e30,
             "lr_scheduler": "constant",
             "warmup_ratio": 0.0,
             "max_steps": 4,
