@@ -49,7 +49,7 @@ def template_label(tokenizer: PreTrainedTokenizerBase) -> str:
     """How errors name the template in use: a shipped one by name, else the model's own."""
     text = tokenizer.chat_template
     name = shipped_name(text) if isinstance(text, str) else None
-    return f"'{name}'" if name else f"{tokenizer.name_or_path}"
+    return f"'{name}'" if name else (tokenizer.name_or_path or "the model")
 
 
 def _failure(

@@ -46,6 +46,8 @@ def load_tokenizer(spec: ModelSpec, folder: Path | None = None) -> PreTrainedTok
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise AssetError(f"{spec.name}: cannot load the tokenizer ({str(exc).splitlines()[0]}).") from None
+    # Errors about its template name the recipe's model.name, not a cache folder.
+    tokenizer.name_or_path = spec.name
     if spec.chat_template:
         tokenizer.chat_template = _read_template(spec.chat_template)
     if spec.add_special_tokens:

@@ -35,3 +35,22 @@ def test_tools_small_two_steps(tmp_path: Path) -> None:
     page = (run_dir / "data-audit.html").read_text(encoding="utf-8")
     text = html.unescape(re.sub(r"<[^>]+>", "", page))  # the tokens' text without their highlight spans
     assert '<tool_call>\n{"name": "' in text and "<tool_response>" in text
+
+
+@pytest.mark.slow
+def test_smollm2_own_template_refuses_tool_records_naming_the_setting(tmp_path: Path) -> None:
+    from pipeline.config.loader import load_recipe
+    from pipeline.data.splits import load_splits
+    from pipeline.data.tokenize import tokenize_records
+    from pipeline.errors import RecipeError
+    from pipeline.models.loading import load_tokenizer
+
+    recipe = load_recipe("tools-small", ["model.chat_template=null", "data.max_examples=4"])
+    tokenizer = load_tokenizer(recipe.model)  # SmolLM2's template: ChatML without tools or tool_calls
+    with pytest.raises(RecipeError) as error:
+        tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train)
+    assert str(error.value).startswith(
+        "model.chat_template: the chat template of HuggingFaceTB/SmolLM2-135M-Instruct cannot render tool "
+        "calls and tool outputs ("
+    )
+    assert "set model.chat_template: qwen or chatml" in str(error.value)
