@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from pipeline.data.formatting import Messages
-from pipeline.data.tools import check_tool_turns, to_tool_calls, to_tool_output, to_tools
+from pipeline.data.tools import check_tool_turns, from_function_call, to_tool_calls, to_tool_output, to_tools
 
 ROLES = ("user", "assistant", "system", "tool")
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
@@ -28,6 +28,9 @@ SHAREGPT_ROLES = {
     "model": "assistant",
     "chatgpt": "assistant",
     "system": "system",
+    "function_call": "assistant",  # LLaMA-Factory's ShareGPT tool calls and outputs
+    "observation": "tool",
+    "tool": "tool",
 }
 # Columns that identify a format, checked in this order.
 SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
@@ -131,7 +134,9 @@ def to_messages(value: Any, field: str = "messages") -> Messages:
 
 
 def from_sharegpt(value: Any) -> Messages:
-    """ShareGPT turns [{from: human|gpt|system, value}] as messages."""
+    """ShareGPT turns [{from: human|gpt|system|function_call|observation, value}] as messages; a
+    function_call turn's value is {name, arguments} (or a list, or its JSON string), an observation the
+    tool's output."""
     value = _maybe_json(value)
     if not isinstance(value, list) or not value:
         raise ValueError("conversations must be a non-empty list of {from, value} objects")
@@ -142,12 +147,20 @@ def from_sharegpt(value: Any) -> Messages:
         speaker = turn.get("from", turn.get("role"))
         if speaker not in SHAREGPT_ROLES:
             raise ValueError(
-                f"conversations[{index}].from must be one of human, gpt, system (got {speaker!r})"
+                f"conversations[{index}].from must be one of human, gpt, system, function_call, observation "
+                f"(got {speaker!r})"
             )
         content = turn.get("value", turn.get("content"))
-        role = SHAREGPT_ROLES[speaker]
-        flag = _train_flag({**turn, "role": role}, f"conversations[{index}]")
-        messages.append({"role": role, "content": _text(content, f"conversations[{index}].value"), **flag})
+        role, at = SHAREGPT_ROLES[speaker], f"conversations[{index}]"
+        flag = _train_flag({**turn, "role": role}, at)
+        if speaker == "function_call":
+            calls = from_function_call(content, f"{at}.value")
+            messages.append({"role": role, "content": "", "tool_calls": calls, **flag})
+        elif role == "tool":
+            messages.append(to_tool_output({"value": content}, at, key="value"))
+        else:
+            messages.append({"role": role, "content": _text(content, f"{at}.value"), **flag})
+    check_tool_turns(messages, None, "conversations")
     return messages
 
 

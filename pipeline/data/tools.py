@@ -79,13 +79,11 @@ def to_tool_calls(value: Any, field: str) -> list[dict[str, Any]]:
     return calls
 
 
-def to_tool_output(message: dict[str, Any], field: str) -> dict[str, Any]:
+def to_tool_output(message: dict[str, Any], field: str, key: str = "content") -> dict[str, Any]:
     """A `tool` turn: its content (a string, may be empty) and optional tool_call_id and name."""
-    content = message.get("content")
+    content = message.get(key)
     if not isinstance(content, str):
-        raise ValueError(
-            f"{field}.content must be a string, the tool's output (got {type(content).__name__})"
-        )
+        raise ValueError(f"{field}.{key} must be a string, the tool's output (got {type(content).__name__})")
     clean: dict[str, Any] = {"role": "tool", "content": content}
     for key in ("tool_call_id", "name"):
         if message.get(key) is not None:
@@ -93,6 +91,18 @@ def to_tool_output(message: dict[str, Any], field: str) -> dict[str, Any]:
                 raise ValueError(f"{field}.{key} must be a string (got {type(message[key]).__name__})")
             clean[key] = message[key]
     return clean
+
+
+def from_function_call(value: Any, field: str) -> list[dict[str, Any]]:
+    """A ShareGPT `function_call` turn's value ({name, arguments} or a list of them, or its JSON string)
+    as validated tool calls."""
+    value = _json_value(value)
+    calls = value if isinstance(value, list) else [value]
+    if not calls or not all(isinstance(c, dict) for c in calls):
+        raise ValueError(
+            f'{field} must be a JSON object {{"name": ..., "arguments": {{...}}}} (or a list of them)'
+        )
+    return to_tool_calls([{"type": "function", "function": c} for c in calls], field)
 
 
 def to_tools(value: Any) -> list[dict[str, Any]]:

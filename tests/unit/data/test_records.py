@@ -105,7 +105,7 @@ def test_system_prompt_is_injected_only_where_missing() -> None:
         (
             {"conversations": [{"from": "robot", "value": "x"}]},
             "sharegpt",
-            "conversations[0].from must be one of human, gpt, system (got 'robot')",
+            "conversations[0].from must be one of human, gpt, system, function_call, observation (got 'robot')",
         ),
         ({"instruction": "Q", "output": ""}, "alpaca", "output is empty"),
         ({"prompt": "Q", "completion": 3}, "prompt_completion", "completion must be a string (got int)"),

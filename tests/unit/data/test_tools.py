@@ -252,3 +252,53 @@ def test_tool_records_train_through_the_qwen_template_by_name(tiny_model_dir: Pa
     dataset = tokenize_records(load_splits(recipe.data).train, tokenizer, recipe.train, desc="tools")
     assert len(dataset) == 4
     assert _trained_runs(tokenizer, dataset[0]) == [CALL_TURN["qwen"], ANSWER_TURN]
+
+
+def _sharegpt(**changes: Any) -> dict[str, Any]:
+    """The tool conversation in LLaMA-Factory's ShareGPT form (tools as a JSON string, bare schemas)."""
+    turns = [
+        {"from": "human", "value": "What is the gcd of 84 and 36?"},
+        {"from": "function_call", "value": '{"name": "math_gcd", "arguments": {"a": 84, "b": 36}}'},
+        {"from": "observation", "value": "12"},
+        {"from": "gpt", "value": "The greatest common divisor is 12."},
+        {"from": "human", "value": "And of 10 and 4?"},
+        {"from": "gpt", "value": "It is 2.", "train": False},
+    ]
+    for index, turn in changes.items():
+        turns[int(index.removeprefix("t"))] = turn
+    return {"conversations": turns, "tools": json.dumps([TOOLS[0]["function"]])}
+
+
+def test_sharegpt_function_calls_become_the_same_messages() -> None:
+    openai = convert(copy.deepcopy(RECORD), "messages")
+    sharegpt = convert(_sharegpt(), "sharegpt")
+    assert sharegpt["tools"] == openai["tools"]
+    strip = [{k: v for k, v in m.items() if k not in ("tool_call_id", "name")} for m in openai["messages"]]
+    strip[1]["tool_calls"] = [{k: v for k, v in c.items() if k != "id"} for c in strip[1]["tool_calls"]]
+    assert sharegpt["messages"] == strip
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"t1": {"from": "function_call", "value": "gcd(84, 36)"}},
+            "conversations[1].value must be a JSON object",
+        ),
+        (
+            {"t1": {"from": "observation", "value": "12"}},
+            "conversations[1] is a tool output with no assistant",
+        ),
+        (
+            {"t2": {"from": "observation", "value": 12}},
+            "conversations[2].value must be a string, the tool's output",
+        ),
+        (
+            {"t0": {"from": "human", "value": "hi", "train": False}},
+            "conversations[0].train applies to assistant",
+        ),
+    ],
+)
+def test_bad_sharegpt_tool_turns_are_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        convert(_sharegpt(**changes), "sharegpt")
