@@ -50,7 +50,10 @@ def local_settings(run_dir: Path, report_to: list[str]) -> dict[str, str]:
     if "wandb" in names:
         settings.update(WANDB_MODE="offline", WANDB_DIR=str(run_dir), WANDB_SILENT="true")
     if "mlflow" in names:
-        settings["MLFLOW_TRACKING_URI"] = (run_dir / "mlruns").resolve().as_uri()
+        # mlflow 3 refuses a file store unless told it is wanted; it is, for offline local runs.
+        settings.update(
+            MLFLOW_TRACKING_URI=(run_dir / "mlruns").resolve().as_uri(), MLFLOW_ALLOW_FILE_STORE="true"
+        )
     if "trackio" in names:
         settings["TRACKIO_DIR"] = str(run_dir / "trackio")
     return settings
