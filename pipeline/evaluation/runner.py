@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import EvalSpec, Recipe
-from pipeline.data.formatting import Messages, prompt_messages
+from pipeline.data.formatting import Messages, Tools, prompt_messages
 from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
@@ -42,6 +42,7 @@ class EvalSet:
     stride: int
     row_records: list[int]  # index in the eval records of each row (rows without a scored token are dropped)
     prompt_records: list[int]  # index in the eval records of each prompt
+    prompt_tools: list[Tools | None] | None = None  # the tools each prompt's record offered, if any
 
 
 def prepare_eval(
@@ -80,6 +81,7 @@ def prepare_eval(
         stride=stride,
         row_records=row_records,
         prompt_records=prompt_records,
+        prompt_tools=[records[i].get("tools") for i in prompt_records],
     )
 
 
@@ -115,6 +117,7 @@ def evaluate_model(
             data.prompts,
             Sampling(max_new_tokens=spec.max_new_tokens),
             batch_size=spec.batch_size,
+            tools=data.prompt_tools,
         )
         started = time.perf_counter()
         scores = similarities(generations.texts, data.references, spec.embedding_model)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.data.formatting import Messages, render
+from pipeline.data.formatting import Messages, Tools, render
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -112,9 +112,18 @@ def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) ->
     return {int(i) for i in ids if i is not None}
 
 
-def render_prompts(tokenizer: PreTrainedTokenizerBase, conversations: list[Messages]) -> list[str]:
-    """Each conversation (ending in a user turn) rendered by the chat template with the generation prompt."""
-    return [render(tokenizer, messages, add_generation_prompt=True) for messages in conversations]
+def render_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: list[Messages],
+    tools: list[Tools | None] | None = None,
+) -> list[str]:
+    """Each conversation (ending in a user turn or a tool output) rendered by the chat template with the
+    generation prompt; tools[i] is conversation i's tool list (what a tool-calling record offered)."""
+    offered = tools or [None] * len(conversations)
+    return [
+        render(tokenizer, messages, add_generation_prompt=True, tools=listed)
+        for messages, listed in zip(conversations, offered, strict=True)
+    ]
 
 
 def assisted_kwargs(
@@ -220,12 +229,14 @@ def generate(
     batch_size: int = 8,
     assistant_model: PreTrainedModel | None = None,
     assistant_tokenizer: PreTrainedTokenizerBase | None = None,
+    tools: list[Tools | None] | None = None,
 ) -> Generations:
-    """Answer each conversation (ending in a user turn) with the model, rendered by its chat template."""
+    """Answer each conversation (ending in a user turn) with the model, rendered by its chat template (with
+    tools[i], the tools conversation i may call)."""
     return generate_text(
         model,
         tokenizer,
-        render_prompts(tokenizer, conversations),
+        render_prompts(tokenizer, conversations, tools),
         sampling,
         batch_size=batch_size,
         assistant_model=assistant_model,
