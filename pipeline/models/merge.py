@@ -102,24 +102,29 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Pa
     tokenizer.save_pretrained(folder)
 
 
-def merge_run(
-    target: str, output: Path | None = None, dtype: str = "auto", tolerance: float | None = None
-) -> MergeResult:
-    """Merge a run's (or an adapter folder's) adapter into its base, verify the logits, write atomically."""
-    from transformers import AutoModelForCausalLM
+@dataclass
+class MergedModel:
+    """A target's adapter folded into its fp32 base, in memory, with the logits that checked it."""
 
+    ref: TargetRef
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    batch: dict[str, Any]
+    logits: Any  # the merged model's probe logits (float32, padded positions dropped)
+    match: dict[str, Any]  # compare_logits of base + adapter vs the merge
+    tolerance: float
+
+
+def merge_in_memory(target: str, tolerance: float | None = None, output: Path | None = None) -> MergedModel:
+    """Fold a run's (or adapter folder's) adapter into its fp32 base and check the logits against base + adapter."""
     from pipeline.models.loading import load_tokenizer
     from pipeline.models.precision import resolve_dtype
 
-    started = time.perf_counter()
     ref = resolve_target(target)
     if ref.kind == "model":
         raise AssetError(f"{target}: already a full model with no adapter; there is nothing to merge.")
-    torch_dtype = _target_dtype(ref.base, dtype)
-    output = Path(output) if output is not None else default_output(ref)
     tokenizer = load_tokenizer(ref.base, folder=ref.tokenizer_dir)
     batch = probe_batch(tokenizer, list(ref.base.add_special_tokens))
-
     if ref.adapter_dir is None:  # full fine-tuning: the run already holds the whole model
         merged = _full_model(ref)
         reference = probe_logits(merged, batch)
@@ -133,8 +138,28 @@ def merge_run(
         diff, relative = match.get("max_abs_diff", float("nan")), match.get("relative_diff", float("nan"))
         raise AssetError(
             f"{target}: the merged model's logits differ from base + adapter by {diff:.3g} "
-            f"(relative {relative:.2g}, tolerance {limit:.2g}); nothing was written to {output}."
+            f"(relative {relative:.2g}, tolerance {limit:.2g}); nothing was written"
+            f"{f' to {output}' if output is not None else ''}."
         )
+    return MergedModel(ref, tokenizer, merged, batch, merged_logits, match, limit)
+
+
+def merge_run(
+    target: str, output: Path | None = None, dtype: str = "auto", tolerance: float | None = None
+) -> MergeResult:
+    """Merge a run's (or an adapter folder's) adapter into its base, verify the logits, write atomically."""
+    from transformers import AutoModelForCausalLM
+
+    started = time.perf_counter()
+    ref = resolve_target(target)
+    if ref.kind == "model":
+        raise AssetError(f"{target}: already a full model with no adapter; there is nothing to merge.")
+    torch_dtype = _target_dtype(ref.base, dtype)
+    output = Path(output) if output is not None else default_output(ref)
+    done = merge_in_memory(target, tolerance, output)
+    tokenizer, merged, batch, merged_logits = done.tokenizer, done.model, done.batch, done.logits
+    match, limit = done.match, done.tolerance
+    del done  # `del merged` below must free the model
     saved_dtype = str(torch_dtype).removeprefix("torch.")
     merged = merged.to(torch_dtype)
     with atomic_dir(output) as tmp:
