@@ -6,6 +6,7 @@ first imported (and trl imports it on every checkpoint save), so in-process runs
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,27 @@ def test_tracker_logs_offline_under_the_run_folder(tracker: str, make_recipe: An
     (run_dir,) = (tmp_path / "runs").glob("tiny-*/")
     written = [p for p in run_dir.glob(WRITES[tracker]) if p.is_file()]
     assert written, f"{tracker} wrote nothing matching {WRITES[tracker]} under {run_dir}"
+
+
+def test_eval_steps_with_two_trackers_logs_the_held_out_curve_to_both(
+    make_recipe: Any, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("trackio") is None:
+        pytest.skip("trackio is not installed (pip install -e '.[trackio]')")
+    recipe = make_recipe(
+        train={"max_steps": 4, "eval_steps": 2, "logging_steps": 1, "report_to": ["tensorboard", "trackio"]},
+        eval={"generate_examples": 0, "samples": 0},
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "finetune", str(recipe)],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").glob("tiny-*/")
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert [h["step"] for h in metrics["train"]["log_history"] if "eval_loss" in h] == [2, 4]
+    assert list(run_dir.glob("tensorboard/events.out.tfevents.*")) and list(run_dir.glob("trackio/*.db"))
+    assert (run_dir / "plots" / "training.png").stat().st_size > 10_000  # train and eval loss curves
