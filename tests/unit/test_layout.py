@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own package and any lower layer, never a peer or a higher one):
 errors -> files (and train.cpu_head, train.sampling: what the patches install) -> train.patches -> config ->
-models -> data -> train, inference -> evaluation -> hub, planning -> workflow -> cli -> __main__.
+models -> data -> train, inference -> evaluation -> hub, planning, export -> workflow -> cli -> __main__.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LAYERS = [
     {"data"},
     {"train", "inference"},
     {"evaluation"},
-    {"hub", "planning"},
+    {"hub", "planning", "export"},
     {"workflow"},
     {"cli"},
     {"__main__"},
