@@ -53,7 +53,7 @@ RECIPES_DIR = Path(os.environ.get("PIPELINE_RECIPES", Path(__file__).resolve().p
 def find_recipe(name_or_path: str) -> Path:
     """Find a recipe by name (recipes/<name>.yaml, searched recursively) or by path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_absolute() or len(path.parts) > 1:
+    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_absolute():
         if not path.is_file():
             raise RecipeError(
                 f"{name_or_path}: recipe file not found; `pipeline recipes` lists the available ones."

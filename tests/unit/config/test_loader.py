@@ -102,3 +102,12 @@ def test_recipe_is_frozen() -> None:
     recipe = load_recipe("lora-small")
     with pytest.raises(Exception, match="frozen"):
         recipe.train.max_steps = 5  # type: ignore[misc]
+
+
+def test_recipes_in_subfolders_are_found_by_name_and_absolute_paths_are_paths() -> None:
+    from pipeline.config.loader import find_recipe
+    from pipeline.errors import RecipeError
+
+    assert find_recipe("gpu/llama-3.1-8b-lora") == RECIPES_DIR / "gpu" / "llama-3.1-8b-lora.yaml"
+    with pytest.raises(RecipeError, match=r"^/nonexistent/my-recipe: recipe file not found"):
+        find_recipe("/nonexistent/my-recipe")
