@@ -11,7 +11,7 @@ import warnings
 
 import typer
 
-from pipeline.cli import environment, evaluate, inference, ship, train
+from pipeline.cli import environment, evaluate, export, inference, ship, train
 from pipeline.cli.data import data_app, tokens
 from pipeline.errors import PipelineError
 
@@ -60,6 +60,7 @@ for command in (
     train.plan,
     ship.merge,
     ship.push,
+    export.export,
     train.recipes,
     inference.generate,
     inference.chat,
