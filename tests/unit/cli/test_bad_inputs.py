@@ -418,6 +418,24 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["finetune", c.data([_tool_record('{"a": 6, "b": 7}')])],
         "model.chat_template: the chat template of",
     ),
+    # pipeline export: every refusal comes before a weight loads or a file is written
+    "export-missing-run": (lambda c: ["export", str(c.tmp / "gone")], "gone: no such model folder"),
+    "export-unknown-format": (
+        lambda c: ["export", str(c.model_dir), "--format", "onnx"],
+        "--format onnx: not one of gguf, ollama",
+    ),
+    "export-bad-dtype": (
+        lambda c: ["export", str(c.model_dir), "--dtype", "q4_k"],
+        "--dtype q4_k: not one of f16, bf16, q8_0, f32",
+    ),
+    "export-unsupported-architecture": (
+        lambda c: ["export", str(_gpt2_config(c))],
+        "architecture 'gpt2' cannot be exported to GGUF yet; supported: llama, qwen2",
+    ),
+    "export-ollama-unknown-template": (
+        lambda c: ["export", str(_mistral_chat_model(c)), "--format", "ollama"],
+        "the chat template is none Ollama export knows; supported: chatml, llama3, gemma",
+    ),
 }
 # id -> (argv, word the usage error must name)
 USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
@@ -439,6 +457,25 @@ def _half_checkpoint(c: Ctx) -> Path:
 def _config_only(c: Ctx) -> Path:
     folder = c.folder("config-only")
     (folder / "config.json").write_text((c.model_dir / "config.json").read_text())
+    return folder
+
+
+def _gpt2_config(c: Ctx) -> Path:
+    from transformers import GPT2Config
+
+    folder = c.folder("gpt2")
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(folder)
+    return folder
+
+
+def _mistral_chat_model(c: Ctx) -> Path:
+    import shutil
+
+    from pipeline.config.templates import template_path
+
+    folder = c.tmp / "mistral-chat"
+    shutil.copytree(c.model_dir, folder)
+    shutil.copy(template_path("mistral"), folder / "chat_template.jinja")
     return folder
 
 
