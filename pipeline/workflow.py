@@ -57,12 +57,16 @@ def finetune(
     seconds = {"load": time.perf_counter() - clock}
     metrics: dict[str, Any] = {"recipe": recipe.name, "model": recipe.model.name}
     metrics.update(skipped_records=inputs.splits.skipped, hygiene=inputs.hygiene)
+    if manifest.get("parent"):  # model.adapter: the model card names the run this one continues
+        metrics["parent"] = manifest["parent"]
     evaluate = recipe.eval.enabled and bool(inputs.splits.eval) and main
     eval_set = _eval_set(recipe, inputs) if evaluate else None
     if eval_set is not None and recipe.eval.base:  # reused from pipeline.evaluation.base_cache when it can be
         from pipeline.evaluation.base_cache import evaluate_base
 
         weights = manifest.get("model", {}).get("sha256")
+        if weights and manifest.get("parent"):  # the "base" is the parent adapter on the base weights
+            weights = f"{weights}+{manifest['parent']['sha256']}"
         metrics.update(evaluate_base(model, inputs.tokenizer, recipe, eval_set, weights))
     trained = train_model(
         recipe, run_dir, model, inputs.tokenizer, inputs.train, checkpoint, eval_dataset=inputs.eval

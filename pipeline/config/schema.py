@@ -49,6 +49,12 @@ class ModelSpec(Spec):
         default_factory=list,
         description="Special tokens to add (e.g. '<tool_call>'); embeddings grow and only the new rows are trained.",
     )
+    adapter: str | None = Field(
+        None,
+        description="Start from an existing LoRA adapter and train it further: a run folder (its adapter/), "
+        "an adapter folder or a Hub id ORG/NAME@REV. Its LoRA settings replace the adapter section's; a "
+        "preference stage also uses it as the reference. The manifest and model card record it as the parent.",
+    )
 
     @field_validator("chat_template")
     @classmethod
@@ -213,6 +219,11 @@ class Recipe(Spec):
 
     @model_validator(mode="after")
     def _check_method_fits_model(self) -> Recipe:
+        if self.model.adapter and self.adapter.method == "full":
+            raise ValueError(
+                f"model.adapter ('{self.model.adapter}') continues a LoRA adapter, which full fine-tuning "
+                "cannot; use adapter.method: lora or remove model.adapter"
+            )
         if self.adapter.method == "full" and self.model.quantization != "none":
             raise ValueError(
                 f"adapter.method full cannot train a {self.model.quantization}-quantized base; "

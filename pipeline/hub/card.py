@@ -223,6 +223,14 @@ def build_model_card(
     pinned = f" at revision `{recipe.model.revision}`" if recipe.model.revision else ""
     what = "merged model" if merged else "full fine-tune" if recipe.adapter.method == "full" else "adapter"
     curve = f"\n![training loss and learning rate per step]({loss_image})\n" if loss_image else ""
+    parent = metrics.get("parent") or {}
+    continued = (
+        f"\nIt continues the adapter `{parent['adapter']}`"
+        + (f" (run `{Path(parent['run']).name}`)" if parent.get("run") else "")
+        + f", SHA-256 `{parent['sha256'][:12]}`, which was also the starting point of the comparison below.\n"
+        if parent
+        else ""
+    )
     repo = repo_id or "ORG/NAME"
     evaluation = (
         _eval_table(metrics) if metrics.get("base") or metrics.get("adapted") else "Evaluation was off."
@@ -237,7 +245,7 @@ def build_model_card(
 A {method} {what} for [`{base}`]({"https://huggingface.co/" + base if is_hub_id(base) else base}){pinned},
 trained with supervised fine-tuning by this project's `pipeline finetune {recipe.name}`.
 {recipe.description}
-
+{continued}
 ## Training data
 
 {sources}

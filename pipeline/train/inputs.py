@@ -14,6 +14,7 @@ from pipeline.data.hygiene import apply_hygiene
 from pipeline.data.splits import Splits, load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
+from pipeline.models.parent import attach_parent, parent_of
 from pipeline.train.guards import check_target_modules
 
 if TYPE_CHECKING:
@@ -57,10 +58,14 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
 
 
 def load_model(recipe: Recipe) -> PreTrainedModel:
-    """The base model, seeded with train.seed first (LoRA init), its adapter targets checked against it."""
+    """The base model, seeded with train.seed first (LoRA init), its adapter targets checked against it; with
+    model.adapter, the base carrying that adapter (a peft PeftModel) ready to train further."""
     import torch
 
     torch.manual_seed(recipe.train.seed)
     model = load_base_model(recipe.model)
+    parent = parent_of(recipe)
+    if parent is not None:  # the parent's own LoRA targets and rank, trained further
+        return attach_parent(model, parent)
     check_target_modules(recipe.adapter, model, str(recipe.path or recipe.name))
     return model

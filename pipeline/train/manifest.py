@@ -18,6 +18,7 @@ from pipeline.config.loader import validate_recipe_dict
 from pipeline.config.schema import DataSpec, ModelSpec, Recipe
 from pipeline.errors import RecipeError
 from pipeline.files import write_json
+from pipeline.models.parent import parent_info, parent_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -211,6 +212,7 @@ def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenize
         },
         "tokenizer": tokenizer_info(tokenizer),
         "model": model_info(recipe.model),
+        "parent": parent_info(parent_of(recipe)),
         "environment": environment(),
         "seeds": {"train": recipe.train.seed, "data": recipe.data.seed},
         "command": [redact(arg) for arg in sys.argv],

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.config.schema import Recipe, TrainSpec
 from pipeline.config.strict_yaml import load_yaml_file
 from pipeline.errors import RecipeError
+from pipeline.models.parent import parent_of
 from pipeline.models.precision import resolved_precision
 from pipeline.train.crosscheck import check_against_libraries
 from pipeline.train.trackers import check_trackers
@@ -24,6 +25,7 @@ def check_settings(recipe: Recipe, launch: str | None = None) -> None:
     """Every check of a recipe that reads neither data nor weights; `launch` is an accelerate config file."""
     source = str(recipe.path or recipe.name)
     check_against_libraries(recipe)
+    parent_of(recipe)  # model.adapter exists, is LoRA and fits model.name
     check_trackers(recipe.train.report_to, source)
     check_output_dir(recipe.train, source)
     if launch:

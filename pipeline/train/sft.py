@@ -89,9 +89,12 @@ def build_trainer(
     eval_dataset: Dataset | None,
     callbacks: list[Any] | None = None,
 ) -> SFTTrainer:
-    """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning).
+    """An SFTTrainer over pre-tokenized data, with the recipe's LoRA config (None = full fine-tuning); a model
+    that already carries an adapter (model.adapter) trains that adapter further.
 
     The speed levers it turns on are recorded in pipeline.train.patches.registry (manifest.json lists them)."""
+    from accelerate.utils import is_peft_model
+
     from pipeline.models.adapters import peft_config_for
     from pipeline.train.attention import use_packed_sdpa
     from pipeline.train.patches.registry import record
@@ -110,7 +113,7 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=peft_config_for(recipe, model, tokenizer),
+        peft_config=None if is_peft_model(model) else peft_config_for(recipe, model, tokenizer),
         callbacks=callbacks,
     )
 
