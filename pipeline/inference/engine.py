@@ -1,4 +1,4 @@
-"""The model behind `pipeline serve`: one base with named adapters, one request at a time, context checks."""
+"""The model behind `pipeline serve`: one base with named adapters, waiting requests batched, context checks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.data.formatting import Messages, TemplateMismatch, render
 from pipeline.errors import AssetError
-from pipeline.inference.generation import Generations, Sampling, generate_text
+from pipeline.inference.batching import Batcher, Job
+from pipeline.inference.generation import Generations, Sampling
 from pipeline.inference.schema import ApiError, SamplingRequest
 from pipeline.inference.stream import TokenStream
 
@@ -32,7 +33,8 @@ def display_name(target: str) -> str:
 
 @dataclass
 class Engine:
-    """Serves `names` (model id -> peft adapter name, or BASE) from one model, one generation at a time."""
+    """Serves `names` (model id -> peft adapter name, or BASE) from one model; waiting non-streamed requests
+    are decoded together (up to max_batch sequences), streams one at a time between those batches."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -41,6 +43,7 @@ class Engine:
     default_max_tokens: int = 256
     max_pending: int = 16
     assistant_model: PreTrainedModel | None = None
+    max_batch: int = 8
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -51,6 +54,9 @@ class Engine:
         self._pending_lock = threading.Lock()
         self._live: set[TokenStream] = set()
         self.streams: deque[TokenStream] = deque(maxlen=8)  # the latest streams, for statistics and tests
+        self.batcher = Batcher(
+            self.model, self.tokenizer, self.lock, self.use, self.max_batch, self.assistant_model
+        )
 
     def check_model(self, name: str) -> None:
         """404 unless name is one of the served model ids."""
@@ -127,24 +133,21 @@ class Engine:
         self.model.set_adapter(adapter)
         return nullcontext()
 
-    def complete(self, name: str, prompts: list[str], sampling: Sampling, raw: bool) -> Generations:
-        """Generate for every prompt at once (blocking; run it in a worker thread)."""
-        assistant = self.assistant_model if sampling.n == 1 else None
+    def submit(self, name: str, prompts: list[str], sampling: Sampling, raw: bool) -> Job:
+        """Queue a generation for every prompt; the job's future gets the Generations."""
         with self._pending_lock:
             self._pending += 1
-        try:
-            with self.lock, self.use(name):
-                return generate_text(
-                    self.model,
-                    self.tokenizer,
-                    prompts,
-                    sampling,
-                    assistant_model=assistant,
-                    add_special_tokens=raw,
-                )
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
+        job = self.batcher.submit(Job(name, prompts, sampling, raw))
+        job.future.add_done_callback(lambda _: self._done())
+        return job
+
+    def _done(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def complete(self, name: str, prompts: list[str], sampling: Sampling, raw: bool) -> Generations:
+        """Generate for every prompt, batched with other waiting requests (blocking)."""
+        return self.submit(name, prompts, sampling, raw).future.result()
 
     def stream(self, name: str, prompt: str, sampling: Sampling, raw: bool) -> TokenStream:
         """Start a streamed generation; it waits for the model lock in its own thread."""

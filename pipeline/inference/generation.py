@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pipeline.data.formatting import Messages, Tools, render
@@ -157,6 +158,66 @@ def _split_row(row: torch.Tensor, eos: set[int], pad: int | None) -> tuple[list[
     return ids, len(ids), False
 
 
+def cancel_criteria(events: list[threading.Event], per_prompt: int = 1) -> Any:
+    """Stopping criteria ending row i once events[i // per_prompt] is set (its client is gone)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+            done = [events[row // per_prompt].is_set() for row in range(input_ids.shape[0])]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])
+
+
+def generate_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    sampling: Sampling,
+    limits: list[int] | None = None,
+    cancelled: list[threading.Event] | None = None,
+    extra: dict[str, Any] | None = None,
+    add_special_tokens: bool = False,
+    strip: bool = False,
+) -> tuple[list[list[Completion]], list[int]]:
+    """One left-padded `generate` call over prompts: each prompt's samples and prompt length in tokens.
+
+    limits[i] caps prompt i's new tokens (default: sampling.max_new_tokens); the batch decodes up to the
+    largest, and a shorter-limited row is cut, which for greedy decoding gives what it alone would have.
+    cancelled[i] set ends prompt i's rows at the next token. The tokenizer must pad on the left.
+    """
+    import torch
+
+    limits = limits or [sampling.max_new_tokens] * len(prompts)
+    settings = replace(sampling, max_new_tokens=max(limits))
+    eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens).to(
+        model.device
+    )
+    stopping = cancel_criteria(cancelled, sampling.n) if cancelled else None
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            **settings.generate_kwargs(),
+            **(extra or {}),
+            pad_token_id=pad,
+            tokenizer=tokenizer,
+            stopping_criteria=stopping,
+        )
+    generated = output[:, inputs["input_ids"].shape[1] :].cpu()
+    completions: list[list[Completion]] = [[] for _ in prompts]
+    for row_index, row in enumerate(generated):
+        index = row_index // sampling.n
+        ids, tokens, ended = _split_row(row[: limits[index]], eos, pad)
+        text, stopped = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), sampling.stop)
+        finish = "stop" if ended or stopped else "length"
+        completions[index].append(Completion(text.strip() if strip else text, finish, tokens))
+    lengths = [int(n) for n in inputs["attention_mask"].sum(dim=1)]
+    return completions, lengths
+
+
 def generate_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -167,8 +228,10 @@ def generate_text(
     assistant_tokenizer: PreTrainedTokenizerBase | None = None,
     add_special_tokens: bool = False,
     strip: bool = False,
+    cancelled: threading.Event | None = None,
 ) -> Generations:
-    """Continue each prompt text; prompts are left-padded in batches (one at a time when assisted)."""
+    """Continue each prompt text; prompts are left-padded in batches (one at a time when assisted); a set
+    `cancelled` event ends the generation at the next token."""
     import torch
 
     sampling = sampling or Sampling()
@@ -179,7 +242,6 @@ def generate_text(
         torch.manual_seed(sampling.seed)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     completions: dict[int, list[Completion]] = {}
     prompt_tokens: dict[int, int] = {}
     start = time.perf_counter()
@@ -189,25 +251,18 @@ def generate_text(
     try:
         for offset in range(0, len(order), batch_size):
             batch_ids = order[offset : offset + batch_size]
-            inputs = tokenizer(
+            samples, lengths = generate_batch(
+                model,
+                tokenizer,
                 [prompts[i] for i in batch_ids],
-                return_tensors="pt",
-                padding=True,
+                sampling,
+                cancelled=[cancelled] * len(batch_ids) if cancelled is not None else None,
+                extra=extra,
                 add_special_tokens=add_special_tokens,
-            ).to(model.device)
-            with torch.inference_mode():
-                output = model.generate(
-                    **inputs, **sampling.generate_kwargs(), **extra, pad_token_id=pad, tokenizer=tokenizer
-                )
-            generated = output[:, inputs["input_ids"].shape[1] :].cpu()
-            for row_index, row in enumerate(generated):
-                prompt_index = batch_ids[row_index // sampling.n]
-                prompt_tokens[prompt_index] = int(inputs["attention_mask"][row_index // sampling.n].sum())
-                ids, tokens, ended = _split_row(row, eos, pad)
-                text, stopped = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), sampling.stop)
-                finish = "stop" if ended or stopped else "length"
-                completion = Completion(text.strip() if strip else text, finish, tokens)
-                completions.setdefault(prompt_index, []).append(completion)
+                strip=strip,
+            )
+            completions.update(zip(batch_ids, samples, strict=True))
+            prompt_tokens.update(zip(batch_ids, lengths, strict=True))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

@@ -16,8 +16,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.inference.batching import Job
 from pipeline.inference.engine import Engine
-from pipeline.inference.generation import Sampling
+from pipeline.inference.generation import Generations, Sampling
 from pipeline.inference.schema import (
     ApiError,
     ChatCompletionRequest,
@@ -151,6 +152,18 @@ async def _stream_events(
         stream.cancel()
 
 
+async def _answer(job: Job, http: Request, poll: float = 0.25) -> Generations:
+    """The job's result; a client that disconnects first cancels it (dropped if queued, stopped if decoding)."""
+    future = asyncio.wrap_future(job.future)
+    while True:
+        done, _ = await asyncio.wait({future}, timeout=poll)  # seconds between disconnect checks
+        if done:
+            return future.result()
+        if await http.is_disconnected():
+            job.cancel()
+            raise ApiError(499, "The client closed the request.", code="client_closed_request")
+
+
 def _include_usage(request: SamplingRequest) -> bool:
     return bool(request.stream_options and request.stream_options.include_usage)
 
@@ -178,7 +191,7 @@ def create_app(engine: Engine, api_key: str | None = None, max_body_bytes: int =
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: ChatCompletionRequest) -> Any:
+    async def chat_completions(request: ChatCompletionRequest, http: Request) -> Any:
         """Chat completion rendered with the served chat template; server-sent events when streamed."""
         engine.check_model(request.model)
         prompt = engine.chat_prompt([m.as_dict() for m in request.messages])
@@ -204,7 +217,7 @@ def create_app(engine: Engine, api_key: str | None = None, max_body_bytes: int =
             )
             events = _stream_events(start, chunk, _include_usage(request), first)
             return StreamingResponse(events, media_type="text/event-stream")
-        result = await asyncio.to_thread(engine.complete, request.model, [prompt], sampling, False)
+        result = await _answer(engine.submit(request.model, [prompt], sampling, False), http)
         choices = [
             chat_choice(i, c.text.strip(), c.finish_reason) for i, c in enumerate(result.completions[0])
         ]
@@ -217,7 +230,7 @@ def create_app(engine: Engine, api_key: str | None = None, max_body_bytes: int =
         )
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(request: CompletionRequest) -> Any:
+    async def completions(request: CompletionRequest, http: Request) -> Any:
         """Text completion of raw prompts (no chat template); streamed for a single prompt on request."""
         engine.check_model(request.model)
         prompts = request.prompts()
@@ -239,7 +252,7 @@ def create_app(engine: Engine, api_key: str | None = None, max_body_bytes: int =
 
             events = _stream_events(start, chunk, _include_usage(request))
             return StreamingResponse(events, media_type="text/event-stream")
-        result = await asyncio.to_thread(engine.complete, request.model, prompts, sampling, True)
+        result = await _answer(engine.submit(request.model, prompts, sampling, True), http)
         choices = [
             text_choice(i * sampling.n + j, c.text, c.finish_reason)
             for i, samples in enumerate(result.completions)
