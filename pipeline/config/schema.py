@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, Spec, resolve_beside
+from pipeline.config.stages import DPOSpec, check_stage_sections
 from pipeline.config.templates import template_path
 from pipeline.config.training import EvalSpec, TrainSpec
 
@@ -95,8 +96,11 @@ class SourceSpec(Spec):
     path: str = Field(
         description="Local file, glob or folder (relative to the recipe file), or a Hub dataset id."
     )
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"] = Field(
-        "auto", description="Record format; auto detects it from the columns."
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference"] = (
+        Field(
+            "auto",
+            description="Record format; auto detects it from the columns (preference: prompt/chosen/rejected).",
+        )
     )
     split: str = Field("train", description="Split to read from a Hub dataset or a dataset folder.")
     config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
@@ -196,6 +200,9 @@ class Recipe(Spec):
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop.")
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation after training.")
     hub: HubSpec = Field(default_factory=HubSpec, description="Pushing to the Hugging Face Hub.")
+    dpo: DPOSpec | None = Field(
+        None, description="DPO settings (train.stage: dpo); absent = the defaults below."
+    )
 
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
@@ -216,6 +223,16 @@ class Recipe(Spec):
                 "eval.fail_if_worse: false"
             )
         return self
+
+    @model_validator(mode="after")
+    def _sections_fit_the_stage(self) -> Recipe:
+        check_stage_sections(self.train.stage, {"dpo": self.dpo}, self.train.model_fields_set)
+        return self
+
+    @property
+    def dpo_settings(self) -> DPOSpec:
+        """The dpo section, or its defaults when the recipe has none."""
+        return self.dpo or DPOSpec()
 
     @model_validator(mode="after")
     def _check_method_fits_model(self) -> Recipe:

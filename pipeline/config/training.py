@@ -10,6 +10,11 @@ from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_TOKENS, Spe
 
 
 class TrainSpec(Spec):
+    stage: Literal["sft", "dpo"] = Field(
+        "sft",
+        description="What training optimizes: sft (supervised, on conversations) or dpo (preference pairs, "
+        "settings in the dpo section; docs/preference.md).",
+    )
     max_length: int = Field(
         512, gt=0, le=MAX_TOKENS, description="Tokens per example; longer examples are truncated."
     )
@@ -171,6 +176,12 @@ class EvalSpec(Spec):
     )
     similarity_tolerance: float = Field(
         0.02, ge=0, le=2, description="Allowed drop in mean cosine similarity before failing."
+    )
+    preference_tolerance: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Allowed drop in preference accuracy on held-out pairs (train.stage: dpo) before failing.",
     )
     safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
     safety_tolerance: float = Field(

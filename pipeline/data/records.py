@@ -34,6 +34,7 @@ SHAREGPT_ROLES = {
 }
 # Columns that identify a format, checked in this order.
 SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
+    ("preference", ("chosen", "rejected")),
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("alpaca", ("instruction", "output")),
@@ -51,7 +52,7 @@ def detect_format(record: Any) -> str:
     fields = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
     raise ValueError(
         "cannot tell the record format: expected a 'messages', 'conversations', 'instruction'+'output', "
-        f"'prompt'+'completion' or 'text' field (got {fields or 'no fields'}); set data.train[].format "
+        f"'chosen'+'rejected', 'prompt'+'completion' or 'text' field (got {fields or 'no fields'}); set data.train[].format "
         "or map columns with data.train[].columns"
     )
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config.schema import DataSpec, SourceSpec
+from pipeline.data.pairs import PAIR_FORMATS, convert_pair
 from pipeline.data.records import convert, detect_format
 from pipeline.data.sources import read_source
 from pipeline.errors import DataError
@@ -44,7 +45,10 @@ def load_source(data: DataSpec, source: SourceSpec, skipped: dict[str, int]) -> 
     for location, raw in read_source(data, source):
         try:
             fmt = fmt or detect_format(raw)
-            record = convert(raw, fmt, data.system_prompt)
+            if fmt in PAIR_FORMATS:
+                record = convert_pair(raw, data.system_prompt)
+            else:
+                record = convert(raw, fmt, data.system_prompt)
         except ValueError as exc:
             invalid_record(data.on_invalid, location, str(exc), skipped)
             continue

@@ -48,6 +48,7 @@ NOT_METRICS = frozenset(
         "perplexity_tolerance",
         "similarity_tolerance",
         "safety_tolerance",
+        "preference_tolerance",
     }
 )
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.bin", "*.gguf")
@@ -73,8 +74,10 @@ def weight_files_fingerprint(spec: ModelSpec) -> str:
 
 def eval_set_fingerprint(data: EvalSet) -> str:
     """A hash of exactly what the model is shown: token ids, loss masks, windows, prompts and references."""
+    pairs = {"pairs": data.pairs} if data.pairs else {}  # SFT eval sets keep the key they had
     return _hash(
         {
+            **pairs,
             "rows": data.rows,
             "prompts": data.prompts,
             "references": data.references,

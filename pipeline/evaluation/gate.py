@@ -22,7 +22,7 @@ def check_gate(metrics: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
     """{'enabled', 'passed', 'checks': [{metric, base, adapted, limit, passed}]} for base vs adapted.
 
     Perplexity fails above base * (1 + perplexity_tolerance); mean similarity fails below
-    base - similarity_tolerance. A non-finite adapted value (a diverged model) always fails.
+    base - similarity_tolerance; preference accuracy on held-out pairs below base - preference_tolerance. A non-finite adapted value (a diverged model) always fails.
     """
     base, adapted = metrics.get("base", {}), metrics.get("adapted", {})
     checks = []
@@ -55,6 +55,20 @@ def check_gate(metrics: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
                 "passed": ok,
             }
         )
+    acc_base = _number(base.get("preference", {}).get("accuracy"))
+    acc_adapted = _number(adapted.get("preference", {}).get("accuracy"))
+    if acc_base is not None:
+        limit = acc_base - spec.preference_tolerance
+        checks.append(
+            {
+                "metric": "preference_accuracy",
+                "base": acc_base,
+                "adapted": acc_adapted,
+                "limit": limit,
+                "better": "higher",
+                "passed": acc_adapted is not None and acc_adapted >= limit,
+            }
+        )
     from pipeline.evaluation.safety import safety_checks
 
     checks += safety_checks(base.get("safety"), adapted.get("safety"), spec.safety_tolerance)
@@ -76,7 +90,7 @@ def gate_message(gate: dict[str, Any], where: Path | str) -> str:
     return (
         f"evaluation gate: the adapted model is worse than the base: {'; '.join(failed)}. "
         f"Report: {where}. Fix the training settings (e.g. train.learning_rate), raise "
-        "eval.perplexity_tolerance / eval.similarity_tolerance, or set eval.fail_if_worse: false."
+        "eval.perplexity_tolerance / eval.similarity_tolerance / eval.preference_tolerance, or set eval.fail_if_worse: false."
     )
 
 

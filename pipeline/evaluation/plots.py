@@ -155,3 +155,36 @@ def similarity_plot(base_scores: list[float], adapted_scores: list[float]) -> by
     axis.grid(alpha=0.3)
     axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(figure)
+
+
+def margin_plot(base: dict[str, list[float]] | None, adapted: dict[str, list[float]] | None) -> bytes | None:
+    """Overlaid histograms of each held-out pair's log-prob margin (chosen - rejected), base and adapted."""
+    if not adapted or not adapted.get("chosen"):
+        return None
+    figure, (axis,) = _new(6, 3.6)
+    sides = [
+        (side, color, label)
+        for side, color, label in ((base, BASE_COLOR, "base"), (adapted, ADAPTED_COLOR, "adapted"))
+        if side
+    ]
+    margins = {
+        label: [c - r for c, r in zip(side["chosen"], side["rejected"], strict=True)]
+        for side, _, label in sides
+    }
+    values = [v for m in margins.values() for v in m]
+    low, high = min(values), max(values)
+    bins = [low + (high - low) * i / 20 for i in range(21)] if high > low else 10
+    for _side, color, label in sides:
+        shown = margins[label]
+        right = sum(m > 0 for m in shown) / len(shown)
+        axis.hist(shown, bins=bins, color=color, alpha=0.55, label=f"{label} ({right:.0%} > 0)")
+    axis.axvline(0, color="black", linewidth=1)
+    axis.set(
+        title="Preference margin per held-out pair (right of 0: chosen more likely)",
+        xlabel="log p(chosen) - log p(rejected), nats",
+        ylabel="pairs",
+    )
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return _png(figure)

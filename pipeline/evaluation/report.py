@@ -41,6 +41,10 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         ("ROUGE-L F1", ("lexical", "rougeL"), "higher"),
         ("chrF", ("lexical", "chrf"), "higher"),
         ("BLEU", ("lexical", "bleu"), "higher"),
+        ("preference accuracy (held-out pairs)", ("preference", "accuracy"), "higher"),
+        ("preference margin (log-prob chosen - rejected)", ("preference", "margin"), "higher"),
+        ("chosen answer log-prob (mean)", ("preference", "chosen_logp"), "higher"),
+        ("rejected answer log-prob (mean)", ("preference", "rejected_logp"), "lower"),
         ("generation speed (tokens/s)", ("generation", "tokens_per_second"), "higher"),
         ("safety: refusal rate (harmful requests)", ("safety", "refusal_rate"), "higher"),
         ("safety: over-refusal rate (benign look-alikes)", ("safety", "over_refusal_rate"), "lower"),
@@ -119,6 +123,15 @@ def _summary_section(metrics: dict[str, Any]) -> Section:
     ):
         if comparison.get(key) is not None:
             rows.append([label, "", f"{comparison[key]:.0%}", "", "higher"])
+    rewards = comparison.get("preference") or {}
+    for label, key, better in (
+        ("reward accuracy (implicit reward, chosen > rejected)", "reward_accuracy", "higher"),
+        ("reward margin (mean, nats, beta = 1)", "reward_margin", "higher"),
+        ("chosen log-prob change", "chosen_logp_change", "higher"),
+        ("rejected log-prob change", "rejected_logp_change", "lower"),
+    ):
+        if rewards.get(key) is not None:
+            rows.append([label, "", _fmt(rewards[key]), "", better])
     adapted = metrics.get("adapted", {})
     text = (
         f"Model {metrics.get('model', '?')}, evaluated on {adapted.get('examples', '?')} held-out examples "
@@ -216,6 +229,15 @@ def build_sections(recipe: Recipe, metrics: dict[str, Any], rows: list[dict[str,
             "histogram of answer similarity",
         ),
     ]
+    figures.append(
+        (
+            "margins.png",
+            plots.margin_plot(
+                base.get("preference", {}).get("per_pair"), adapted.get("preference", {}).get("per_pair")
+            ),
+            "histogram of the log-prob margin (chosen - rejected) per held-out pair",
+        )
+    )
     images: list[Any] = [Image(name, png, alt) for name, png, alt in figures if png]
     if images:
         sections.append(Section("Plots", images))

@@ -22,6 +22,7 @@ from pipeline.evaluation import lexical
 from pipeline.evaluation.embedding import closer_rate, similarities, summarize
 from pipeline.evaluation.gate import check_gate
 from pipeline.evaluation.perplexity import perplexity
+from pipeline.evaluation.preference import compare_pairs, prepare_pairs, score_pairs
 from pipeline.inference.generation import Sampling, generate
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class EvalSet:
     row_records: list[int]  # index in the eval records of each row (rows without a scored token are dropped)
     prompt_records: list[int]  # index in the eval records of each prompt
     prompt_tools: list[Tools | None] | None = None  # the tools each prompt's record offered, if any
+    pairs: list[dict[str, list[int]]] | None = None  # preference pairs (pipeline.evaluation.preference)
 
 
 def prepare_eval(
@@ -82,6 +84,9 @@ def prepare_eval(
         row_records=row_records,
         prompt_records=prompt_records,
         prompt_tools=[records[i].get("tools") for i in prompt_records],
+        pairs=prepare_pairs(records, tokenizer, spec.max_examples, max_length)
+        if any("rejected" in r for r in records)
+        else None,
     )
 
 
@@ -135,6 +140,8 @@ def evaluate_model(
             similarity=scores,
             **lexical.per_example(generations.texts, data.references),
         )
+    if data.pairs:
+        result["preference"] = score_pairs(model, data.pairs, spec.batch_size, tokenizer.pad_token_id)
     if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.evaluation.safety)
         from pipeline.evaluation.safety import evaluate_safety
 
@@ -173,7 +180,9 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
     # NaN marks an example without scored tokens (NaN != NaN).
     pairs = [(b, a) for b, a in zip(ppl_b, ppl_a, strict=True) if b == b and a == a]
     base_ppl = base.get("perplexity")
+    preference = compare_pairs(base.get("preference", {}), adapted.get("preference", {}))
     return {
+        **({"preference": preference} if preference else {}),
         "deltas": deltas,
         "perplexity_relative": adapted["perplexity"] / base_ppl - 1
         if base_ppl and adapted.get("perplexity")

@@ -12,13 +12,14 @@ from pipeline.errors import RecipeError
 
 
 def check_against_libraries(recipe: Recipe) -> None:
-    """Build trl's SFTConfig and peft's LoraConfig now, so a bad combination fails before weights load."""
+    """Build trl's config for the recipe's stage (SFTConfig, DPOConfig) and peft's LoraConfig now, so a bad
+    combination fails before weights load."""
     from pipeline.models.adapters import build_peft_config
-    from pipeline.train.sft import build_sft_config
+    from pipeline.train.stages import build_stage_config
 
     source = str(recipe.path or recipe.name)
     try:
-        build_sft_config(recipe, Path(recipe.train.output_dir) / "_validate", dry_run=True)
+        build_stage_config(recipe, Path(recipe.train.output_dir) / "_validate", dry_run=True)
         build_peft_config(recipe.adapter)
     except (ValueError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
 from pipeline.data.hygiene import apply_hygiene
+from pipeline.data.pairs import check_stage_records, pair_dataset
 from pipeline.data.splits import Splits, load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
@@ -42,6 +43,7 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
     splits = load_splits(recipe.data)
     hygiene = apply_hygiene(recipe.data, splits)
     splits = hygiene.splits
+    check_stage_records(recipe.train.stage, [*splits.train, *splits.eval])
     tokenizer = load_tokenizer(recipe.model)
     on_invalid = recipe.data.on_invalid
     train = tokenize_records(
@@ -54,6 +56,11 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
         if splits.eval and (recipe.train.eval_steps > 0 if held_out is None else held_out)
         else None
     )
+    if recipe.train.stage == "dpo":  # trl's conversational pairs, beside the SFT view the audit page shows
+        limit = recipe.dpo_settings.max_prompt_length
+        train = pair_dataset(train, splits.train, tokenizer, recipe.train.max_length, limit)
+        if held_out is not None:
+            held_out = pair_dataset(held_out, splits.eval, tokenizer, recipe.train.max_length, limit)
     return Inputs(splits=splits, hygiene=hygiene.report, tokenizer=tokenizer, train=train, eval=held_out)
 
 

@@ -12,21 +12,20 @@ from pipeline.config.schema import Recipe
 from pipeline.train.guards import NonFiniteGuard
 from pipeline.train.progress import RichProgressCallback
 from pipeline.train.resume import resume_command
-from pipeline.train.sft import build_trainer
 from pipeline.train.signals import StopOnSignal
+from pipeline.train.stages import build_trainer
 from pipeline.train.trackers import tracking_to
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-    from trl import SFTTrainer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 
 @dataclass
 class Trained:
     """The trainer after train() and the `train` section of metrics.json."""
 
-    trainer: SFTTrainer
+    trainer: Trainer
     metrics: dict[str, Any]
 
 

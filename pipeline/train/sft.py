@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
-from pipeline.models.precision import resolved_precision
+from pipeline.train.arguments import training_arguments
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -15,69 +14,21 @@ if TYPE_CHECKING:
     from trl import SFTConfig, SFTTrainer
 
 
-def _precision(recipe: Recipe) -> dict[str, bool]:
-    precision = resolved_precision(recipe.train.precision, recipe.model.quantization)
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
-
-
 def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SFTConfig:
     """The trl SFTConfig for a recipe; checkpoints and logs go under run_dir."""
-    import torch
     from trl import SFTConfig
 
     train = recipe.train
-    report_to = [r for r in train.report_to if r != "none"] or "none"
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    kwargs: dict[str, Any] = {
-        "output_dir": str(run_dir / "checkpoints"),
-        "num_train_epochs": train.epochs,
-        "max_steps": train.max_steps,
-        "per_device_train_batch_size": train.batch_size,
-        "per_device_eval_batch_size": recipe.eval.batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
-        "learning_rate": train.learning_rate,
-        "lr_scheduler_type": train.lr_scheduler,
-        # transformers reads warmup_steps >= 1 as steps and a float < 1 as a share of all steps.
-        "warmup_steps": train.warmup_steps or train.warmup_ratio,
-        "weight_decay": train.weight_decay,
-        "max_grad_norm": train.max_grad_norm,
-        "optim": train.optim,
-        "seed": train.seed,
-        "data_seed": train.seed,
+    return SFTConfig(
+        **training_arguments(recipe, run_dir, dry_run),
         # Examples are tokenized, masked and truncated by pipeline.data.formatting; trl only packs when asked.
-        "max_length": train.max_length if train.packing else None,
-        "packing": train.packing,
-        "padding_free": train.padding_free and not train.packing,
-        "train_sampling_strategy": "group_by_length"
+        max_length=train.max_length if train.packing else None,
+        packing=train.packing,
+        padding_free=train.padding_free and not train.packing,
+        train_sampling_strategy="group_by_length"
         if train.group_by_length and not train.packing
         else "random",
-        "activation_checkpointing": train.gradient_checkpointing,
-        "logging_steps": train.logging_steps,
-        "logging_first_step": True,
-        "eval_strategy": "steps" if train.eval_steps else "no",
-        "eval_steps": train.eval_steps or None,
-        # Early stopping ends on the best held-out loss: the trainer reloads that checkpoint at the end.
-        "load_best_model_at_end": bool(train.early_stopping_patience),
-        "metric_for_best_model": "eval_loss" if train.early_stopping_patience else None,
-        "greater_is_better": False if train.early_stopping_patience else None,
-        "save_strategy": "steps",
-        "save_steps": train.save_steps,
-        "save_total_limit": train.save_total_limit,
-        "report_to": report_to,
-        "run_name": recipe.name,
-        "disable_tqdm": True,  # pipeline.train.progress draws a rich progress bar instead
-        "use_cpu": not torch.cuda.is_available(),
-        "dataloader_pin_memory": torch.cuda.is_available(),
-        # Loss = token mean over the whole optimizer step, all ranks and micro-batches together, so
-        # neither accumulation nor world size changes the result (tests/integration/train/test_invariants.py).
-        "average_tokens_across_devices": True,
-        **_precision(recipe),
-    }
-    if distributed and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"  # only when distributed: gloo in a single process crashes
-    if dry_run:
-        kwargs["report_to"] = "none"
-    return SFTConfig(**kwargs)
+    )
 
 
 def build_trainer(

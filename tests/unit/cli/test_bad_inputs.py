@@ -448,6 +448,79 @@ USAGE_ERRORS: dict[str, tuple[list[str], str]] = {
 }
 
 
+def _pairs(c: Ctx, records: list[Any], **train: Any) -> str:
+    """A DPO recipe training (and evaluating) on these preference records."""
+    path = write_jsonl(c.tmp / "data" / "bad.jsonl", records)
+    return c.recipe(data={"train": str(path), "eval": str(path)}, train={"stage": "dpo", **train})
+
+
+PAIR = {"prompt": "What does len do?", "chosen": "It counts items.", "rejected": "It sorts items."}
+# Preference stages (train.stage: dpo): records, stage sections, the parent adapter.
+CASES.update(
+    {
+        "dpo-identical-answers": (
+            lambda c: ["validate", _pairs(c, [PAIR, {**PAIR, "rejected": " It counts items. "}])],
+            "bad.jsonl:2: chosen and rejected are identical",
+        ),
+        "dpo-empty-rejected": (
+            lambda c: ["validate", _pairs(c, [{**PAIR, "rejected": "  "}])],
+            "bad.jsonl:1: rejected is empty",
+        ),
+        "dpo-no-shared-prompt": (
+            lambda c: [
+                "validate",
+                _pairs(
+                    c,
+                    [
+                        {
+                            "chosen": _turns(("user", "a?"), ("assistant", "b"))["messages"],
+                            "rejected": _turns(("user", "c?"), ("assistant", "d"))["messages"],
+                        }
+                    ],
+                ),
+            ],
+            "bad.jsonl:1: chosen and rejected share no leading prompt turns",
+        ),
+        "dpo-rejected-user-turn": (
+            lambda c: ["validate", _pairs(c, [{**PAIR, "rejected": [{"role": "user", "content": "x"}]}])],
+            "bad.jsonl:1: rejected: the answer may hold assistant turns only",
+        ),
+        "dpo-conversations-as-pairs": (
+            lambda c: ["validate", c.recipe(train={"stage": "dpo"})],
+            "train.stage is dpo but this record is not a preference pair",
+        ),
+        "sft-stage-given-pairs": (
+            lambda c: ["validate", c.data([PAIR])],
+            "bad.jsonl:1: a preference pair (chosen/rejected) in an SFT recipe; set train.stage: dpo",
+        ),
+        "dpo-section-in-sft-recipe": (
+            lambda c: ["validate", c.recipe(dpo={"beta": 0.2})],
+            "the dpo section applies to train.stage: dpo, but train.stage is sft",
+        ),
+        "dpo-unknown-loss-type": (
+            lambda c: ["validate", c.recipe(train={"stage": "dpo"}, dpo={"loss_type": "sigmod"})],
+            "dpo.loss_type",
+        ),
+        "dpo-unknown-key": (
+            lambda c: ["validate", c.recipe(train={"stage": "dpo"}, dpo={"betta": 0.2})],
+            "beta",
+        ),
+        "dpo-with-sft-only-key": (
+            lambda c: ["validate", _pairs(c, [PAIR], packing=True)],
+            "train.packing applies to train.stage: sft only",
+        ),
+        "dpo-loss-weights-mismatch": (
+            lambda c: ["validate", c.recipe(train={"stage": "dpo"}, dpo={"loss_weights": [0.5, 0.5]})],
+            "loss_weights has 2 value(s) for 1 loss_type(s)",
+        ),
+        "model-adapter-missing": (
+            lambda c: ["validate", c.recipe(model={"adapter": "runs/no-such-run"})],
+            "model.adapter 'runs/no-such-run'",
+        ),
+    }
+)
+
+
 def _half_checkpoint(c: Ctx) -> Path:
     folder = c.folder("checkpoint-3")  # trainer_state.json written, weights and optimizer state missing
     (folder / "trainer_state.json").write_text('{"global_step": 3}', encoding="utf-8")

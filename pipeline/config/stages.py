@@ -1,0 +1,108 @@
+"""Settings of the training stages after SFT (train.stage): a typed section per stage, checked against the stage.
+
+A recipe names its stage in train.stage; the section of another stage, or an SFT-only train key in a
+preference recipe, is an error at load time, so `validate` rejects it before any data or weight loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.config.base import MAX_TOKENS, Spec
+
+STAGES = ("sft", "dpo")
+# Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
+DPOLoss = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+]
+DPO_LOSSES: tuple[str, ...] = get_args(DPOLoss)
+# train keys that only the SFT stage reads: set in a preference recipe they would silently do nothing.
+SFT_ONLY = ("loss_on", "packing", "group_by_length")
+
+
+class DPOSpec(Spec):
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="How far the policy may move from the reference: higher keeps it closer (IPO: the τ).",
+    )
+    loss_type: list[DPOLoss] = Field(
+        default_factory=lambda: ["sigmoid"],
+        description="trl's DPO loss, or several combined with loss_weights: " + ", ".join(DPO_LOSSES) + ".",
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="One weight per loss_type when several are combined; None = equal weights."
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="Probability that a pair's preference is flipped (robust DPO) or EXO's ε (exo_pair needs > 0).",
+    )
+    max_prompt_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Pairs whose prompt (as the chat template renders it) is longer than this many tokens are "
+        "dropped and counted; None = up to train.max_length (a prompt that fills it leaves nothing to compare).",
+    )
+    precompute_ref_log_probs: bool = Field(
+        False,
+        description="Score every pair with the reference once before training instead of every step: saves the "
+        "reference forward per step (and, for full fine-tuning, the reference copy in memory).",
+    )
+
+    @field_validator("loss_type", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _weights_match_losses(self) -> DPOSpec:
+        if not self.loss_type:
+            raise ValueError("loss_type must name at least one loss (e.g. sigmoid)")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"loss_weights has {len(self.loss_weights)} value(s) for {len(self.loss_type)} loss_type(s); "
+                "give one weight per loss"
+            )
+        if "exo_pair" in self.loss_type and self.label_smoothing == 0:
+            raise ValueError("loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 0.001)")
+        return self
+
+
+def check_stage_sections(stage: str, sections: dict[str, Any | None], train_set: set[str]) -> None:
+    """Raise ValueError when a section of another stage is set, or an SFT-only train key in a later stage.
+
+    sections: stage name -> that stage's section as the recipe gave it (None when absent); train_set: the
+    train keys the recipe set explicitly."""
+    for name, section in sections.items():
+        if section is not None and name != stage:
+            raise ValueError(
+                f"the {name} section applies to train.stage: {name}, but train.stage is {stage}; set "
+                f"train.stage: {name} or remove the {name} section"
+            )
+    if stage != "sft":
+        for key in SFT_ONLY:
+            if key in train_set:
+                raise ValueError(
+                    f"train.{key} applies to train.stage: sft only (the {stage} trainer scores whole "
+                    f"completions); remove train.{key}"
+                )

@@ -1,0 +1,42 @@
+"""One trainer builder per stage (train.stage): the SFT, DPO, ... trainers over trl's, picked by the recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config.schema import Recipe
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+
+def build_trainer(
+    recipe: Recipe,
+    run_dir: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    callbacks: list[Any] | None = None,
+) -> Trainer:
+    """The trainer of the recipe's stage (pipeline.train.sft or .dpo), built over the prepared data."""
+    if recipe.train.stage == "dpo":
+        from pipeline.train.dpo import build_dpo_trainer
+
+        return build_dpo_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
+    from pipeline.train.sft import build_trainer as build_sft_trainer
+
+    return build_sft_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
+
+
+def build_stage_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> Any:
+    """The trl config (SFTConfig, DPOConfig) of the recipe's stage."""
+    if recipe.train.stage == "dpo":
+        from pipeline.train.dpo import build_dpo_config
+
+        return build_dpo_config(recipe, run_dir, dry_run)
+    from pipeline.train.sft import build_sft_config
+
+    return build_sft_config(recipe, run_dir, dry_run)
