@@ -40,6 +40,7 @@ def _quiet_libraries() -> None:
         "httpx",
         "httpx2",
         "huggingface_hub",
+        "gguf",  # its writer logs every file's tensor count at INFO
         "torch",
         "absl",  # rouge_score logs "Using default tokenizer." on every scorer
     ):

@@ -25,7 +25,8 @@ def export(
     typer.echo(
         f"{result.gguf}: {result.dtype}, {result.bytes / 2**20:.1f} MiB; read back by transformers: max |logit diff| "
         f"{check.max_abs_diff:.2e} (relative {check.relative_diff:.1e} <= {check.relative_tolerance:.0e}), "
-        f"same token ids on {check.sample_tokens} sample tokens, chat template kept; {result.seconds:.1f} s"
+        f"same next token at {check.top1_agreement:.0%} of positions, same token ids on {check.sample_tokens} "
+        f"sample tokens, chat template kept; {result.seconds:.1f} s"
     )
     if result.modelfile is not None:
         typer.echo(

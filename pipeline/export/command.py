@@ -70,7 +70,7 @@ def _load(target: str, ref: TargetRef) -> tuple[Any, Any, dict[str, Any], Any, d
     if ref.kind != "model":
         from pipeline.models.merge import merge_in_memory
 
-        merged = merge_in_memory(target)
+        merged = merge_in_memory(target, fp32_reference=True)  # the GGUF is compared with this fp32 merge
         return merged.model, merged.tokenizer, merged.batch, merged.logits, merged.match
     from transformers import AutoModelForCausalLM
 

@@ -12,9 +12,9 @@ from pipeline.errors import AssetError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-# Largest |logit difference| vs the fp32 merged model, relative to max(1, largest |logit|). Measured on
-# SmolLM2-135M lora-small exports (docs/serving.md): f16 1.3e-3, bf16 1.1e-2, q8_0 8.6e-3; about 3-4x headroom.
-TOLERANCE = {"f32": 1e-5, "f16": 5e-3, "bf16": 4e-2, "q8_0": 4e-2}
+# Largest |logit difference| vs the fp32 merged model, relative to max(1, largest |logit|). Measured on a
+# SmolLM2-135M lora-small export (docs/serving.md): f16 1.3e-3, bf16 8.8e-3, q8_0 3.3e-2; about 3x headroom.
+TOLERANCE = {"f32": 1e-5, "f16": 5e-3, "bf16": 3e-2, "q8_0": 1e-1}
 SAMPLE_TEXT = (
     "What does json.dumps do? It serializes obj to a JSON formatted str: json.dumps({'a': [1, 2, 3]}) == "
     "'{\"a\": [1, 2, 3]}'.\n\n  Indented line\twith a tab, digits 1234567890, café, naïve, 東京, emoji 🙂."
@@ -29,6 +29,7 @@ class GgufCheck:
     max_abs_logit: float
     relative_diff: float
     relative_tolerance: float
+    top1_agreement: float  # share of probe positions whose most likely next token is the same
     sample_tokens: int
     token_ids_match: bool
     chat_template_match: bool
@@ -96,6 +97,7 @@ def verify_gguf(
         max_abs_logit=scale,
         relative_diff=diff / scale,
         relative_tolerance=TOLERANCE[dtype],
+        top1_agreement=float((got.argmax(-1) == logits.argmax(-1)).float().mean()),
         sample_tokens=sum(len(i) for i in ids),
         token_ids_match=ids == [read_tokenizer(t)["input_ids"] for t in texts],
         chat_template_match=read_tokenizer.chat_template == tokenizer.chat_template,

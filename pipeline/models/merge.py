@@ -53,13 +53,19 @@ def _base(ref: TargetRef, tokenizer: PreTrainedTokenizerBase, fp32: bool) -> Pre
     return model
 
 
-def _reference_and_merge(ref: TargetRef, tokenizer: PreTrainedTokenizerBase, batch: dict[str, Any]) -> tuple:
-    """Logits of base + adapter exactly as trained (quantized base included), and the fp32 merged model."""
+def _reference_and_merge(
+    ref: TargetRef, tokenizer: PreTrainedTokenizerBase, batch: dict[str, Any], fp32: bool = False
+) -> tuple:
+    """Logits of base + adapter exactly as trained (quantized base included), and the fp32 merged model.
+
+    fp32: the reference runs the unquantized base in float32 too, so only the merge arithmetic is compared."""
     import torch
     from peft import PeftModel
 
-    trained = PeftModel.from_pretrained(_base(ref, tokenizer, fp32=False), str(ref.adapter_dir))
+    trained = PeftModel.from_pretrained(_base(ref, tokenizer, fp32=fp32), str(ref.adapter_dir))
     reference = probe_logits(trained, batch)
+    if fp32:
+        return reference, trained.merge_and_unload()
     if ref.base.quantization != "none":
         # De-quantize the very weights training saw (not the original checkpoint), then merge in fp32;
         # reusing the loaded base also skips a second (slow, on CPU) quantization.
@@ -115,8 +121,11 @@ class MergedModel:
     tolerance: float
 
 
-def merge_in_memory(target: str, tolerance: float | None = None, output: Path | None = None) -> MergedModel:
-    """Fold a run's (or adapter folder's) adapter into its fp32 base and check the logits against base + adapter."""
+def merge_in_memory(
+    target: str, tolerance: float | None = None, output: Path | None = None, fp32_reference: bool = False
+) -> MergedModel:
+    """Fold a run's (or adapter folder's) adapter into its fp32 base and check the logits against base + adapter
+    (as trained, or in float32 with fp32_reference: a bf16 run's own rounding is then not part of the check)."""
     from pipeline.models.loading import load_tokenizer
     from pipeline.models.precision import resolve_dtype
 
@@ -129,8 +138,11 @@ def merge_in_memory(target: str, tolerance: float | None = None, output: Path | 
         merged = _full_model(ref)
         reference = probe_logits(merged, batch)
     else:
-        reference, merged = _reference_and_merge(ref, tokenizer, batch)
+        exact = fp32_reference and ref.base.quantization == "none"
+        reference, merged = _reference_and_merge(ref, tokenizer, batch, fp32=exact)
     trained_dtype = str(resolve_dtype(ref.base.dtype)).removeprefix("torch.")
+    if fp32_reference and ref.base.quantization == "none":
+        trained_dtype = "float32"
     merged_logits = probe_logits(merged, batch)
     match = compare_logits(reference, merged_logits, trained_dtype)
     limit = tolerance if tolerance is not None else match["relative_tolerance"]
