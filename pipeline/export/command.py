@@ -117,8 +117,7 @@ def _entry(
     target: str, fmt: str, written: WrittenGguf, check: GgufCheck, merge: dict | None, chat: ChatFormat | None
 ) -> dict[str, Any]:
     """One export.json entry: what was written and what the read-back check measured."""
-    import gguf
-    import transformers
+    from importlib.metadata import version
 
     return {
         "target": target,
@@ -130,11 +129,11 @@ def _entry(
         "check": {
             **asdict(check),
             "passed": check.passed,
-            "reader": f"transformers {transformers.__version__}",
+            "reader": f"transformers {version('transformers')}",
         },
         "merge_vs_base_plus_adapter": merge,
         "chat_format": chat.family.name if chat else None,
-        "writer": f"gguf {getattr(gguf, '__version__', 'unknown')}",
+        "writer": f"gguf {version('gguf')}",
     }
 
 
@@ -156,34 +155,33 @@ def export_run(
     output = Path(output) if output is not None else default_output(ref, fmt, dtype)
     if fmt == "gguf" and output.suffix != ".gguf":
         raise RecipeError(f"--output {output}: a GGUF file name must end in .gguf.")
-    chat = None
+    chat, modelfile_text = None, ""
     if fmt == "ollama":  # before any weights load: an unknown template fails in seconds
         tokenizer = load_tokenizer(ref.base, folder=ref.tokenizer_dir)
         chat = detect_format(tokenizer, adds_token(tokenizer, tokenizer.bos_token_id, first=True), target)
+        context = min(int(config.max_position_embeddings), MAX_OLLAMA_CONTEXT)
+        parameters = {"temperature": 0.7, "top_p": 0.9, "num_ctx": context}
+        name = output.name.removesuffix("-ollama")
+        modelfile_text = modelfile(f"{name}.gguf", chat, _system_prompt(ref), parameters)
     model, tokenizer, batch, logits, merge = _load(target, ref)
     loaded = [model, tokenizer, batch, logits]
     del model
-    name = output.stem if fmt == "gguf" else output.name.removesuffix("-ollama")
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "gguf":
         tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}.gguf")  # transformers reads only *.gguf
         try:
-            written, check = _write_checked(loaded, tmp, dtype, name)
+            written, check = _write_checked(loaded, tmp, dtype, output.stem)
             os.replace(tmp, output)
         finally:
             tmp.unlink(missing_ok=True)
         gguf_path, modelfile_path, report = output, None, output.with_name(REPORT)
+        _report(report, gguf_path.name, _entry(target, fmt, written, check, merge, chat))
     else:
-        gguf_path = output / f"{name}.gguf"
+        gguf_path, modelfile_path, report = output / f"{name}.gguf", output / "Modelfile", output / REPORT
         with atomic_dir(output) as folder:
             written, check = _write_checked(loaded, folder / gguf_path.name, dtype, name)
-            context = min(int(config.max_position_embeddings), MAX_OLLAMA_CONTEXT)
-            parameters = {"temperature": 0.7, "top_p": 0.9, "num_ctx": context}
-            write_text(folder / "Modelfile", modelfile(gguf_path.name, chat, _system_prompt(ref), parameters))
+            write_text(folder / modelfile_path.name, modelfile_text)
             _report(folder / REPORT, gguf_path.name, _entry(target, fmt, written, check, merge, chat))
-        modelfile_path, report = output / "Modelfile", output / REPORT
-    if fmt == "gguf":
-        _report(report, gguf_path.name, _entry(target, fmt, written, check, merge, chat))
     return ExportResult(
         gguf=gguf_path,
         modelfile=modelfile_path,

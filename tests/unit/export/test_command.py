@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.errors import AssetError
+from pipeline.errors import AssetError, RecipeError
 from pipeline.export import verify
 from pipeline.export.command import export_run
 from pipeline.export.go_template import ollama_values, render
@@ -98,3 +98,19 @@ def test_cli_prints_the_measured_difference(run_dir: Path, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     assert f"{out}: f32" in result.output and "max |logit diff| 0.00e+00" in result.output
     assert "same token ids on" in result.output and f"report: {tmp_path / 'export.json'}" in result.output
+
+
+def test_full_fine_tuning_run_and_plain_model_export(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = tmp_path / "full-run"
+    shutil.copytree(tiny_model_dir, run / "adapter")  # full fine-tuning keeps the whole model in adapter/
+    (run / "recipe.yaml").write_text(
+        yaml.safe_dump({"model": {"name": str(tiny_model_dir)}}), encoding="utf-8"
+    )
+    result = export_run(str(run), "gguf", "f32")
+    assert result.gguf == run / "export" / "full-run-f32.gguf" and result.check.max_abs_diff == 0.0
+    plain = export_run(str(tiny_model_dir), "gguf", "f16", tmp_path / "plain.gguf")
+    assert plain.check.passed and json.loads((tmp_path / "export.json").read_text())["exports"]["plain.gguf"]
+    with pytest.raises(RecipeError, match=r"--output .*model\.bin: a GGUF file name must end in \.gguf"):
+        export_run(str(tiny_model_dir), "gguf", "f16", tmp_path / "model.bin")
