@@ -188,3 +188,18 @@ def test_sample_texts_cover_specials_digits_and_unicode() -> None:
     plain, chat = sample_texts(tokenizer)
     assert "1234567890" in plain and "東京" in plain and "\t" in plain
     assert chat.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>") and chat.endswith("assistant\n")
+
+
+def test_a_tokenizer_that_adds_bos_says_so_and_reads_back_the_same(tmp_path: Path) -> None:
+    """Llama 3 style: the tokenizer's post-processor opens every text with BOS; llama.cpp must do the same."""
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = build_tiny_tokenizer()
+    bos = tokenizer.bos_token_id
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<|im_start|> $A", pair="<|im_start|> $A $B", special_tokens=[("<|im_start|>", bos)]
+    )
+    assert tokenizer("hi")["input_ids"][0] == bos
+    written, check = _export(build_tiny_model(len(tokenizer)), tokenizer, tmp_path, "f32")
+    assert _fields(written.path)["tokenizer.ggml.add_bos_token"] is True
+    assert check.token_ids_match and check.passed
