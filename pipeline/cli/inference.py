@@ -109,10 +109,35 @@ def serve(
     assistant: gen.Assistant = None,
     dtype: gen.Dtype = None,
     device: gen.Device = "auto",
+    max_batch: int = typer.Option(8, min=1, help="Waiting requests decoded together; 1 = one at a time."),
+    engine: str = typer.Option("pipeline", help="pipeline (this server) or vllm (from `make vllm-env`)."),
+    vllm_args: str = typer.Option("", help="More vLLM flags with --engine vllm, e.g. '--enforce-eager'."),
 ) -> None:
     """OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions) over a run and adapters."""
+    from pipeline.errors import PipelineError
+
+    if engine == "vllm":
+        from pipeline.inference.vllm_server import serve_vllm
+
+        if assistant:
+            raise PipelineError("--assistant works with --engine pipeline only; drop it for vLLM.")
+        serve_vllm(target, adapter or [], name, host, port, api_key, context_length, dtype, vllm_args)
+        return
+    if engine != "pipeline":
+        raise PipelineError(f"--engine {engine}: use pipeline or vllm.")
     from pipeline.inference.server import serve_target
 
     serve_target(
-        target, adapter or [], name, host, port, api_key, max_tokens, context_length, assistant, dtype, device
+        target,
+        adapter or [],
+        name,
+        host,
+        port,
+        api_key,
+        max_tokens,
+        context_length,
+        assistant,
+        dtype,
+        device,
+        max_batch,
     )

@@ -173,6 +173,7 @@ def build_engine(
     context_length: int | None = None,
     default_max_tokens: int = 256,
     assistant_model: PreTrainedModel | None = None,
+    max_batch: int = 8,
 ) -> Engine:
     """An engine for a loaded target plus extra adapters (name -> folder or Hub id) on the same base."""
     from peft import PeftModel
@@ -207,4 +208,5 @@ def build_engine(
         min(context_length or limit, limit),
         default_max_tokens,
         assistant_model=assistant_model,
+        max_batch=max_batch,
     )

@@ -293,6 +293,7 @@ def serve_target(
     assistant: str | None = None,
     dtype: str | None = None,
     device: str = "auto",
+    max_batch: int = 8,
 ) -> None:
     """Load target (+ NAME=PATH adapters on its base) and serve it until interrupted."""
     from pipeline.errors import PipelineError
@@ -307,5 +308,7 @@ def serve_target(
         extra[adapter_name] = where
     loaded = load_for_inference(target, dtype, device)
     helper = load_for_inference(assistant, dtype, device).model if assistant else None
-    engine = build_engine(loaded, name or display_name(target), extra, context_length, max_tokens, helper)
+    engine = build_engine(
+        loaded, name or display_name(target), extra, context_length, max_tokens, helper, max_batch
+    )
     run_server(engine, host, port, api_key)

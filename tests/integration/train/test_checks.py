@@ -43,7 +43,15 @@ def _train(recipe_path: Path, run_dir: Path) -> tuple[Any, Any, Any, Path]:
 
 def test_tampered_adapter_fails_the_reload_check(make_recipe: Any, tmp_path: Path) -> None:
     model, tokenizer, recipe, adapter = _train(make_recipe(), tmp_path / "run")
-    assert run_checks(model, tokenizer, recipe, adapter)["reload"]["max_abs_diff"] == 0.0
+    checks = run_checks(model, tokenizer, recipe, adapter)
+    assert checks["reload"]["max_abs_diff"] == 0.0
+    vllm = checks["vllm"]
+    assert vllm["servable"] and vllm["problems"] == [] and vllm["dtype"] == "float32", vllm
+    assert vllm["rank"] == recipe.adapter.r and vllm["max_lora_rank"] >= recipe.adapter.r
+    assert vllm["command"] == f"pipeline serve --engine vllm {tmp_path / 'run'}"
+    verified = " | ".join(checks["verified"])  # what was checked, not only what is wrong
+    assert "adapter weights only" in verified and "plain peft on a fresh base" in verified
+    assert f"accepts LoRA rank {recipe.adapter.r}" in verified and "float32 weights" in verified
 
     weights = load_file(adapter / "adapter_model.safetensors")
     save_file(
@@ -135,6 +143,9 @@ def test_added_special_tokens_train_reload_warn_and_merge(make_recipe: Any, tmp_
     warnings = " ".join(checks["warnings"])
     assert "resized from 320 to 322 rows" in warnings and "embeddings of 2 added special tokens" in warnings
     assert "modules_to_save (here: embed_tokens, lm_head)" in warnings
+    assert not checks["vllm"]["servable"] and "pipeline merge" in checks["vllm"]["command"]
+    assert any("2 added tokens" in p for p in checks["vllm"]["problems"])
+    assert not any(v.startswith("vLLM") for v in checks["verified"])
 
     names = load_file(adapter / "adapter_model.safetensors")
     assert names["base_model.model.model.embed_tokens.weight"].shape == (322, 32)  # saved in full
