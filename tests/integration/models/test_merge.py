@@ -127,3 +127,17 @@ def test_weight_comparison_names_the_tensor_that_changed(tiny_model_dir: Path) -
     with torch.no_grad():
         reloaded.model.norm.weight[0] += 1e-3
     assert _differing_weights(saved, reloaded) == ["model.norm.weight"]
+
+
+def test_a_bf16_run_merges_checked_in_float32(run_dir: Path, tmp_path: Path) -> None:
+    """A run trained on bf16 weights (model.dtype native/bfloat16, as lora-small here) merges: the check compares
+    the merge arithmetic in float32, not the bf16 run's own rounding against an fp32 merge."""
+    import shutil
+
+    run = shutil.copytree(run_dir, tmp_path / "bf16-run")
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
+    recipe["model"]["dtype"] = "bfloat16"
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    result = merge_run(str(run), tmp_path / "merged")
+    assert result.dtype == "bfloat16"  # saved as the run's dtype
+    assert result.relative_diff < 1e-5  # fp32 base + adapter vs the fp32 merge: exact up to summation order
