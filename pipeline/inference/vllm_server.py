@@ -84,6 +84,27 @@ def _chat_template(folder: Path) -> Path | None:
     return written
 
 
+def _same_tokenizer(one: Path, other: Path) -> bool:
+    """True when two folders hold the same vocabulary and special tokens (the chat template aside)."""
+
+    def key(folder: Path) -> tuple[bytes, dict[str, object]] | None:
+        if not (folder / "tokenizer.json").is_file() or not (folder / "tokenizer_config.json").is_file():
+            return None
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        specials = {k: v for k, v in config.items() if k.endswith("_token") or k == "added_tokens_decoder"}
+        return (folder / "tokenizer.json").read_bytes(), specials
+
+    return key(one) is not None and key(one) == key(other)
+
+
+def _tokenizer_folder(ref: TargetRef, base: Path) -> Path:
+    """The tokenizer vLLM loads: the base's when the run's has the same vocabulary and special tokens
+    (vLLM cannot parse an adapter folder as a model and logs errors about it), else the run's."""
+    if (ref.tokenizer_dir / "config.json").is_file() or not _same_tokenizer(ref.tokenizer_dir, base):
+        return ref.tokenizer_dir
+    return base
+
+
 def _lora_modules(ref: TargetRef, name: str, adapters: dict[str, str]) -> tuple[list[str], int]:
     """--lora-modules entries (NAME=FOLDER) and the largest rank among them; refuses what vLLM cannot serve."""
     entries, rank = [], 0
@@ -128,7 +149,7 @@ def vllm_launch(
     argv = [str(python or sys.executable), "-m", SERVER_MODULE, "--model", str(base)]
     argv += ["--served-model-name", served_base if ref.adapter_dir or adapters else name or _display(target)]
     argv += ["--host", host, "--port", str(port), "--dtype", DTYPES[chosen]]
-    argv += ["--tokenizer", str(ref.tokenizer_dir)]
+    argv += ["--tokenizer", str(_tokenizer_folder(ref, base))]
     template = _chat_template(ref.tokenizer_dir)
     if template is not None:
         argv += ["--chat-template", str(template)]

@@ -40,12 +40,21 @@ def test_an_adapter_is_served_as_lora_on_its_base(
     assert _flag(argv, "--port") == "8123" and _flag(argv, "--dtype") == "float32"
     assert _flag(argv, "--max-lora-rank") == "64"  # rank_pattern's 40, rounded up to a rank vLLM takes
     assert argv[argv.index("--lora-modules") + 1 :][:2] == [f"tuned={tuned}", f"other={other}"]
-    assert _flag(argv, "--tokenizer") == str(tuned)  # the run's tokenizer and its chat template
+    assert _flag(argv, "--tokenizer") == str(tiny_model_dir)  # the same vocabulary: the base's folder
     template = Path(_flag(argv, "--chat-template"))
     assert template.read_text(encoding="utf-8") == tiny_tokenizer.chat_template
     assert launch.served == [tiny_model_dir.name, "tuned", "other"]
     assert launch.env["VLLM_API_KEY"] == "sk-secret" and "sk-secret" not in launch.shown()
     assert launch.env["VLLM_CPU_KVCACHE_SPACE"] and launch.env["VLLM_CACHE_ROOT"]
+
+
+def test_a_run_tokenizer_with_other_special_tokens_is_served(
+    tmp_path: Path, tiny_model_dir: Path, tiny_tokenizer: Any
+) -> None:
+    tuned = _adapter(tmp_path / "tuned", tiny_model_dir, tiny_tokenizer)
+    config = json.loads((tuned / "tokenizer_config.json").read_text())
+    (tuned / "tokenizer_config.json").write_text(json.dumps(config | {"eos_token": "<pad>"}))
+    assert _flag(vllm_launch(str(tuned), {}).argv, "--tokenizer") == str(tuned)
 
 
 def test_a_whole_model_is_served_without_lora(tiny_model_dir: Path) -> None:
