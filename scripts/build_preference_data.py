@@ -1,0 +1,122 @@
+"""Build the bundled preference pairs (pydoc-pairs) from the bundled Python-docs Q&A (pydoc-qa).
+
+Each pair asks the first question of a pydoc-qa record. `chosen` is its answer; `rejected` is a plausible
+wrong one: the same signature with the description of a similarly named object (the closest name in the
+same module, else anywhere), e.g. `json.dumps(obj, ...)` described as json.loads is described. So a model
+that prefers chosen must know which name does what, not just how an answer looks. Train pairs come from
+pydoc-qa's train split, eval pairs from its eval split (no object name is in both).
+Deterministic: ``python scripts/build_preference_data.py`` rewrites recipes/data/pydoc-pairs/.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import random
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "recipes" / "data" / "pydoc-qa"
+OUT_DIR = ROOT / "recipes" / "data" / "pydoc-pairs"
+SEED, MAX_TRAIN, MAX_EVAL = 1234, 1500, 120
+
+
+def read_entries(path: Path) -> list[dict[str, str]]:
+    """(name, question, signature, description) of each record whose answer reads '`signature`: text'."""
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        question, answer = record["messages"][0]["content"], record["messages"][1]["content"]
+        head, sep, description = answer.partition("`: ")
+        if not sep or not head.startswith("`") or len(description.split()) < 3:
+            continue
+        entries.append(
+            {
+                "name": record["source"],
+                "question": question,
+                "signature": head[1:],
+                "description": description,
+            }
+        )
+    return entries
+
+
+def _module(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def wrong_description(entry: dict[str, str], pool: list[dict[str, str]]) -> str | None:
+    """The description of the most similarly named other object (same module first) that says otherwise."""
+    own = entry["description"].strip().casefold()
+    last = entry["name"].rpartition(".")[2]
+    candidates = [
+        e for e in pool if e["name"] != entry["name"] and e["description"].strip().casefold() != own
+    ]
+    same_module = [e for e in candidates if _module(e["name"]) == _module(entry["name"])]
+    for group in (same_module, candidates):
+        if group:
+            best = max(
+                group,
+                key=lambda e: (
+                    difflib.SequenceMatcher(None, last, e["name"].rpartition(".")[2]).ratio(),
+                    e["name"],
+                ),
+            )
+            return best["description"]
+    return None
+
+
+def build_pairs(
+    entries: list[dict[str, str]], pool: list[dict[str, str]], limit: int
+) -> list[dict[str, str]]:
+    """Up to `limit` pairs (seeded sample), in name order."""
+    pairs = []
+    for entry in entries:
+        wrong = wrong_description(entry, pool)
+        if wrong is None:
+            continue
+        pairs.append(
+            {
+                "prompt": entry["question"],
+                "chosen": f"`{entry['signature']}`: {entry['description']}",
+                "rejected": f"`{entry['signature']}`: {wrong}",
+                "source": entry["name"],
+            }
+        )
+    if len(pairs) > limit:
+        pairs = sorted(random.Random(SEED).sample(pairs, limit), key=lambda p: p["source"])
+    return pairs
+
+
+README = """# pydoc-pairs: preference pairs from the Python-docs Q&A
+
+Bundled DPO data (`recipes/dpo-small.yaml`), made by `python scripts/build_preference_data.py` from
+`recipes/data/pydoc-qa` (Python Software Foundation License: the text is CPython's docstrings).
+
+- **Records:** {train} train (`train.jsonl`), {eval} eval (`eval.jsonl`); split as pydoc-qa is, by object
+  name, so no name is in both files.
+- **Format:** `{{"prompt": question, "chosen": answer, "rejected": answer, "source": "json.dumps"}}`.
+- **chosen** is the object's own answer from pydoc-qa; **rejected** keeps the same signature but gives the
+  description of the most similarly named other object (same module first): plausible, and wrong. Preferring
+  chosen takes knowing what each name does.
+"""
+
+
+def main() -> None:
+    """Write train.jsonl, eval.jsonl and README.md under recipes/data/pydoc-pairs/."""
+    train = read_entries(SOURCE / "train.jsonl")
+    held_out = read_entries(SOURCE / "eval.jsonl")
+    pool = train + held_out
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, entries, limit in (("train", train, MAX_TRAIN), ("eval", held_out, MAX_EVAL)):
+        pairs = build_pairs(entries, pool, limit)
+        text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+        (OUT_DIR / f"{split}.jsonl").write_text(text, encoding="utf-8")
+        counts[split] = len(pairs)
+    (OUT_DIR / "README.md").write_text(README.format(**counts), encoding="utf-8")
+    print(f"wrote {counts['train']} train and {counts['eval']} eval pairs to {OUT_DIR}")
+
+
+if __name__ == "__main__":
+    main()

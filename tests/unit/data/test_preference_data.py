@@ -1,0 +1,48 @@
+"""The bundled preference pairs: small, rebuilt byte for byte by their script, every pair valid, and each
+rejected answer the right signature with another object's description."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.config.loader import load_recipe
+from pipeline.data.pairs import pair_parts
+from pipeline.data.splits import load_splits
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT / "recipes" / "data" / "pydoc-pairs"
+
+
+def test_bundled_pairs_are_small_and_documented() -> None:
+    sizes = {p.name: p.stat().st_size for p in DATA.iterdir()}
+    assert set(sizes) == {"train.jsonl", "eval.jsonl", "README.md"}
+    assert sum(sizes.values()) < 1_000_000
+    card = (DATA / "README.md").read_text(encoding="utf-8")
+    assert "Python Software Foundation License" in card and "scripts/build_preference_data.py" in card
+
+
+def test_the_script_rebuilds_the_bundled_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    script = importlib.import_module("build_preference_data")
+    monkeypatch.setattr(script, "OUT_DIR", tmp_path)
+    script.main()
+    for name in ("train.jsonl", "eval.jsonl", "README.md"):
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
+
+
+def test_pairs_load_as_dpo_data_and_differ_only_in_the_description() -> None:
+    splits = load_splits(load_recipe("dpo-small").data)
+    assert len(splits.train) == 1500 and len(splits.eval) == 120
+    train_names = {json.loads(line)["source"] for line in (DATA / "train.jsonl").read_text().splitlines()}
+    eval_names = {json.loads(line)["source"] for line in (DATA / "eval.jsonl").read_text().splitlines()}
+    assert not train_names & eval_names
+    for record in splits.train + splits.eval:
+        prompt, chosen, rejected = pair_parts(record)
+        assert prompt[0]["role"] == "system" and prompt[-1]["role"] == "user"
+        signature, _, right = chosen[0]["content"].partition("`: ")
+        other, _, wrong = rejected[0]["content"].partition("`: ")
+        assert signature == other and right.strip() != wrong.strip()
