@@ -5,7 +5,9 @@ wrong one: the same signature with the description of a similarly named object (
 same module, else anywhere), e.g. `json.dumps(obj, ...)` described as json.loads is described. So a model
 that prefers chosen must know which name does what, not just how an answer looks. Train pairs come from
 pydoc-qa's train split, eval pairs from its eval split (no object name is in both).
-Deterministic: ``python scripts/build_preference_data.py`` rewrites recipes/data/pydoc-pairs/.
+It also writes KTO's unpaired form of the same data (pydoc-feedback): each question once, with either its
+right answer (label true) or the wrong one (label false), half each (seeded).
+Deterministic: ``python scripts/build_preference_data.py`` rewrites recipes/data/pydoc-pairs/ and pydoc-feedback/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "recipes" / "data" / "pydoc-qa"
 OUT_DIR = ROOT / "recipes" / "data" / "pydoc-pairs"
+FEEDBACK_DIR = ROOT / "recipes" / "data" / "pydoc-feedback"
 SEED, MAX_TRAIN, MAX_EVAL = 1234, 1500, 120
 
 
@@ -102,20 +105,55 @@ Bundled DPO data (`recipes/dpo-small.yaml`), made by `python scripts/build_prefe
 """
 
 
+FEEDBACK_README = """# pydoc-feedback: labelled answers from the Python-docs Q&A
+
+Bundled KTO data (`recipes/kto-small.yaml`), made by `python scripts/build_preference_data.py` from the pairs
+of `recipes/data/pydoc-pairs` (Python Software Foundation License: the text is CPython's docstrings).
+
+- **Records:** {train} train (`train.jsonl`), {eval} eval (`eval.jsonl`); {good} of the train records are
+  labelled true.
+- **Format:** `{{"prompt": question, "completion": answer, "label": true|false, "source": "json.dumps"}}`.
+- Each question appears once: with its right answer (`label: true`) or with the plausible wrong one of its
+  pair (`label: false`), chosen at random (seeded), so the data is unpaired as KTO expects.
+"""
+
+
+def unpair(pairs: list[dict[str, str]], rng: random.Random) -> list[dict[str, object]]:
+    """Each pair's prompt once, with its chosen answer (label true) or its rejected one (label false)."""
+    records: list[dict[str, object]] = []
+    for pair in pairs:
+        good = rng.random() < 0.5
+        answer = pair["chosen"] if good else pair["rejected"]
+        records.append(
+            {"prompt": pair["prompt"], "completion": answer, "label": good, "source": pair["source"]}
+        )
+    return records
+
+
+def _write(folder: Path, name: str, records: list[dict[str, object]]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    (folder / name).write_text(text, encoding="utf-8")
+
+
 def main() -> None:
-    """Write train.jsonl, eval.jsonl and README.md under recipes/data/pydoc-pairs/."""
+    """Write train.jsonl, eval.jsonl and README.md under recipes/data/pydoc-pairs/ and pydoc-feedback/."""
     train = read_entries(SOURCE / "train.jsonl")
     held_out = read_entries(SOURCE / "eval.jsonl")
     pool = train + held_out
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    counts = {}
+    FEEDBACK_DIR.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    rng = random.Random(SEED)
     for split, entries, limit in (("train", train, MAX_TRAIN), ("eval", held_out, MAX_EVAL)):
         pairs = build_pairs(entries, pool, limit)
-        text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
-        (OUT_DIR / f"{split}.jsonl").write_text(text, encoding="utf-8")
+        _write(OUT_DIR, f"{split}.jsonl", pairs)
+        labelled = unpair(pairs, rng)
+        _write(FEEDBACK_DIR, f"{split}.jsonl", labelled)
         counts[split] = len(pairs)
+        counts.setdefault("good", sum(bool(r["label"]) for r in labelled))
     (OUT_DIR / "README.md").write_text(README.format(**counts), encoding="utf-8")
-    print(f"wrote {counts['train']} train and {counts['eval']} eval pairs to {OUT_DIR}")
+    (FEEDBACK_DIR / "README.md").write_text(FEEDBACK_README.format(**counts), encoding="utf-8")
+    print(f"wrote {counts['train']} train and {counts['eval']} eval pairs to {OUT_DIR} and {FEEDBACK_DIR}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, Spec, resolve_beside
-from pipeline.config.stages import DPOSpec, check_stage_sections
+from pipeline.config.stages import DPOSpec, KTOSpec, check_stage_sections
 from pipeline.config.templates import template_path
 from pipeline.config.training import EvalSpec, TrainSpec
 
@@ -96,11 +96,12 @@ class SourceSpec(Spec):
     path: str = Field(
         description="Local file, glob or folder (relative to the recipe file), or a Hub dataset id."
     )
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference"] = (
-        Field(
-            "auto",
-            description="Record format; auto detects it from the columns (preference: prompt/chosen/rejected).",
-        )
+    format: Literal[
+        "auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "unpaired"
+    ] = Field(
+        "auto",
+        description="Record format; auto detects it from the columns (preference: prompt/chosen/rejected; "
+        "unpaired: prompt/completion/label).",
     )
     split: str = Field("train", description="Split to read from a Hub dataset or a dataset folder.")
     config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
@@ -203,6 +204,9 @@ class Recipe(Spec):
     dpo: DPOSpec | None = Field(
         None, description="DPO settings (train.stage: dpo); absent = the defaults below."
     )
+    kto: KTOSpec | None = Field(
+        None, description="KTO settings (train.stage: kto); absent = the defaults below."
+    )
 
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
@@ -226,13 +230,24 @@ class Recipe(Spec):
 
     @model_validator(mode="after")
     def _sections_fit_the_stage(self) -> Recipe:
-        check_stage_sections(self.train.stage, {"dpo": self.dpo}, self.train.model_fields_set)
+        sections = {"dpo": self.dpo, "kto": self.kto}
+        check_stage_sections(self.train.stage, sections, self.train.model_fields_set, self.train.batch_size)
         return self
 
     @property
     def dpo_settings(self) -> DPOSpec:
         """The dpo section, or its defaults when the recipe has none."""
         return self.dpo or DPOSpec()
+
+    @property
+    def stage_settings(self) -> DPOSpec | KTOSpec | None:
+        """The settings of train.stage (its section or its defaults); None for sft."""
+        return {"dpo": self.dpo_settings, "kto": self.kto_settings}.get(self.train.stage)
+
+    @property
+    def kto_settings(self) -> KTOSpec:
+        """The kto section, or its defaults when the recipe has none."""
+        return self.kto or KTOSpec()
 
     @model_validator(mode="after")
     def _check_method_fits_model(self) -> Recipe:

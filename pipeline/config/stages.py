@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import MAX_TOKENS, Spec
 
-STAGES = ("sft", "dpo")
+STAGES = ("sft", "dpo", "kto")
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
     "sigmoid",
@@ -88,11 +88,48 @@ class DPOSpec(Spec):
         return self
 
 
-def check_stage_sections(stage: str, sections: dict[str, Any | None], train_set: set[str]) -> None:
-    """Raise ValueError when a section of another stage is set, or an SFT-only train key in a later stage.
+class KTOSpec(Spec):
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="How far the policy may move from the reference: higher keeps it closer.",
+    )
+    loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="trl's KTO loss.")
+    desirable_weight: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Weight of the losses of desirable (label: true) completions; raise it when they are rarer.",
+    )
+    undesirable_weight: float = Field(
+        1.0, gt=0, le=100, description="Weight of the losses of undesirable (label: false) completions."
+    )
+    max_prompt_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Records whose prompt is longer than this many tokens are dropped and counted; None = up to "
+        "train.max_length.",
+    )
+    precompute_ref_log_probs: bool = Field(
+        False, description="Score every record with the reference once before training instead of every step."
+    )
+
+
+def check_stage_sections(
+    stage: str, sections: dict[str, Any | None], train_set: set[str], batch_size: int
+) -> None:
+    """Raise ValueError when a section of another stage is set, an SFT-only train key in a later stage, or a
+    setting the stage cannot train with.
 
     sections: stage name -> that stage's section as the recipe gave it (None when absent); train_set: the
-    train keys the recipe set explicitly."""
+    train keys the recipe set explicitly; batch_size: train.batch_size."""
+    if stage == "kto" and batch_size < 2:
+        raise ValueError(
+            "train.stage kto estimates its KL term from the other completions of a micro-batch, so "
+            f"train.batch_size must be at least 2 (got {batch_size})"
+        )
     for name, section in sections.items():
         if section is not None and name != stage:
             raise ValueError(

@@ -10,10 +10,11 @@ from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_TOKENS, Spe
 
 
 class TrainSpec(Spec):
-    stage: Literal["sft", "dpo"] = Field(
+    stage: Literal["sft", "dpo", "kto"] = Field(
         "sft",
-        description="What training optimizes: sft (supervised, on conversations) or dpo (preference pairs, "
-        "settings in the dpo section; docs/preference.md).",
+        description="What training optimizes: sft (supervised, on conversations), dpo (preference pairs, "
+        "settings in the dpo section) or kto (completions labelled good or bad; the kto section). "
+        "docs/preference.md.",
     )
     max_length: int = Field(
         512, gt=0, le=MAX_TOKENS, description="Tokens per example; longer examples are truncated."

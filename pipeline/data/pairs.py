@@ -1,9 +1,11 @@
-"""Preference pairs: validate {prompt, chosen, rejected} records and shape them for a preference stage.
+"""Preference data: validate pairs {prompt, chosen, rejected} (DPO) and unpaired {prompt, completion, label}
+records (KTO), and shape them for their stage.
 
-A pair becomes {'messages': prompt + chosen, 'prompt_turns': n, 'rejected': [...]}: the SFT view of the
-record (prompt and the preferred answer) is what hygiene, audits and the SFT-style evaluation read, and the
-rejected answer rides along. `prompt`, `chosen` and `rejected` may be strings or message lists; without a
-`prompt`, `chosen` and `rejected` are whole conversations and their shared leading turns are the prompt.
+A pair becomes {'messages': prompt + chosen, 'prompt_turns': n, 'rejected': [...]}, an unpaired record
+{'messages': prompt + completion, 'prompt_turns': n, 'label': bool}: the SFT view of the record is what
+hygiene, audits and the SFT-style evaluation read, and the rest rides along. `prompt`, `chosen`, `rejected`
+and `completion` may be strings or message lists; without a `prompt`, `chosen` and `rejected` are whole
+conversations and their shared leading turns are the prompt.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-PAIR_FORMATS = ("preference",)
+PAIR_FORMATS = ("preference", "unpaired")
+LABELS = {"true": True, "false": False}  # CSV cells hold labels as text
 
 
 def _turns(value: Any, field: str, role: str) -> Messages:
@@ -90,24 +93,56 @@ def convert_pair(record: Any, system_prompt: str | None = None) -> dict[str, Any
     return {"messages": prompt + chosen, "prompt_turns": len(prompt), "rejected": rejected, **extra}
 
 
-def is_pair(record: dict[str, Any]) -> bool:
-    """Whether a loaded record is a preference pair."""
-    return "rejected" in record
+def convert_unpaired(record: Any, system_prompt: str | None = None) -> dict[str, Any]:
+    """One unpaired record {prompt, completion, label} in the form above; ValueError names the field."""
+    if not isinstance(record, dict):
+        raise ValueError(f"each record must be an object (got {type(record).__name__})")
+    prompt = _turns(record.get("prompt"), "prompt", "user")
+    completion = _turns(record.get("completion"), "completion", "assistant")
+    _check_answer(completion, "completion")
+    if prompt[-1]["role"] != "user":
+        raise ValueError(f"prompt must end with a user turn (it ends with a {prompt[-1]['role']} turn)")
+    label = record.get("label")
+    label = LABELS.get(label.strip().lower(), label) if isinstance(label, str) else label
+    if not isinstance(label, bool):
+        raise ValueError(
+            f"label must be true (a desirable completion) or false (got {record.get('label')!r})"
+        )
+    extra: dict[str, Any] = {}
+    if system_prompt and prompt[0]["role"] != "system":
+        prompt = [{"role": "system", "content": system_prompt}, *prompt]
+        extra["system_prompt"] = True
+    return {"messages": prompt + completion, "prompt_turns": len(prompt), "label": label, **extra}
+
+
+def convert_preference(record: Any, fmt: str, system_prompt: str | None = None) -> dict[str, Any]:
+    """A record of one of PAIR_FORMATS (preference, unpaired) in its loaded form."""
+    return (
+        convert_unpaired(record, system_prompt) if fmt == "unpaired" else convert_pair(record, system_prompt)
+    )
+
+
+def record_stage(record: dict[str, Any]) -> str:
+    """The stage a loaded record trains: dpo (a pair), kto (a labelled completion) or sft."""
+    return "dpo" if "rejected" in record else "kto" if "label" in record else "sft"
+
+
+WANTED = {
+    "dpo": "preference pairs (prompt, chosen, rejected)",
+    "kto": "labelled completions (prompt, completion, label)",
+    "sft": "conversations, prompt/completion or text",
+}
 
 
 def check_stage_records(stage: str, records: list[dict[str, Any]]) -> None:
-    """Every record suits the stage: pairs for dpo, conversations or text for sft (DataError at the first)."""
+    """Every record suits the stage (WANTED); DataError at the first that does not, naming both."""
     for record in records:
-        where = record.get("location", "record")
-        if stage == "dpo" and not is_pair(record):
+        kind = record_stage(record)
+        if kind != stage:
             raise DataError(
-                f"{where}: train.stage is dpo but this record is not a preference pair; give prompt, chosen "
-                "and rejected fields (docs/preference.md) or set train.stage: sft."
-            )
-        if stage == "sft" and is_pair(record):
-            raise DataError(
-                f"{where}: a preference pair (chosen/rejected) in an SFT recipe; set train.stage: dpo to train "
-                "on pairs, or give SFT data."
+                f"{record.get('location', 'record')}: train.stage is {stage}, which trains on {WANTED[stage]}, "
+                f"but this record holds {WANTED[kind]}; set train.stage: {kind} or give {stage} data "
+                "(docs/preference.md)."
             )
 
 
@@ -123,6 +158,15 @@ def prompt_length(tokenizer: PreTrainedTokenizerBase, prompt: Messages) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _trl_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """trl's conversational columns of a loaded record: prompt/chosen/rejected or prompt/completion/label."""
+    turns = record["prompt_turns"]
+    prompt, answer = record["messages"][:turns], record["messages"][turns:]
+    if "rejected" in record:
+        return {"prompt": prompt, "chosen": answer, "rejected": record["rejected"]}
+    return {"prompt": prompt, "completion": answer, "label": record["label"]}
+
+
 def pair_dataset(
     tokenized: Dataset,
     records: list[dict[str, Any]],
@@ -130,15 +174,17 @@ def pair_dataset(
     max_length: int,
     max_prompt_length: int | None,
 ) -> Dataset:
-    """The tokenized SFT view of the pairs (shown by audits) with trl's conversational prompt/chosen/rejected
-    columns added, and `prompt_tokens`. Pairs whose prompt is longer than max_prompt_length, or fills
-    max_length, are dropped with a warning: nothing of their answers would be compared."""
+    """The tokenized SFT view of the records (shown by audits) with trl's conversational columns added
+    (prompt/chosen/rejected for pairs, prompt/completion/label for unpaired records) and `prompt_tokens`.
+    Records whose prompt is longer than max_prompt_length, or fills max_length, are dropped with a warning:
+    nothing of their answers would be scored."""
     by_location = {r["location"]: r for r in records}
     limit = min(max_prompt_length or max_length, max_length - 1)
-    columns: dict[str, list[Any]] = {"prompt": [], "chosen": [], "rejected": [], "prompt_tokens": []}
+    columns: dict[str, list[Any]] = {}
     keep: list[int] = []
     for index, location in enumerate(tokenized["location"]):
-        prompt, chosen, rejected = pair_parts(by_location[location])
+        trl_columns = _trl_columns(by_location[location])
+        prompt = trl_columns["prompt"]
         try:
             tokens = prompt_length(tokenizer, prompt)
         except TemplateMismatch as exc:
@@ -146,20 +192,20 @@ def pair_dataset(
         if tokens > limit:
             continue
         keep.append(index)
-        for key, value in zip(columns, (prompt, chosen, rejected, tokens), strict=True):
-            columns[key].append(value)
+        for key, value in {**trl_columns, "prompt_tokens": tokens}.items():
+            columns.setdefault(key, []).append(value)
     dropped = len(tokenized) - len(keep)
     if dropped:
         log.warning(
-            "%d pair(s) had a prompt longer than %d tokens and were dropped (dpo.max_prompt_length, "
+            "%d record(s) had a prompt longer than %d tokens and were dropped (max_prompt_length of the stage, "
             "train.max_length).",
             dropped,
             limit,
         )
     if not keep:
         raise DataError(
-            f"no preference pair has a prompt of at most {limit} tokens; raise train.max_length or "
-            "dpo.max_prompt_length."
+            f"no record has a prompt of at most {limit} tokens; raise train.max_length or the stage's "
+            "max_prompt_length."
         )
     dataset = tokenized.select(keep)
     for key, values in columns.items():

@@ -35,6 +35,7 @@ SHAREGPT_ROLES = {
 # Columns that identify a format, checked in this order.
 SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
     ("preference", ("chosen", "rejected")),
+    ("unpaired", ("prompt", "completion", "label")),
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
     ("alpaca", ("instruction", "output")),
@@ -52,7 +53,7 @@ def detect_format(record: Any) -> str:
     fields = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
     raise ValueError(
         "cannot tell the record format: expected a 'messages', 'conversations', 'instruction'+'output', "
-        f"'chosen'+'rejected', 'prompt'+'completion' or 'text' field (got {fields or 'no fields'}); set data.train[].format "
+        f"'chosen'+'rejected', 'prompt'+'completion'(+'label') or 'text' field (got {fields or 'no fields'}); set data.train[].format "
         "or map columns with data.train[].columns"
     )
 

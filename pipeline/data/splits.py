@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config.schema import DataSpec, SourceSpec
-from pipeline.data.pairs import PAIR_FORMATS, convert_pair
+from pipeline.data.pairs import PAIR_FORMATS, convert_preference
 from pipeline.data.records import convert, detect_format
 from pipeline.data.sources import read_source
 from pipeline.errors import DataError
@@ -46,7 +46,7 @@ def load_source(data: DataSpec, source: SourceSpec, skipped: dict[str, int]) -> 
         try:
             fmt = fmt or detect_format(raw)
             if fmt in PAIR_FORMATS:
-                record = convert_pair(raw, data.system_prompt)
+                record = convert_preference(raw, fmt, data.system_prompt)
             else:
                 record = convert(raw, fmt, data.system_prompt)
         except ValueError as exc:

@@ -75,6 +75,7 @@ def weight_files_fingerprint(spec: ModelSpec) -> str:
 def eval_set_fingerprint(data: EvalSet) -> str:
     """A hash of exactly what the model is shown: token ids, loss masks, windows, prompts and references."""
     pairs = {"pairs": data.pairs} if data.pairs else {}  # SFT eval sets keep the key they had
+    pairs.update({"completions": data.completions} if data.completions else {})
     return _hash(
         {
             **pairs,

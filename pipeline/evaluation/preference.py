@@ -5,6 +5,8 @@ chosen and rejected answer given its prompt (what DPO's loss compares). Its `acc
 whose chosen answer is the more likely. Against the starting model, the adapted model's implicit DPO reward
 of an answer is its log-probability change (β = 1 here: accuracy does not depend on β); `reward_accuracy` is
 the share of pairs where the chosen answer's reward beats the rejected one's, `reward_margin` their mean gap.
+For KTO's labelled completions, `desirable_logp` and `undesirable_logp` are the mean log-probabilities of each
+kind and `gap` their difference; the comparison gives each kind's change against the starting model.
 """
 
 from __future__ import annotations
@@ -116,3 +118,60 @@ def compare_pairs(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, An
         "rejected_logp_change": sum(rejected) / len(rejected),
         "reward_margins": gaps,
     }
+
+
+def prepare_completions(
+    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_examples: int, max_length: int
+) -> list[dict[str, Any]]:
+    """Token ids of the first max_examples labelled completions (KTO records): prompt, completion, label."""
+    rows = []
+    for record in [r for r in records if "label" in r][:max_examples]:
+        prompt = record["messages"][: record["prompt_turns"]]
+        prompt_ids = _ids(tokenizer, render(tokenizer, prompt, add_generation_prompt=True))
+        full = _ids(tokenizer, render(tokenizer, record["messages"]))
+        start = _common_prefix(prompt_ids, full)
+        if start < max_length - 1:
+            rows.append(
+                {
+                    "prompt_ids": prompt_ids[:start],
+                    "completion_ids": full[start:max_length],
+                    "label": record["label"],
+                }
+            )
+    return rows
+
+
+def score_completions(
+    model: PreTrainedModel, rows: list[dict[str, Any]], batch_size: int, pad_id: int
+) -> dict[str, Any]:
+    """{desirable_logp, undesirable_logp, gap (means), records, per_record} for one model."""
+    import torch
+
+    logps: list[float] = []
+    model.eval()
+    with torch.inference_mode():
+        for first in range(0, len(rows), batch_size):
+            batch = rows[first : first + batch_size]
+            ids = [(r["prompt_ids"] + r["completion_ids"], len(r["prompt_ids"])) for r in batch]
+            logps += _answer_logps(model, ids, pad_id)
+    good = [v for v, r in zip(logps, rows, strict=True) if r["label"]]
+    bad = [v for v, r in zip(logps, rows, strict=True) if not r["label"]]
+    desirable = sum(good) / len(good) if good else None
+    undesirable = sum(bad) / len(bad) if bad else None
+    gap = desirable - undesirable if desirable is not None and undesirable is not None else None
+    return {
+        "records": len(rows),
+        "desirable_logp": desirable,
+        "undesirable_logp": undesirable,
+        "gap": gap,
+        "per_record": {"logp": logps, "label": [r["label"] for r in rows]},
+    }
+
+
+def compare_completions(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any] | None:
+    """Each kind's mean log-prob change against the starting model; None if unscored."""
+    changes = {}
+    for kind in ("desirable", "undesirable"):
+        before, after = base.get(f"{kind}_logp"), adapted.get(f"{kind}_logp")
+        changes[f"{kind}_logp_change"] = after - before if before is not None and after is not None else None
+    return changes if any(v is not None for v in changes.values()) else None

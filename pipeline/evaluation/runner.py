@@ -22,7 +22,14 @@ from pipeline.evaluation import lexical
 from pipeline.evaluation.embedding import closer_rate, similarities, summarize
 from pipeline.evaluation.gate import check_gate
 from pipeline.evaluation.perplexity import perplexity
-from pipeline.evaluation.preference import compare_pairs, prepare_pairs, score_pairs
+from pipeline.evaluation.preference import (
+    compare_completions,
+    compare_pairs,
+    prepare_completions,
+    prepare_pairs,
+    score_completions,
+    score_pairs,
+)
 from pipeline.inference.generation import Sampling, generate
 
 if TYPE_CHECKING:
@@ -45,6 +52,7 @@ class EvalSet:
     prompt_records: list[int]  # index in the eval records of each prompt
     prompt_tools: list[Tools | None] | None = None  # the tools each prompt's record offered, if any
     pairs: list[dict[str, list[int]]] | None = None  # preference pairs (pipeline.evaluation.preference)
+    completions: list[dict[str, Any]] | None = None  # KTO's labelled completions (the same module)
 
 
 def prepare_eval(
@@ -56,6 +64,9 @@ def prepare_eval(
 ) -> EvalSet:
     """Tokenize the first eval.max_examples records in full with train.loss_on's masks; pick
     eval.generate_examples prompts. Windows are eval.context_length tokens, else max_length (train.max_length)."""
+    labelled = prepare_completions(records, tokenizer, spec.max_examples, max_length)
+    # Undesirable completions (KTO's label: false) are not answers to score or to compare generations with.
+    records = [r for r in records if r.get("label", True)]
     window = spec.context_length or max_length
     stride = spec.stride or max(1, window // 2)
     if stride >= window:
@@ -87,6 +98,7 @@ def prepare_eval(
         pairs=prepare_pairs(records, tokenizer, spec.max_examples, max_length)
         if any("rejected" in r for r in records)
         else None,
+        completions=labelled or None,
     )
 
 
@@ -142,6 +154,10 @@ def evaluate_model(
         )
     if data.pairs:
         result["preference"] = score_pairs(model, data.pairs, spec.batch_size, tokenizer.pad_token_id)
+    if data.completions:
+        result["labelled"] = score_completions(
+            model, data.completions, spec.batch_size, tokenizer.pad_token_id
+        )
     if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.evaluation.safety)
         from pipeline.evaluation.safety import evaluate_safety
 
@@ -181,8 +197,10 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
     pairs = [(b, a) for b, a in zip(ppl_b, ppl_a, strict=True) if b == b and a == a]
     base_ppl = base.get("perplexity")
     preference = compare_pairs(base.get("preference", {}), adapted.get("preference", {}))
+    labelled = compare_completions(base.get("labelled", {}), adapted.get("labelled", {}))
     return {
         **({"preference": preference} if preference else {}),
+        **({"labelled": labelled} if labelled else {}),
         "deltas": deltas,
         "perplexity_relative": adapted["perplexity"] / base_ppl - 1
         if base_ppl and adapted.get("perplexity")

@@ -134,10 +134,10 @@ def measure_throughput(recipe: Recipe, records: list[dict[str, Any]], steps: int
     sample = random.Random(train.seed).sample(records, min(len(records), per_step * steps))
     tokenizer = load_tokenizer(recipe.model)
     dataset = tokenize_records(sample, tokenizer, train, desc="Tokenizing the throughput sample")
-    if train.stage == "dpo":  # the DPO trainer reads the pairs; the tokens counted are prompt + chosen
+    if recipe.stage_settings is not None:  # preference trainers read trl's columns; tokens: the SFT view
         from pipeline.data.pairs import pair_dataset
 
-        limit = recipe.dpo_settings.max_prompt_length
+        limit = recipe.stage_settings.max_prompt_length
         dataset = pair_dataset(dataset, sample, tokenizer, train.max_length, limit)
     mean_tokens = statistics.fmean(len(ids) for ids in dataset["input_ids"])
     marks: list[float] = []

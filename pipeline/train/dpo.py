@@ -65,14 +65,9 @@ def build_dpo_trainer(
     record("skip_peft_input_casts", mixed and recipe.adapter.method != "full", "" if mixed else "no autocast")
     continued = is_peft_model(model)
     full = recipe.adapter.method == "full"
-    reference = None
-    if full and not recipe.dpo_settings.precompute_ref_log_probs:
-        from pipeline.models.loading import load_base_model
-
-        reference = load_base_model(recipe.model)  # full fine-tuning changes the base itself
     return _trainer_class()(
         model=model,
-        ref_model=reference,
+        ref_model=reference_copy(recipe, recipe.dpo_settings.precompute_ref_log_probs),
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -98,6 +93,16 @@ def _trainer_class() -> type[DPOTrainer]:
             return output
 
     return PipelineDPOTrainer
+
+
+def reference_copy(recipe: Recipe, precomputed: bool) -> PreTrainedModel | None:
+    """A second copy of the base as reference, needed only by full fine-tuning without precomputed
+    reference log-probs (trl would otherwise load it from model.name, which may be a Hub id offline)."""
+    if recipe.adapter.method != "full" or precomputed:
+        return None
+    from pipeline.models.loading import load_base_model
+
+    return load_base_model(recipe.model)
 
 
 def drop_reference_adapter(model: Any) -> None:

@@ -56,8 +56,8 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
         if splits.eval and (recipe.train.eval_steps > 0 if held_out is None else held_out)
         else None
     )
-    if recipe.train.stage == "dpo":  # trl's conversational pairs, beside the SFT view the audit page shows
-        limit = recipe.dpo_settings.max_prompt_length
+    if recipe.stage_settings is not None:  # trl's conversational columns, beside the SFT view audits show
+        limit = recipe.stage_settings.max_prompt_length
         train = pair_dataset(train, splits.train, tokenizer, recipe.train.max_length, limit)
         if held_out is not None:
             held_out = pair_dataset(held_out, splits.eval, tokenizer, recipe.train.max_length, limit)

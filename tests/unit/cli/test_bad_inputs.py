@@ -487,11 +487,12 @@ CASES.update(
         ),
         "dpo-conversations-as-pairs": (
             lambda c: ["validate", c.recipe(train={"stage": "dpo"})],
-            "train.stage is dpo but this record is not a preference pair",
+            "train.stage is dpo, which trains on preference pairs (prompt, chosen, rejected), but this record",
         ),
         "sft-stage-given-pairs": (
             lambda c: ["validate", c.data([PAIR])],
-            "bad.jsonl:1: a preference pair (chosen/rejected) in an SFT recipe; set train.stage: dpo",
+            "bad.jsonl:1: train.stage is sft, which trains on conversations, prompt/completion or text, but this "
+            "record holds preference pairs (prompt, chosen, rejected); set train.stage: dpo",
         ),
         "dpo-section-in-sft-recipe": (
             lambda c: ["validate", c.recipe(dpo={"beta": 0.2})],
@@ -512,6 +513,21 @@ CASES.update(
         "dpo-loss-weights-mismatch": (
             lambda c: ["validate", c.recipe(train={"stage": "dpo"}, dpo={"loss_weights": [0.5, 0.5]})],
             "loss_weights has 2 value(s) for 1 loss_type(s)",
+        ),
+        "kto-label-not-boolean": (
+            lambda c: [
+                "validate",
+                _pairs(c, [{"prompt": "q?", "completion": "a", "label": "maybe"}], stage="kto", batch_size=2),
+            ],
+            "bad.jsonl:1: label must be true (a desirable completion) or false (got 'maybe')",
+        ),
+        "kto-batch-of-one": (
+            lambda c: ["validate", c.recipe(train={"stage": "kto", "batch_size": 1})],
+            "train.batch_size must be at least 2 (got 1)",
+        ),
+        "kto-given-pairs": (
+            lambda c: ["validate", _pairs(c, [PAIR], stage="kto", batch_size=2)],
+            "bad.jsonl:1: train.stage is kto, which trains on labelled completions",
         ),
         "model-adapter-missing": (
             lambda c: ["validate", c.recipe(model={"adapter": "runs/no-such-run"})],

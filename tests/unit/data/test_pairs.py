@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.data.pairs import check_stage_records, convert_pair, pair_parts
+from pipeline.data.pairs import check_stage_records, convert_pair, convert_unpaired, pair_parts
 from pipeline.data.records import detect_format
 from pipeline.errors import DataError
 
@@ -68,7 +68,17 @@ def test_stage_and_records_must_agree() -> None:
     chat = {"messages": [USER, GOOD], "prompt_turns": 0, "location": "c.jsonl:7"}
     check_stage_records("dpo", [pair])
     check_stage_records("sft", [chat])
-    with pytest.raises(DataError, match=r"c\.jsonl:7: train\.stage is dpo"):
+    labelled = {
+        **convert_unpaired({"prompt": "q?", "completion": "a", "label": "True"}),
+        "location": "k.csv:2",
+    }
+    assert labelled["label"] is True
+    check_stage_records("kto", [labelled])
+    with pytest.raises(DataError, match=r"c\.jsonl:7: train\.stage is dpo, which trains on preference pairs"):
         check_stage_records("dpo", [pair, chat])
-    with pytest.raises(DataError, match=r"p\.jsonl:3: a preference pair"):
+    with pytest.raises(DataError, match=r"p\.jsonl:3: train\.stage is sft.*set train\.stage: dpo"):
         check_stage_records("sft", [chat, pair])
+    with pytest.raises(
+        DataError, match=r"k\.csv:2: train\.stage is dpo.*labelled completions.*set train\.stage: kto"
+    ):
+        check_stage_records("dpo", [labelled])

@@ -17,21 +17,27 @@ ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "recipes" / "data" / "pydoc-pairs"
 
 
-def test_bundled_pairs_are_small_and_documented() -> None:
-    sizes = {p.name: p.stat().st_size for p in DATA.iterdir()}
+FEEDBACK = ROOT / "recipes" / "data" / "pydoc-feedback"
+
+
+@pytest.mark.parametrize("folder", [DATA, FEEDBACK])
+def test_bundled_files_are_small_and_documented(folder: Path) -> None:
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
     assert set(sizes) == {"train.jsonl", "eval.jsonl", "README.md"}
     assert sum(sizes.values()) < 1_000_000
-    card = (DATA / "README.md").read_text(encoding="utf-8")
+    card = (folder / "README.md").read_text(encoding="utf-8")
     assert "Python Software Foundation License" in card and "scripts/build_preference_data.py" in card
 
 
 def test_the_script_rebuilds_the_bundled_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     script = importlib.import_module("build_preference_data")
-    monkeypatch.setattr(script, "OUT_DIR", tmp_path)
+    monkeypatch.setattr(script, "OUT_DIR", tmp_path / "pairs")
+    monkeypatch.setattr(script, "FEEDBACK_DIR", tmp_path / "feedback")
     script.main()
     for name in ("train.jsonl", "eval.jsonl", "README.md"):
-        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
+        assert (tmp_path / "pairs" / name).read_bytes() == (DATA / name).read_bytes(), name
+        assert (tmp_path / "feedback" / name).read_bytes() == (FEEDBACK / name).read_bytes(), name
 
 
 def test_pairs_load_as_dpo_data_and_differ_only_in_the_description() -> None:
@@ -46,3 +52,10 @@ def test_pairs_load_as_dpo_data_and_differ_only_in_the_description() -> None:
         signature, _, right = chosen[0]["content"].partition("`: ")
         other, _, wrong = rejected[0]["content"].partition("`: ")
         assert signature == other and right.strip() != wrong.strip()
+
+
+def test_labelled_answers_load_as_kto_data_half_good() -> None:
+    splits = load_splits(load_recipe("kto-small").data)
+    assert len(splits.train) == 1500 and len(splits.eval) == 120
+    share = sum(r["label"] for r in splits.train) / len(splits.train)
+    assert 0.45 < share < 0.55
