@@ -269,14 +269,21 @@ def estimate(
                 "2 decoder layers unsharded in flight",
             )
         )
-    tokens = batch * train.max_length
+    # DPO runs chosen and rejected rows of every pair in one batch; KTO each completion and a mismatched
+    # one for its KL estimate: twice the rows SFT runs, with activations kept for backward.
+    rows_per_example = 2 if train.stage in ("dpo", "kto") else 1
+    settings = recipe.stage_settings
+    if full and settings is not None and not settings.precompute_ref_log_probs:
+        rows.append(("reference model", int(base / split), "a frozen copy of the base for the reference"))
+    tokens = batch * rows_per_example * train.max_length
     lora_dropout = not full and recipe.adapter.dropout > 0
     per_token = activation_bytes_per_token(shape, act, ckpt, lora_dropout)
     rows.append(
         (
             "activations",
             int(tokens * per_token),
-            f"{batch} x {train.max_length} tokens, "
+            f"{batch}{f' x {rows_per_example} ({train.stage} rows)' if rows_per_example > 1 else ''} x "
+            f"{train.max_length} tokens, "
             + ("checkpointed" if ckpt else "no checkpointing")
             + f", {act}-byte values + fp32 logits",
         )

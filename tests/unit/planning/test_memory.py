@@ -165,3 +165,28 @@ def test_native_dtype_plans_bf16_where_bf16_is_native(
     shape = model_shape(native_recipe)
     assert rows(estimate(native_recipe, shape, device="cpu"))["base weights"] == shape.params * cpu_bytes
     assert rows(estimate(native_recipe, shape, device="cuda"))["base weights"] == shape.params * 2
+
+
+def test_preference_stages_double_the_rows_and_full_dpo_keeps_a_reference(make_recipe: Any) -> None:
+    sft = load_recipe(str(make_recipe(train={"batch_size": 4, "max_length": 64})))
+    dpo = load_recipe(str(make_recipe(name="dpo", train={"stage": "dpo", "batch_size": 4, "max_length": 64})))
+    shape = model_shape(sft)
+    assert (
+        rows(estimate(dpo, shape, device="cpu"))["activations"]
+        == 2 * rows(estimate(sft, shape, device="cpu"))["activations"]
+    )
+    assert "reference model" not in rows(estimate(dpo, shape, device="cpu"))  # LoRA: the adapter is disabled
+    full = load_recipe(str(make_recipe(name="full", adapter={"method": "full"}, train={"stage": "dpo"})))
+    full_rows = rows(estimate(full, model_shape(full), device="cpu"))
+    assert full_rows["reference model"] == full_rows["base weights"]
+    precomputed = load_recipe(
+        str(
+            make_recipe(
+                name="pre",
+                adapter={"method": "full"},
+                train={"stage": "dpo"},
+                dpo={"precompute_ref_log_probs": True},
+            )
+        )
+    )
+    assert "reference model" not in rows(estimate(precomputed, model_shape(precomputed), device="cpu"))
