@@ -11,7 +11,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from pipeline.inference.generation import Completion, Generations, Sampling, generate_batch, generate_text
+from pipeline.inference.generation import (
+    Completion,
+    Generations,
+    Sampling,
+    assisted_kwargs,
+    eos_token_ids,
+    generate_batch,
+    generate_text,
+)
+from pipeline.inference.stream import BatchStreamer, TokenStream
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -19,7 +28,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Job:
-    """One non-streamed request: its prompts, settings, the future its answer goes to and a cancel flag."""
+    """One request: its prompts, settings, the future its answer goes to, a cancel flag and, when streamed,
+    the TokenStream its text goes to."""
 
     name: str
     prompts: list[str]
@@ -27,6 +37,7 @@ class Job:
     raw: bool
     future: Future[Generations] = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    stream: TokenStream | None = None
 
     def cancel(self) -> None:
         """Drop the job if it still waits; stop its rows at the next token if it is being decoded."""
@@ -112,8 +123,7 @@ class Batcher:
                     self._ready.wait()
             # The batch is chosen once the model is free: every request that waited meanwhile can join.
             with self.lock:
-                # A job cancelled while it waited is dropped here; its future reports the cancellation.
-                batch = [job for job in self._next_batch() if job.future.set_running_or_notify_cancel()]
+                batch = self._started(self._next_batch())
                 if not batch:
                     continue
                 self.batch_sizes.append(len(batch))
@@ -121,15 +131,30 @@ class Batcher:
                     results = self._run(batch)
                 except BaseException as exc:  # each request of the batch answers with it (a 500)
                     for job in batch:
+                        if job.stream is not None:
+                            job.stream.complete(exc)
                         job.future.set_exception(exc)
                 else:
                     for job, result in zip(batch, results, strict=True):
                         job.future.set_result(result)
 
+    @staticmethod
+    def _started(jobs: list[Job]) -> list[Job]:
+        """The jobs still wanted; one cancelled while it waited is dropped (its future and stream say so)."""
+        started = []
+        for job in jobs:
+            if job.cancelled.is_set():
+                job.future.cancel()
+            if job.future.set_running_or_notify_cancel():
+                started.append(job)
+            elif job.stream is not None:
+                job.stream.complete()
+        return started
+
     def _run(self, batch: list[Job]) -> list[Generations]:
         first = batch[0]
         with self.use(first.name):
-            if self._alone(first):
+            if self._alone(first) and first.stream is None:
                 assistant = self.assistant_model if first.sampling.n == 1 else None
                 result = generate_text(
                     self.model,
@@ -145,9 +170,29 @@ class Batcher:
             return self._decode_together(batch)
 
     def _decode_together(self, batch: list[Job]) -> list[Generations]:
+        import torch
+
+        first = batch[0]
         prompts = [p for job in batch for p in job.prompts]
         limits = [job.sampling.max_new_tokens for job in batch for _ in job.prompts]
         events = [job.cancelled for job in batch for _ in job.prompts]
+        extra, streamer = {}, None
+        if len(batch) == 1:  # a stream decoded alone: assisted or seeded, as TokenStream would
+            if self.assistant_model is not None and first.sampling.n == 1:
+                extra = assisted_kwargs(
+                    self.model, self.tokenizer, first.sampling, self.assistant_model, None
+                )
+            if first.sampling.seed is not None:
+                torch.manual_seed(first.sampling.seed)
+        if any(job.stream is not None for job in batch):
+            rows = [(job.stream, job.sampling.max_new_tokens) for job in batch for _ in job.prompts]
+            streamer = BatchStreamer(
+                rows, eos_token_ids(self.model, self.tokenizer), self.tokenizer.pad_token_id
+            )
+            for job in batch:
+                if job.stream is not None:
+                    ids = self.tokenizer(job.prompts[0], add_special_tokens=job.raw)["input_ids"]
+                    job.stream.prompt_tokens = len(ids)
         side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
         start = time.perf_counter()
         try:
@@ -155,14 +200,20 @@ class Batcher:
                 self.model,
                 self.tokenizer,
                 prompts,
-                batch[0].sampling,
+                first.sampling,
                 limits=limits,
                 cancelled=events,
-                add_special_tokens=batch[0].raw,
+                extra=extra,
+                add_special_tokens=first.raw,
+                streamer=streamer,
             )
         finally:
             self.tokenizer.padding_side = side
         seconds = time.perf_counter() - start
+        for job in batch:
+            if job.stream is not None:
+                job.stream.seconds = seconds
+                job.stream.complete()
         results, offset = [], 0
         for job in batch:
             mine: list[list[Completion]] = samples[offset : offset + len(job.prompts)]

@@ -150,19 +150,19 @@ class Engine:
         return self.submit(name, prompts, sampling, raw).future.result()
 
     def stream(self, name: str, prompt: str, sampling: Sampling, raw: bool) -> TokenStream:
-        """Start a streamed generation; it waits for the model lock in its own thread."""
+        """Start a streamed generation; it is decoded with the other waiting requests, like `submit`'s."""
         stream = TokenStream(
             self.model,
             self.tokenizer,
             prompt,
             sampling,
             assistant_model=self.assistant_model,
-            lock=self.lock,
             add_special_tokens=raw,
-            setup=lambda: self.use(name),
+            start=False,
         )
         self.streams.append(stream)
         self._live.add(stream)
+        self.batcher.submit(Job(name, [prompt], sampling, raw, cancelled=stream.cancelled, stream=stream))
         return stream
 
 

@@ -181,12 +181,14 @@ def generate_batch(
     extra: dict[str, Any] | None = None,
     add_special_tokens: bool = False,
     strip: bool = False,
+    streamer: Any = None,
 ) -> tuple[list[list[Completion]], list[int]]:
     """One left-padded `generate` call over prompts: each prompt's samples and prompt length in tokens.
 
     limits[i] caps prompt i's new tokens (default: sampling.max_new_tokens); the batch decodes up to the
     largest, and a shorter-limited row is cut, which for greedy decoding gives what it alone would have.
-    cancelled[i] set ends prompt i's rows at the next token. The tokenizer must pad on the left.
+    cancelled[i] set ends prompt i's rows at the next token; streamer gets the tokens as they come (see
+    stream.BatchStreamer). The tokenizer must pad on the left.
     """
     import torch
 
@@ -205,6 +207,7 @@ def generate_batch(
             pad_token_id=pad,
             tokenizer=tokenizer,
             stopping_criteria=stopping,
+            streamer=streamer,
         )
     generated = output[:, inputs["input_ids"].shape[1] :].cpu()
     completions: list[list[Completion]] = [[] for _ in prompts]

@@ -57,7 +57,8 @@ class TokenStream:
     """Iterate the text of one generation as it is produced; stop strings are cut out, as in `generate`.
 
     The generation runs in its own thread (inside `lock` when given, so one model serves one request at a
-    time). `cancel()` (or leaving a `with` block early) stops it at the next token. After the iteration,
+    time), or with `start=False` in someone else's batch (`pipeline serve`'s batcher feeds `streamer` and calls
+    `complete`). `cancel()` (or leaving a `with` block early) stops it at the next token. After the iteration,
     `finish_reason` is "stop", "length" or "cancelled" and `tokens` counts the generated tokens.
     """
 
@@ -72,6 +73,7 @@ class TokenStream:
         lock: AbstractContextManager[Any] | None = None,
         add_special_tokens: bool = False,
         setup: Callable[[], AbstractContextManager[Any]] | None = None,
+        start: bool = True,
     ) -> None:
         self.sampling = sampling or Sampling()
         if self.sampling.n != 1:
@@ -84,9 +86,10 @@ class TokenStream:
         self._cancel = threading.Event()
         self._model, self._tokenizer, self._lock, self._setup = model, tokenizer, lock or nullcontext(), setup
         self._extra = assisted_kwargs(model, tokenizer, self.sampling, assistant_model, assistant_tokenizer)
-        self._streamer = _streamer_class()(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
-        self._thread.start()
+        self.streamer = _streamer_class()(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._finished = threading.Event()
+        if start:
+            threading.Thread(target=self._run, name="generation", daemon=True).start()
 
     def _run(self) -> None:
         import torch
@@ -109,7 +112,7 @@ class TokenStream:
                         **inputs.to(self._model.device),
                         **self.sampling.generate_kwargs(),
                         **self._extra,
-                        streamer=self._streamer,
+                        streamer=self.streamer,
                         stopping_criteria=_cancel_criteria(self._cancel),
                         pad_token_id=self._tokenizer.pad_token_id,
                         tokenizer=self._tokenizer,
@@ -118,11 +121,24 @@ class TokenStream:
         except BaseException as exc:  # handed to the reading thread, which re-raises it
             self.error = exc
         finally:
-            self._streamer.end()
+            self.complete(self.error)
+
+    def complete(self, error: BaseException | None = None) -> None:
+        """The generation is over (error: why it failed): the reader sees the end of the text."""
+        if self._finished.is_set():
+            return
+        self.error = error
+        self.streamer.end()
+        self._finished.set()
 
     def cancel(self) -> None:
         """Stop the generation at its next token (or before it starts when still queued)."""
         self._cancel.set()
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set once the generation should stop (client gone, stop string seen, user interrupt)."""
+        return self._cancel
 
     def __enter__(self) -> TokenStream:
         return self
@@ -132,7 +148,7 @@ class TokenStream:
 
     def __iter__(self) -> Iterator[str]:
         text, sent, stop = "", 0, self.sampling.stop
-        for piece in self._streamer:
+        for piece in self.streamer:
             text += piece
             # Text that could begin a stop string is held back, so stop strings start at or after `sent`.
             hits = [i for i in (text.find(s, sent) for s in stop) if i >= 0]
@@ -149,26 +165,72 @@ class TokenStream:
         else:
             if len(text) > sent:
                 yield text[sent:]
-            self._thread.join()
+            self._finished.wait()
             if self.error is not None:
                 raise self.error
             if self._cancel.is_set():
                 self.finish_reason = "cancelled"
-            elif self._streamer.last_token in self._eos or self.tokens < self.sampling.max_new_tokens:
+            elif self.streamer.last_token in self._eos or self.tokens < self.sampling.max_new_tokens:
                 # EOS, or a stop string that the text search missed (split by skipped special tokens)
                 self.finish_reason = "stop"
-        self._thread.join()
+        self._finished.wait()
 
     @property
     def running(self) -> bool:
         """True while the generation waits for the lock or decodes."""
-        return self._thread.is_alive()
+        return not self._finished.is_set()
 
     @property
     def tokens(self) -> int:
         """Tokens generated so far (EOS included)."""
-        return self._streamer.tokens
+        return self.streamer.tokens
 
     def text(self) -> str:
         """Consume the stream and return the whole text."""
         return "".join(self)
+
+
+class BatchStreamer:
+    """Hands each row of a batched generation to its own TokenStream (None: a row nobody streams).
+
+    A row ends at EOS, at its token limit, at padding (a stop string ended it) or once its stream is cancelled;
+    its reader then sees the end at once, while the other rows go on.
+    """
+
+    def __init__(self, rows: list[tuple[TokenStream | None, int]], eos: set[int], pad: int | None) -> None:
+        self.rows, self.eos, self.pad = rows, eos, pad
+        self.sent = [0] * len(rows)
+        self.open = [stream is not None for stream, _ in rows]
+        self.prompt = True  # `generate` hands over the prompt ids first
+
+    def put(self, value: Any) -> None:
+        """Called by `generate` with the prompt ids, then with each step's new token of every row."""
+        if self.prompt:
+            self.prompt = False
+            for index, (stream, _) in enumerate(self.rows):
+                if stream is not None:
+                    stream.streamer.put(value[index : index + 1])
+            return
+        for index, token in enumerate(value.reshape(-1).tolist()):
+            stream, limit = self.rows[index]
+            if not self.open[index] or stream is None:
+                continue
+            if stream.cancelled.is_set() or (token == self.pad and token not in self.eos):
+                self._close(index)
+                continue
+            stream.streamer.put(value.new_tensor([token]))
+            self.sent[index] += 1
+            if token in self.eos or self.sent[index] >= limit:
+                self._close(index)
+
+    def _close(self, index: int) -> None:
+        self.open[index] = False
+        stream = self.rows[index][0]
+        if stream is not None:
+            stream.complete()
+
+    def end(self) -> None:
+        """Called by `generate` when it is done: every row still open ends."""
+        for index, is_open in enumerate(self.open):
+            if is_open:
+                self._close(index)

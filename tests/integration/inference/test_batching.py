@@ -73,6 +73,44 @@ def test_waiting_requests_share_one_generation_with_their_lone_answers(engine: E
     assert engine.load() == 0
 
 
+def test_streams_join_the_batch_and_stream_their_lone_answers(engine: Engine) -> None:
+    prompts = [engine.chat_prompt([{"role": "user", "content": q}]) for q in QUESTIONS[:4]]
+    limits = [10, 4, 7, 10]
+    with engine.lock:
+        streams = [
+            engine.stream("wordy", p, Sampling(max_new_tokens=n), False)
+            for p, n in zip(prompts[:3], limits[:3], strict=True)
+        ]
+        plain = engine.submit("wordy", [prompts[3]], Sampling(max_new_tokens=limits[3]), False)
+        time.sleep(0.2)
+        assert engine.load() == 4 and all(s.running for s in streams)
+    texts = [s.text() for s in streams]
+    assert engine.batcher.batch_sizes[-1] == 4  # three streams and a plain request in one generation
+    for stream, text, prompt, limit in zip(streams, texts, prompts, limits, strict=False):
+        alone, prompt_tokens = _alone(engine, prompt, limit)
+        assert text == alone.text and alone.text
+        assert (stream.tokens, stream.finish_reason, stream.prompt_tokens) == (
+            alone.tokens,
+            alone.finish_reason,
+            prompt_tokens,
+        )
+    assert plain.future.result(30).completions[0][0] == _alone(engine, prompts[3], limits[3])[0]
+    assert engine.load() == 0
+
+
+def test_a_cancelled_stream_ends_while_its_batch_goes_on(engine: Engine, slow_steps: None) -> None:
+    prompt = engine.chat_prompt([{"role": "user", "content": QUESTIONS[0]}])
+    with engine.lock:
+        leaving = engine.stream("wordy", prompt, Sampling(max_new_tokens=60), False)
+        staying = engine.submit("wordy", [prompt], Sampling(max_new_tokens=60), False)
+    pieces = iter(leaving)
+    next(pieces)
+    leaving.cancel()
+    rest = list(pieces)
+    assert leaving.finish_reason == "cancelled" and leaving.tokens < 60 and len(rest) < 50
+    assert not leaving.running and staying.future.result(60).new_tokens == 60  # the other row went on
+
+
 def test_only_compatible_requests_are_batched(engine: Engine) -> None:
     prompt = engine.chat_prompt([{"role": "user", "content": QUESTIONS[0]}])
     seeded = Sampling(max_new_tokens=4, temperature=1.0, seed=5)

@@ -17,10 +17,13 @@ LORA = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj
 
 
 def _adapter(folder: Path, base: Path, tokenizer: Any, **config: Any) -> Path:
+    """An adapter folder as a run saves it (config and the base's tokenizer; no weights needed here)."""
+    from transformers import AutoTokenizer
+
     folder.mkdir()
     settings = LORA | {"base_model_name_or_path": str(base)} | config
     (folder / "adapter_config.json").write_text(json.dumps(settings))
-    tokenizer.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)  # not the session fixture: tests change it
     return folder
 
 
