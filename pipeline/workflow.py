@@ -135,10 +135,16 @@ def _open_run(
 
 
 def _eval_set(recipe: Recipe, inputs: Inputs) -> EvalSet:
-    """The eval split tokenized in full (scored with sliding windows) and the prompts to generate from."""
-    return prepare_eval(
+    """The eval split tokenized in full (scored with sliding windows) and the prompts to generate from; a GRPO
+    recipe's rewards score the greedy answers."""
+    eval_set = prepare_eval(
         inputs.splits.eval, inputs.tokenizer, recipe.eval, recipe.train.max_length, recipe.train.loss_on
     )
+    if recipe.train.stage == "grpo":
+        from pipeline.train.grpo import reward_functions
+
+        eval_set.rewards = reward_functions(recipe)
+    return eval_set
 
 
 def _finish(

@@ -7,7 +7,10 @@ that prefers chosen must know which name does what, not just how an answer looks
 pydoc-qa's train split, eval pairs from its eval split (no object name is in both).
 It also writes KTO's unpaired form of the same data (pydoc-feedback): each question once, with either its
 right answer (label true) or the wrong one (label false), half each (seeded).
-Deterministic: ``python scripts/build_preference_data.py`` rewrites recipes/data/pydoc-pairs/ and pydoc-feedback/.
+And GRPO's prompts with a short answer that can be checked (pydoc-kinds): "Is `X` a function, a class or a
+method?" with the kind pydoc-qa's follow-up turn states.
+Deterministic: ``python scripts/build_preference_data.py`` rewrites recipes/data/pydoc-pairs/, pydoc-feedback/
+and pydoc-kinds/.
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ from __future__ import annotations
 import difflib
 import json
 import random
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "recipes" / "data" / "pydoc-qa"
 OUT_DIR = ROOT / "recipes" / "data" / "pydoc-pairs"
 FEEDBACK_DIR = ROOT / "recipes" / "data" / "pydoc-feedback"
+KINDS_DIR = ROOT / "recipes" / "data" / "pydoc-kinds"
+KIND_QUESTION = "Is it a function, a class or a method?"
+KIND_ANSWER = re.compile(r"is an? (function|class|method)\b")
 SEED, MAX_TRAIN, MAX_EVAL = 1234, 1500, 120
 
 
@@ -118,6 +125,30 @@ of `recipes/data/pydoc-pairs` (Python Software Foundation License: the text is C
 """
 
 
+KINDS_README = """# pydoc-kinds: prompts with a checkable one-word answer
+
+Bundled GRPO data (`recipes/grpo-small.yaml`), made by `python scripts/build_preference_data.py` from
+`recipes/data/pydoc-qa` (Python Software Foundation License: the text is CPython's docstrings).
+
+- **Records:** {kinds_train} train (`train.jsonl`), {kinds_eval} eval (`eval.jsonl`), split as pydoc-qa is.
+- **Format:** `{{"prompt": "Is `json.dumps` a function, a class or a method? Answer with one word.",
+  "answer": "function", "source": "json.dumps"}}`: the kind is the one pydoc-qa's follow-up answer states.
+"""
+
+
+def kind_prompts(path: Path) -> list[dict[str, str]]:
+    """A prompt per pydoc-qa record whose follow-up asks for the object's kind, with that kind as the answer."""
+    prompts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        turns = record["messages"]
+        found = KIND_ANSWER.search(turns[3]["content"]) if len(turns) == 4 else None
+        if found and turns[2]["content"] == KIND_QUESTION:
+            question = f"Is `{record['source']}` a function, a class or a method? Answer with one word."
+            prompts.append({"prompt": question, "answer": found.group(1), "source": record["source"]})
+    return prompts
+
+
 def unpair(pairs: list[dict[str, str]], rng: random.Random) -> list[dict[str, object]]:
     """Each pair's prompt once, with its chosen answer (label true) or its rejected one (label false)."""
     records: list[dict[str, object]] = []
@@ -130,7 +161,7 @@ def unpair(pairs: list[dict[str, str]], rng: random.Random) -> list[dict[str, ob
     return records
 
 
-def _write(folder: Path, name: str, records: list[dict[str, object]]) -> None:
+def _write(folder: Path, name: str, records: list[dict[str, object]] | list[dict[str, str]]) -> None:
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     (folder / name).write_text(text, encoding="utf-8")
 
@@ -151,6 +182,12 @@ def main() -> None:
         _write(FEEDBACK_DIR, f"{split}.jsonl", labelled)
         counts[split] = len(pairs)
         counts.setdefault("good", sum(bool(r["label"]) for r in labelled))
+    KINDS_DIR.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "eval"):
+        kinds = kind_prompts(SOURCE / f"{split}.jsonl")
+        _write(KINDS_DIR, f"{split}.jsonl", kinds)
+        counts[f"kinds_{split}"] = len(kinds)
+    (KINDS_DIR / "README.md").write_text(KINDS_README.format(**counts), encoding="utf-8")
     (OUT_DIR / "README.md").write_text(README.format(**counts), encoding="utf-8")
     (FEEDBACK_DIR / "README.md").write_text(FEEDBACK_README.format(**counts), encoding="utf-8")
     print(f"wrote {counts['train']} train and {counts['eval']} eval pairs to {OUT_DIR} and {FEEDBACK_DIR}")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, Spec, resolve_beside
-from pipeline.config.stages import DPOSpec, KTOSpec, check_stage_sections
+from pipeline.config.stages import DPOSpec, GRPOSpec, KTOSpec, check_stage_sections
 from pipeline.config.templates import template_path
 from pipeline.config.training import EvalSpec, TrainSpec
 
@@ -97,11 +97,11 @@ class SourceSpec(Spec):
         description="Local file, glob or folder (relative to the recipe file), or a Hub dataset id."
     )
     format: Literal[
-        "auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "unpaired"
+        "auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "unpaired", "prompts"
     ] = Field(
         "auto",
         description="Record format; auto detects it from the columns (preference: prompt/chosen/rejected; "
-        "unpaired: prompt/completion/label).",
+        "unpaired: prompt/completion/label; prompts: prompt and an optional answer, for GRPO).",
     )
     split: str = Field("train", description="Split to read from a Hub dataset or a dataset folder.")
     config: str | None = Field(None, description="Configuration (subset) name of a Hub dataset.")
@@ -207,6 +207,9 @@ class Recipe(Spec):
     kto: KTOSpec | None = Field(
         None, description="KTO settings (train.stage: kto); absent = the defaults below."
     )
+    grpo: GRPOSpec | None = Field(
+        None, description="GRPO settings (train.stage: grpo); absent = the defaults below."
+    )
 
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
@@ -230,8 +233,14 @@ class Recipe(Spec):
 
     @model_validator(mode="after")
     def _sections_fit_the_stage(self) -> Recipe:
-        sections = {"dpo": self.dpo, "kto": self.kto}
+        sections = {"dpo": self.dpo, "kto": self.kto, "grpo": self.grpo}
         check_stage_sections(self.train.stage, sections, self.train.model_fields_set, self.train.batch_size)
+        group = self.grpo_settings.num_generations
+        if self.train.stage == "grpo" and (self.train.batch_size * self.train.grad_accum) % group:
+            raise ValueError(
+                f"train.batch_size x train.grad_accum ({self.train.batch_size} x {self.train.grad_accum}) must be "
+                f"a multiple of grpo.num_generations ({group}): each prompt's group of completions trains together"
+            )
         return self
 
     @property
@@ -240,9 +249,15 @@ class Recipe(Spec):
         return self.dpo or DPOSpec()
 
     @property
-    def stage_settings(self) -> DPOSpec | KTOSpec | None:
+    def stage_settings(self) -> DPOSpec | KTOSpec | GRPOSpec | None:
         """The settings of train.stage (its section or its defaults); None for sft."""
-        return {"dpo": self.dpo_settings, "kto": self.kto_settings}.get(self.train.stage)
+        settings = {"dpo": self.dpo_settings, "kto": self.kto_settings, "grpo": self.grpo_settings}
+        return settings.get(self.train.stage)
+
+    @property
+    def grpo_settings(self) -> GRPOSpec:
+        """The grpo section, or its defaults when the recipe has none."""
+        return self.grpo or GRPOSpec()
 
     @property
     def kto_settings(self) -> KTOSpec:

@@ -6,13 +6,14 @@ preference recipe, is an error at load time, so `validate` rejects it before any
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import MAX_TOKENS, Spec
 
-STAGES = ("sft", "dpo", "kto")
+STAGES = ("sft", "dpo", "kto", "grpo")
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
     "sigmoid",
@@ -115,6 +116,70 @@ class KTOSpec(Spec):
     precompute_ref_log_probs: bool = Field(
         False, description="Score every record with the reference once before training instead of every step."
     )
+
+
+BUILTIN_REWARDS = ("exact_match", "regex", "length", "similarity")
+
+
+class RewardSpec(Spec):
+    function: str = Field(
+        description="A built-in reward (exact_match: the answer column, normalised; regex: matches `pattern`; "
+        "length: closeness to `target_chars`; similarity: cosine to the answer under eval.embedding_model) or "
+        "your own as FILE.py:NAME (beside the recipe), called as trl calls reward functions.",
+    )
+    weight: float = Field(1.0, ge=-100, le=100, description="Weight of this reward in the sum.")
+    pattern: str | None = Field(None, description="The regular expression of the regex reward.")
+    target_chars: int | None = Field(None, gt=0, le=1 << 20, description="The length reward's ideal length.")
+
+    @model_validator(mode="after")
+    def _known_and_complete(self) -> RewardSpec:
+        name = self.function
+        if name not in BUILTIN_REWARDS and not re.fullmatch(r"[^:]+\.py:[A-Za-z_]\w*", name):
+            raise ValueError(
+                f"function '{name}' is neither a built-in ({', '.join(BUILTIN_REWARDS)}) nor FILE.py:NAME"
+            )
+        if (name == "regex") != (self.pattern is not None):
+            raise ValueError("pattern goes with function: regex, and regex needs a pattern")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression ({exc})") from None
+        if (name == "length") != (self.target_chars is not None):
+            raise ValueError("target_chars goes with function: length, and length needs target_chars")
+        return self
+
+
+class GRPOSpec(Spec):
+    num_generations: int = Field(4, ge=2, le=1024, description="Completions sampled per prompt (the group).")
+    max_completion_length: int = Field(
+        64, gt=0, le=MAX_TOKENS, description="Tokens generated per completion."
+    )
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature of the generations.")
+    beta: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="KL coefficient against the reference; 0 = no reference forward at all.",
+    )
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = Field(
+        "dapo", description="trl's GRPO loss aggregation."
+    )
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [{"function": "exact_match"}],
+        validate_default=True,
+        description="Reward functions, summed with their weights.",
+    )
+    max_prompt_length: int | None = Field(
+        None, gt=0, le=MAX_TOKENS, description="Prompts longer than this many tokens are dropped and counted."
+    )
+
+    @field_validator("rewards")
+    @classmethod
+    def _some_reward(cls, value: list[RewardSpec]) -> list[RewardSpec]:
+        if not value:
+            raise ValueError("must name at least one reward function (e.g. {function: exact_match})")
+        return value
 
 
 def check_stage_sections(

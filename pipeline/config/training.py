@@ -10,11 +10,11 @@ from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_TOKENS, Spe
 
 
 class TrainSpec(Spec):
-    stage: Literal["sft", "dpo", "kto"] = Field(
+    stage: Literal["sft", "dpo", "kto", "grpo"] = Field(
         "sft",
         description="What training optimizes: sft (supervised, on conversations), dpo (preference pairs, "
-        "settings in the dpo section) or kto (completions labelled good or bad; the kto section). "
-        "docs/preference.md.",
+        "settings in the dpo section), kto (completions labelled good or bad; the kto section) or grpo "
+        "(prompts, sampled answers scored by reward functions; the grpo section). docs/preference.md.",
     )
     max_length: int = Field(
         512, gt=0, le=MAX_TOKENS, description="Tokens per example; longer examples are truncated."

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-PAIR_FORMATS = ("preference", "unpaired")
+PAIR_FORMATS = ("preference", "unpaired", "prompts")
 LABELS = {"true": True, "false": False}  # CSV cells hold labels as text
 
 
@@ -115,19 +115,46 @@ def convert_unpaired(record: Any, system_prompt: str | None = None) -> dict[str,
     return {"messages": prompt + completion, "prompt_turns": len(prompt), "label": label, **extra}
 
 
+def convert_prompt(record: Any, system_prompt: str | None = None) -> dict[str, Any]:
+    """A prompt-only record {prompt, answer?} (GRPO): the answer, if any, is the reference rewards compare with
+    and the SFT view's assistant turn."""
+    if not isinstance(record, dict):
+        raise ValueError(f"each record must be an object (got {type(record).__name__})")
+    prompt = _turns(record.get("prompt"), "prompt", "user")
+    if prompt[-1]["role"] != "user":
+        raise ValueError(f"prompt must end with a user turn (it ends with a {prompt[-1]['role']} turn)")
+    answer = record.get("answer")
+    if answer is not None and (not isinstance(answer, str) or not answer.strip()):
+        raise ValueError(f"answer must be a non-empty string when given (got {answer!r})")
+    if system_prompt and prompt[0]["role"] != "system":
+        prompt = [{"role": "system", "content": system_prompt}, *prompt]
+    reference = [{"role": "assistant", "content": answer}] if answer else []
+    return {
+        "messages": prompt + reference,
+        "prompt_turns": len(prompt),
+        "answer": answer,
+        "prompt_only": True,
+    }
+
+
 def convert_preference(record: Any, fmt: str, system_prompt: str | None = None) -> dict[str, Any]:
-    """A record of one of PAIR_FORMATS (preference, unpaired) in its loaded form."""
-    return (
-        convert_unpaired(record, system_prompt) if fmt == "unpaired" else convert_pair(record, system_prompt)
-    )
+    """A record of one of PAIR_FORMATS (preference, unpaired, prompts) in its loaded form."""
+    if fmt == "prompts":
+        return convert_prompt(record, system_prompt)
+    if fmt == "unpaired":
+        return convert_unpaired(record, system_prompt)
+    return convert_pair(record, system_prompt)
 
 
 def record_stage(record: dict[str, Any]) -> str:
-    """The stage a loaded record trains: dpo (a pair), kto (a labelled completion) or sft."""
+    """The stage a loaded record trains: dpo (a pair), kto (a labelled completion), grpo (a prompt) or sft."""
+    if "prompt_only" in record:
+        return "grpo"
     return "dpo" if "rejected" in record else "kto" if "label" in record else "sft"
 
 
 WANTED = {
+    "grpo": "prompts (prompt and an optional answer)",
     "dpo": "preference pairs (prompt, chosen, rejected)",
     "kto": "labelled completions (prompt, completion, label)",
     "sft": "conversations, prompt/completion or text",
@@ -162,6 +189,8 @@ def _trl_columns(record: dict[str, Any]) -> dict[str, Any]:
     """trl's conversational columns of a loaded record: prompt/chosen/rejected or prompt/completion/label."""
     turns = record["prompt_turns"]
     prompt, answer = record["messages"][:turns], record["messages"][turns:]
+    if "prompt_only" in record:
+        return {"prompt": prompt, "answer": record.get("answer") or ""}
     if "rejected" in record:
         return {"prompt": prompt, "chosen": answer, "rejected": record["rejected"]}
     return {"prompt": prompt, "completion": answer, "label": record["label"]}

@@ -41,6 +41,7 @@ SIGNATURES: list[tuple[str, tuple[str, ...]]] = [
     ("alpaca", ("instruction", "output")),
     ("prompt_completion", ("prompt", "completion")),
     ("text", ("text",)),
+    ("prompts", ("prompt",)),
 ]
 
 
@@ -53,7 +54,7 @@ def detect_format(record: Any) -> str:
     fields = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
     raise ValueError(
         "cannot tell the record format: expected a 'messages', 'conversations', 'instruction'+'output', "
-        f"'chosen'+'rejected', 'prompt'+'completion'(+'label') or 'text' field (got {fields or 'no fields'}); set data.train[].format "
+        f"'chosen'+'rejected', 'prompt'+'completion'(+'label'), 'prompt' alone or 'text' field (got {fields or 'no fields'}); set data.train[].format "
         "or map columns with data.train[].columns"
     )
 

@@ -114,6 +114,7 @@ def key_parts(
         "eval": {k: v for k, v in recipe.eval.model_dump(mode="json").items() if k not in NOT_METRICS},
         "train": {"max_length": recipe.train.max_length, "loss_on": recipe.train.loss_on},
         "eval_set": eval_set_fingerprint(data),
+        **({"rewards": recipe.grpo_settings.model_dump(mode="json")} if data.rewards else {}),
     }
 
 

@@ -31,6 +31,7 @@ from pipeline.evaluation.preference import (
     score_pairs,
 )
 from pipeline.inference.generation import Sampling, generate
+from pipeline.train.rewards import score
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -53,6 +54,7 @@ class EvalSet:
     prompt_tools: list[Tools | None] | None = None  # the tools each prompt's record offered, if any
     pairs: list[dict[str, list[int]]] | None = None  # preference pairs (pipeline.evaluation.preference)
     completions: list[dict[str, Any]] | None = None  # KTO's labelled completions (the same module)
+    rewards: tuple[list[Any], list[float]] | None = None  # GRPO's reward functions and weights
 
 
 def prepare_eval(
@@ -152,6 +154,10 @@ def evaluate_model(
             similarity=scores,
             **lexical.per_example(generations.texts, data.references),
         )
+        if data.rewards is not None:  # GRPO: the recipe's rewards of the greedy answers
+            rewards = score(*data.rewards, data.prompts, generations.texts, data.references)
+            result["reward"] = {"mean": sum(rewards) / len(rewards), "n": len(rewards)}
+            per_example["reward"] = rewards
     if data.pairs:
         result["preference"] = score_pairs(model, data.pairs, spec.batch_size, tokenizer.pad_token_id)
     if data.completions:

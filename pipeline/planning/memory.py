@@ -273,7 +273,12 @@ def estimate(
     # one for its KL estimate: twice the rows SFT runs, with activations kept for backward.
     rows_per_example = 2 if train.stage in ("dpo", "kto") else 1
     settings = recipe.stage_settings
-    if full and settings is not None and not settings.precompute_ref_log_probs:
+    if (
+        full
+        and train.stage in ("dpo", "kto")
+        and settings is not None
+        and not settings.precompute_ref_log_probs
+    ):
         rows.append(("reference model", int(base / split), "a frozen copy of the base for the reference"))
     tokens = batch * rows_per_example * train.max_length
     lora_dropout = not full and recipe.adapter.dropout > 0

@@ -46,12 +46,25 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
     check_stage_records(recipe.train.stage, [*splits.train, *splits.eval])
     tokenizer = load_tokenizer(recipe.model)
     on_invalid = recipe.data.on_invalid
+    prompts_only = recipe.train.stage == "grpo"  # nothing to train in the SFT view: keep every prompt
     train = tokenize_records(
-        splits.train, tokenizer, recipe.train, on_invalid, desc="Tokenizing train", skipped=splits.skipped
+        splits.train,
+        tokenizer,
+        recipe.train,
+        on_invalid,
+        desc="Tokenizing train",
+        skipped=splits.skipped,
+        keep_untrained=prompts_only,
     )
     held_out = (
         tokenize_records(
-            splits.eval, tokenizer, recipe.train, on_invalid, desc="Tokenizing eval", skipped=splits.skipped
+            splits.eval,
+            tokenizer,
+            recipe.train,
+            on_invalid,
+            desc="Tokenizing eval",
+            skipped=splits.skipped,
+            keep_untrained=prompts_only,
         )
         if splits.eval and (recipe.train.eval_steps > 0 if held_out is None else held_out)
         else None

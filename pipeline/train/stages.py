@@ -1,4 +1,4 @@
-"""One trainer builder per stage (train.stage): the SFT, DPO and KTO trainers over trl's, picked by the recipe."""
+"""One trainer builder per stage (train.stage): the SFT, DPO, KTO and GRPO trainers over trl's, picked by the recipe."""
 
 from __future__ import annotations
 
@@ -21,11 +21,15 @@ def build_trainer(
     eval_dataset: Dataset | None,
     callbacks: list[Any] | None = None,
 ) -> Trainer:
-    """The trainer of the recipe's stage (pipeline.train.sft, .dpo or .kto), built over the prepared data."""
+    """The trainer of the recipe's stage (pipeline.train.sft, .dpo, .kto or .grpo), built over the prepared data."""
     if recipe.train.stage == "dpo":
         from pipeline.train.dpo import build_dpo_trainer
 
         return build_dpo_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
+    if recipe.train.stage == "grpo":
+        from pipeline.train.grpo import build_grpo_trainer
+
+        return build_grpo_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
     if recipe.train.stage == "kto":
         from pipeline.train.kto import build_kto_trainer
 
@@ -36,11 +40,15 @@ def build_trainer(
 
 
 def build_stage_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> Any:
-    """The trl config (SFTConfig, DPOConfig, KTOConfig) of the recipe's stage."""
+    """The trl config (SFTConfig, DPOConfig, KTOConfig, GRPOConfig) of the recipe's stage."""
     if recipe.train.stage == "dpo":
         from pipeline.train.dpo import build_dpo_config
 
         return build_dpo_config(recipe, run_dir, dry_run)
+    if recipe.train.stage == "grpo":
+        from pipeline.train.grpo import build_grpo_config
+
+        return build_grpo_config(recipe, run_dir, dry_run)
     if recipe.train.stage == "kto":
         from pipeline.train.kto import build_kto_config
 

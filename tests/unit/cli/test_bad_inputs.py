@@ -529,6 +529,31 @@ CASES.update(
             lambda c: ["validate", _pairs(c, [PAIR], stage="kto", batch_size=2)],
             "bad.jsonl:1: train.stage is kto, which trains on labelled completions",
         ),
+        "grpo-unknown-reward": (
+            lambda c: [
+                "validate",
+                c.recipe(train={"stage": "grpo"}, grpo={"rewards": [{"function": "exact"}]}),
+            ],
+            "function 'exact' is neither a built-in (exact_match, regex, length, similarity) nor FILE.py:NAME",
+        ),
+        "grpo-regex-without-pattern": (
+            lambda c: [
+                "validate",
+                c.recipe(train={"stage": "grpo"}, grpo={"rewards": [{"function": "regex"}]}),
+            ],
+            "regex needs a pattern",
+        ),
+        "grpo-batch-not-multiple-of-group": (
+            lambda c: [
+                "validate",
+                c.recipe(train={"stage": "grpo", "batch_size": 6}, grpo={"num_generations": 4}),
+            ],
+            "must be a multiple of grpo.num_generations (4)",
+        ),
+        "grpo-given-pairs": (
+            lambda c: ["validate", _pairs(c, [PAIR], stage="grpo", batch_size=4)],
+            "bad.jsonl:1: train.stage is grpo, which trains on prompts",
+        ),
         "model-adapter-missing": (
             lambda c: ["validate", c.recipe(model={"adapter": "runs/no-such-run"})],
             "model.adapter 'runs/no-such-run'",

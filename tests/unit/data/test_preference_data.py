@@ -18,9 +18,10 @@ DATA = ROOT / "recipes" / "data" / "pydoc-pairs"
 
 
 FEEDBACK = ROOT / "recipes" / "data" / "pydoc-feedback"
+KINDS = ROOT / "recipes" / "data" / "pydoc-kinds"
 
 
-@pytest.mark.parametrize("folder", [DATA, FEEDBACK])
+@pytest.mark.parametrize("folder", [DATA, FEEDBACK, KINDS])
 def test_bundled_files_are_small_and_documented(folder: Path) -> None:
     sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
     assert set(sizes) == {"train.jsonl", "eval.jsonl", "README.md"}
@@ -34,10 +35,12 @@ def test_the_script_rebuilds_the_bundled_files(tmp_path: Path, monkeypatch: pyte
     script = importlib.import_module("build_preference_data")
     monkeypatch.setattr(script, "OUT_DIR", tmp_path / "pairs")
     monkeypatch.setattr(script, "FEEDBACK_DIR", tmp_path / "feedback")
+    monkeypatch.setattr(script, "KINDS_DIR", tmp_path / "kinds")
     script.main()
     for name in ("train.jsonl", "eval.jsonl", "README.md"):
         assert (tmp_path / "pairs" / name).read_bytes() == (DATA / name).read_bytes(), name
         assert (tmp_path / "feedback" / name).read_bytes() == (FEEDBACK / name).read_bytes(), name
+        assert (tmp_path / "kinds" / name).read_bytes() == (KINDS / name).read_bytes(), name
 
 
 def test_pairs_load_as_dpo_data_and_differ_only_in_the_description() -> None:
@@ -59,3 +62,10 @@ def test_labelled_answers_load_as_kto_data_half_good() -> None:
     assert len(splits.train) == 1500 and len(splits.eval) == 120
     share = sum(r["label"] for r in splits.train) / len(splits.train)
     assert 0.45 < share < 0.55
+
+
+def test_kind_prompts_have_one_word_answers() -> None:
+    splits = load_splits(load_recipe("grpo-small").data)
+    assert len(splits.train) == 201 and len(splits.eval) == 11
+    assert {r["answer"] for r in splits.train} == {"function", "class", "method"}
+    assert all(r["messages"][-1] == {"role": "assistant", "content": r["answer"]} for r in splits.train)

@@ -1,0 +1,74 @@
+"""train.stage: grpo on the tiny model: trl's GRPOTrainer with built-in and user rewards, LoRA, greedy rewards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import write_jsonl
+from safetensors.torch import load_file
+
+from pipeline.config.loader import load_recipe
+from pipeline.errors import RecipeError
+from pipeline.workflow import finetune, prepare
+
+PROMPTS = [{"prompt": f"What is {a} plus {b}?", "answer": str(a + b)} for a in range(4) for b in range(3)]
+USER_REWARDS = "CALLS = []\n\n\ndef short(completions, answer, **kwargs):\n    CALLS.append(len(completions))\n    return [1.0 if len(str(c)) < 400 else 0.0 for c in completions]\n"
+
+
+def _grpo_recipe(make_recipe: Any, tmp_path: Path, rewards: list[dict[str, Any]]) -> Path:
+    train = write_jsonl(tmp_path / "prompts" / "train.jsonl", PROMPTS)
+    held_out = write_jsonl(tmp_path / "prompts" / "eval.jsonl", PROMPTS[:3])
+    (tmp_path / "my_rewards.py").write_text(USER_REWARDS, encoding="utf-8")
+    return make_recipe(
+        name="grpo",
+        data={"train": str(train), "eval": str(held_out), "allow_contamination": True},
+        train={"stage": "grpo", "batch_size": 4, "max_steps": 2},
+        grpo={"num_generations": 2, "max_completion_length": 8, "rewards": rewards},
+        eval={"generate_examples": 3},
+    )
+
+
+def test_grpo_trains_on_varying_rewards_and_scores_greedy_answers(make_recipe: Any, tmp_path: Path) -> None:
+    rewards = [
+        {"function": "length", "target_chars": 12},  # varies with every sampled length: non-zero advantages
+        {"function": "exact_match", "weight": 2.0},
+        {"function": "regex", "pattern": r"\d", "weight": 0.5},
+        {"function": "my_rewards.py:short", "weight": 0.1},
+    ]
+    run = finetune(load_recipe(str(_grpo_recipe(make_recipe, tmp_path, rewards))))
+    history = run.metrics["train"]["log_history"]
+    assert run.metrics["train"]["steps"] == 2
+    logged = {key for entry in history for key in entry}
+    assert {
+        "rewards/length/mean",
+        "rewards/exact_match/mean",
+        "rewards/regex/mean",
+        "rewards/short/mean",
+    } <= logged
+    weights = load_file(str(run.run_dir / "adapter" / "adapter_model.safetensors"))
+    assert any(("lora_B" in k) and torch.count_nonzero(v) for k, v in weights.items()), "no LoRA update"
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    for side in ("base", "adapted"):
+        assert metrics[side]["reward"]["n"] == 3
+    rows = [json.loads(line) for line in (run.run_dir / "eval_examples.jsonl").read_text().splitlines()]
+    for row in rows:  # the greedy answers' reward is the weighted sum of the four functions
+        answer, reference = row["adapted_answer"], row["reference"]
+        expected = max(0.0, 1 - abs(len(answer) - 12) / 12) + 2.0 * (
+            answer.strip().rstrip(".").casefold() == reference
+        )
+        expected += 0.5 * any(ch.isdigit() for ch in answer) + 0.1 * (len(answer) < 400)
+        assert row["adapted_reward"] == pytest.approx(expected)
+
+
+def test_validate_imports_named_reward_files_only(make_recipe: Any, tmp_path: Path) -> None:
+    recipe = load_recipe(str(_grpo_recipe(make_recipe, tmp_path, [{"function": "missing.py:score"}])))
+    with pytest.raises(RecipeError, match=r"grpo\.rewards: missing\.py not found"):
+        prepare(recipe)
+    (tmp_path / "broken.py").write_text("def score(:\n", encoding="utf-8")
+    broken = load_recipe(str(_grpo_recipe(make_recipe, tmp_path, [{"function": "broken.py:score"}])))
+    with pytest.raises(RecipeError, match=r"importing .*broken\.py failed \(SyntaxError"):
+        prepare(broken)
