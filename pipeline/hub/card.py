@@ -26,6 +26,14 @@ METRIC_TYPES = {
 }
 
 
+STAGE_NAMES = {
+    "sft": "supervised fine-tuning",
+    "dpo": "direct preference optimization (DPO) on preference pairs",
+    "kto": "KTO on completions labelled desirable or not",
+    "grpo": "GRPO on prompts with reward functions",
+}
+
+
 def describe_hardware() -> str:
     """One line naming the accelerator (or CPU) this process runs on."""
     import torch
@@ -208,7 +216,7 @@ def build_model_card(
         datasets=sorted(set(hub_datasets)) or None,
         library_name="transformers" if merged or recipe.adapter.method == "full" else "peft",
         pipeline_tag="text-generation",
-        tags=sorted({method.split(" ")[0].lower(), "sft", "trl", "pipeline"}),
+        tags=sorted({method.split(" ")[0].lower(), recipe.train.stage, "trl", "pipeline"}),
         model_name=title if results else None,
         eval_results=results or None,
     )
@@ -243,7 +251,7 @@ def build_model_card(
 # {title}
 
 A {method} {what} for [`{base}`]({"https://huggingface.co/" + base if is_hub_id(base) else base}){pinned},
-trained with supervised fine-tuning by this project's `pipeline finetune {recipe.name}`.
+trained with {STAGE_NAMES[recipe.train.stage]} by this project's `pipeline finetune {recipe.name}`.
 {recipe.description}
 {continued}
 ## Training data
