@@ -1,0 +1,213 @@
+"""DPO training speed: a plain TRL DPOTrainer script vs this project's DPO stage, same pairs, same steps.
+
+(a) plain TRL: the script TRL's docs show, SmolLM2-135M loaded as saved (fp32), DPOConfig defaults (bf16
+autocast, gradient checkpointing, trl's LM head), LoRA r=16 on all linear layers. (b) ours: the dpo-small
+recipe through pipeline.train (prepare_inputs, load_model, train_model): dtype/precision native, no
+recomputation, the LM head scoring only answer positions with the lean CPU kernel. Both train on the same
+first N pairs of recipes/data/pydoc-pairs in the same order (seed 42) with the same learning rate, batch,
+beta and max_length; each runs in its own process (trl's LM head patch is process-wide), one after the other.
+Prints the median step time of each (steps after the first), the ratio, and the held-out reward accuracy of
+each adapted model against the base on the eval pairs (scored the same way for both).
+
+    .venv/bin/python bench/dpo_speed.py [--steps 12] [--batch 8] [--eval-pairs 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = "dpo-small"
+
+
+def _overrides(args: argparse.Namespace, output: str) -> list[str]:
+    return [
+        f"train.max_steps={args.steps}",
+        f"train.batch_size={args.batch}",
+        "train.save_steps=100000",
+        "train.logging_steps=1",
+        "train.report_to=[none]",
+        f"train.output_dir={output}",
+        f"data.max_examples={args.steps * args.batch}",
+        *args.set,
+    ]
+
+
+class StepClock:
+    """A transformers callback that records the wall time at the end of every optimizer step."""
+
+    def __init__(self) -> None:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _Callback(TrainerCallback):
+            def on_step_end(self, *_: Any, **__: Any) -> None:
+                clock.ends.append(time.perf_counter())
+
+            def on_train_begin(self, *_: Any, **__: Any) -> None:
+                clock.ends.append(time.perf_counter())
+
+        self.ends: list[float] = []
+        self.callback = _Callback()
+
+    def step_seconds(self) -> list[float]:
+        """Seconds of each step after the first (the first pays one-time costs)."""
+        return [b - a for a, b in zip(self.ends[1:], self.ends[2:], strict=False)]
+
+
+def _eval_pairs(recipe: Any, tokenizer: Any, count: int) -> list[dict[str, list[int]]]:
+    from pipeline.data.splits import load_splits
+    from pipeline.evaluation.preference import prepare_pairs
+
+    records = load_splits(recipe.data).eval
+    return prepare_pairs(records, tokenizer, count, recipe.train.max_length)
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant and score the held-out pairs before and after; returns its measurements."""
+    import torch
+
+    from pipeline.config.loader import load_recipe
+    from pipeline.evaluation.preference import compare_pairs, score_pairs
+    from pipeline.train.inputs import load_model, prepare_inputs
+
+    torch.set_num_threads(args.threads)
+    output = tempfile.mkdtemp(prefix=f"dpo-speed-{variant}-")
+    recipe = load_recipe(RECIPE, _overrides(args, output))
+    inputs = prepare_inputs(recipe)
+    pairs = _eval_pairs(recipe, inputs.tokenizer, args.eval_pairs)
+    clock = StepClock()
+    if variant == "ours":
+        from pipeline.train.loop import train_model
+
+        model = load_model(recipe)
+        base = score_pairs(model, pairs, 16, inputs.tokenizer.pad_token_id)
+        trained = train_model(
+            recipe, Path(output) / "run", model, inputs.tokenizer, inputs.train, callbacks=[clock.callback]
+        )
+        policy = trained.trainer.model
+    else:
+        policy, base = _plain_trl(recipe, inputs, pairs, output, clock)
+    adapted = score_pairs(policy, pairs, 16, inputs.tokenizer.pad_token_id)
+    rewards = compare_pairs(base, adapted) or {}
+    steps = clock.step_seconds()
+    return {
+        "variant": variant,
+        "steps": len(steps) + 1,
+        "median_step_s": statistics.median(steps),
+        "mean_step_s": statistics.fmean(steps),
+        "reward_accuracy": rewards.get("reward_accuracy"),
+        "accuracy_before": base["accuracy"],
+        "accuracy_after": adapted["accuracy"],
+        "pairs": len(pairs),
+    }
+
+
+def _plain_trl(recipe: Any, inputs: Any, pairs: list[Any], output: str, clock: StepClock) -> tuple[Any, Any]:
+    """The plain TRL script: from_pretrained, a conversational dataset, LoraConfig, DPOConfig defaults."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.evaluation.preference import score_pairs
+    from pipeline.models.assets import resolve_model
+
+    torch_seed(recipe.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_model(recipe.model.name)))
+    base = score_pairs(model, pairs, 16, inputs.tokenizer.pad_token_id)
+    rows = {key: inputs.train[key] for key in ("prompt", "chosen", "rejected")}
+    config = DPOConfig(
+        output_dir=output,
+        per_device_train_batch_size=recipe.train.batch_size,
+        learning_rate=recipe.train.learning_rate,
+        lr_scheduler_type=recipe.train.lr_scheduler,
+        warmup_steps=0,
+        max_steps=recipe.train.max_steps,
+        max_length=recipe.train.max_length,
+        beta=recipe.dpo_settings.beta,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=recipe.train.seed,
+        data_seed=recipe.train.seed,
+    )
+    peft = LoraConfig(
+        r=recipe.adapter.r,
+        lora_alpha=recipe.adapter.alpha,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_dict(rows),
+        processing_class=inputs.tokenizer,
+        peft_config=peft,
+        callbacks=[clock.callback],
+    )
+    trainer.train()
+    return trainer.model, base
+
+
+def torch_seed(seed: int) -> None:
+    """Seed torch as load_model does before LoRA initialisation."""
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def main() -> None:
+    """Run (a) plain TRL and (b) ours in turn, each in its own process, and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--eval-pairs", type=int, default=120)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set", action="append", default=[], help="a recipe override for both, e.g. model.dtype=float32"
+    )
+    parser.add_argument("--only", choices=["trl", "ours"], help="run one variant")
+    parser.add_argument("--variant", choices=["trl", "ours"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args.variant, args)), flush=True)
+        return
+    results = {}
+    for variant in [args.only] if args.only else ["trl", "ours"]:
+        command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+        results[variant] = json.loads(line.removeprefix("RESULT "))
+        print(json.dumps(results[variant]), flush=True)
+    if args.only:
+        return
+    trl, ours = results["trl"], results["ours"]
+    print(f"\n{args.steps} steps x {args.batch} pairs, {trl['pairs']} held-out pairs, {args.threads} threads")
+    print("| | (a) plain TRL | (b) ours | ratio |")
+    print("|---|---|---|---|")
+    print(
+        f"| median step (s) | {trl['median_step_s']:.2f} | {ours['median_step_s']:.2f} | "
+        f"**{trl['median_step_s'] / ours['median_step_s']:.2f}x** |"
+    )
+    print(f"| held-out reward accuracy | {trl['reward_accuracy']:.3f} | {ours['reward_accuracy']:.3f} | |")
+    print(
+        f"| preference accuracy before -> after | {trl['accuracy_before']:.3f} -> {trl['accuracy_after']:.3f} | "
+        f"{ours['accuracy_before']:.3f} -> {ours['accuracy_after']:.3f} | |"
+    )
+
+
+if __name__ == "__main__":
+    main()
