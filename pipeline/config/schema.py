@@ -97,7 +97,15 @@ class SourceSpec(Spec):
         description="Local file, glob or folder (relative to the recipe file), or a Hub dataset id."
     )
     format: Literal[
-        "auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference", "unpaired", "prompts"
+        "auto",
+        "messages",
+        "sharegpt",
+        "alpaca",
+        "prompt_completion",
+        "text",
+        "preference",
+        "unpaired",
+        "prompts",
     ] = Field(
         "auto",
         description="Record format; auto detects it from the columns (preference: prompt/chosen/rejected; "
