@@ -51,12 +51,21 @@ CONVERSATIONS = [
 ]
 
 
-def build_tiny_tokenizer(template: str = CHATML) -> Any:
-    """A ~300-token BPE tokenizer trained on a few sentences, with ChatML special tokens."""
+def build_tiny_tokenizer(
+    template: str | None = CHATML, specials: list[str] | None = None, **tokens: Any
+) -> Any:
+    """A ~300-token BPE tokenizer trained on a few sentences; ChatML special tokens unless `specials` and the
+    special-token names (`tokens`: unk_token, eos_token, ...) say otherwise; no chat template when None."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    specials = specials or ["<unk>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    tokens = tokens or {
+        "unk_token": "<unk>",
+        "eos_token": "<|im_end|>",
+        "bos_token": "<|im_start|>",
+        "pad_token": "<pad>",
+    }
     core = Tokenizer(models.BPE(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
@@ -64,14 +73,9 @@ def build_tiny_tokenizer(template: str = CHATML) -> Any:
         vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     core.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="<unk>",
-        eos_token="<|im_end|>",
-        bos_token="<|im_start|>",
-        pad_token="<pad>",
-    )
-    tokenizer.chat_template = template
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, **tokens)
+    if template is not None:
+        tokenizer.chat_template = template
     return tokenizer
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import CORPUS
+from conftest import build_tiny_tokenizer
 
 from pipeline.config.loader import load_recipe
 from pipeline.train.inputs import load_model, prepare_inputs
@@ -22,18 +22,11 @@ SYSTEM = "Answer briefly."
 @pytest.fixture(scope="module")
 def gemma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny Gemma (2 layers, hidden 32) and a BPE tokenizer with Gemma's special tokens, no template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
+    from transformers import GemmaConfig, GemmaForCausalLM
 
-    core = Tokenizer(models.BPE(unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    core.train_from_iterator(CORPUS * 4, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
+    tokenizer = build_tiny_tokenizer(
+        None,
+        SPECIALS,
         pad_token="<pad>",
         eos_token="<eos>",
         bos_token="<bos>",
