@@ -52,10 +52,35 @@ def plan_windows(lengths: Sequence[int], window: int, stride: int) -> list[Windo
     return windows
 
 
-def _batch(
+@dataclass(frozen=True)
+class Batch:
+    """One forward pass: ids, attention mask (padded rows) or position ids (one packed row), `keep` (positions
+    whose next token is scored), `trained` flags, and `window` (the batch's window index at each position)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    position_ids: torch.Tensor | None
+    keep: torch.Tensor
+    trained: torch.Tensor
+    window: torch.Tensor
+
+
+def _targets(w: Window, masks: Sequence[Sequence[int]], all_tokens: bool) -> tuple[list[bool], list[bool]]:
+    """(keep, trained) flags for the positions of one window: position p predicts token p + 1."""
+    n = w.end - w.begin
+    first = w.score_from - 1 - w.begin  # targets [score_from, end) need positions [score_from - 1, end - 1)
+    trained = [False] * first + [bool(m) for m in masks[w.example][w.score_from : w.end]] + [False]
+    keep = [True] * n if all_tokens else list(trained)
+    if all_tokens:
+        keep[:first] = [False] * first
+        keep[n - 1] = False
+    return keep, trained
+
+
+def _padded(
     windows: list[Window], ids: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], all_tokens: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, attention mask, `keep` (positions whose next token is scored), trained flags."""
+) -> Batch:
+    """Windows as right-padded rows with an attention mask."""
     import torch
 
     width = max(w.end - w.begin for w in windows)
@@ -67,17 +92,42 @@ def _batch(
         n = w.end - w.begin
         input_ids[row, :n] = torch.tensor(ids[w.example][w.begin : w.end])
         attention[row, :n] = 1
-        # Position p predicts token p + 1: targets [score_from, end) need positions [score_from - 1, end - 1).
-        first, last = w.score_from - 1 - w.begin, n - 1
-        target_trained = torch.tensor(masks[w.example][w.score_from : w.end], dtype=torch.bool)
-        trained[row, first:last] = target_trained
-        keep[row, first:last] = True if all_tokens else target_trained
-    return input_ids, attention, keep, trained
+        row_keep, row_trained = _targets(w, masks, all_tokens)
+        keep[row, :n], trained[row, :n] = torch.tensor(row_keep), torch.tensor(row_trained)
+    rows = torch.arange(len(windows)).unsqueeze(1).expand(-1, width)
+    return Batch(input_ids, attention, None, keep, trained, rows)
 
 
-def _token_nll(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention: torch.Tensor, keep: torch.Tensor
-) -> Any:
+def _packed(
+    windows: list[Window], ids: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], all_tokens: bool
+) -> Batch:
+    """Windows back to back in one row, position ids restarting at 0 for each: no padding, and each window
+    attends only to itself (per-example causal attention), exactly as when scored alone."""
+    import torch
+
+    tokens: list[int] = []
+    positions: list[int] = []
+    keep: list[bool] = []
+    trained: list[bool] = []
+    owner: list[int] = []
+    for index, w in enumerate(windows):
+        tokens += ids[w.example][w.begin : w.end]
+        positions += range(w.end - w.begin)
+        window_keep, window_trained = _targets(w, masks, all_tokens)
+        keep += window_keep
+        trained += window_trained
+        owner += [index] * (w.end - w.begin)
+
+    def row(values: list[Any], dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([values], dtype=dtype)
+
+    return Batch(
+        row(tokens, torch.long), None, row(positions, torch.long), row(keep, torch.bool),
+        row(trained, torch.bool), row(owner, torch.long),
+    )  # fmt: skip
+
+
+def _token_nll(model: PreTrainedModel, batch: Batch) -> Any:
     """NLL (float64, CPU) of the next token at every `keep` position, in row-major order.
 
     `logits_to_keep` as a boolean mask makes the model project only those positions onto the vocabulary
@@ -86,18 +136,32 @@ def _token_nll(
     import torch
 
     device = model.device
-    targets = torch.roll(input_ids, shifts=-1, dims=1)[keep].to(device)
+    keep = batch.keep.to(device)
+    targets = torch.roll(batch.input_ids, shifts=-1, dims=1)[batch.keep].to(device)
+    optional = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
     out = model(
-        input_ids=input_ids.to(device),
-        attention_mask=attention.to(device),
-        logits_to_keep=keep.to(device),
+        input_ids=batch.input_ids.to(device),
+        logits_to_keep=keep,
         use_cache=False,
+        **{name: value.to(device) for name, value in optional.items() if value is not None},
     )
     logits = out.logits
     if logits.dim() == 3:  # a model whose forward ignores a boolean logits_to_keep
-        logits = logits[keep.to(device)]
+        logits = logits[keep]
     nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
     return nll.double().cpu()
+
+
+def packs_rows(model: PreTrainedModel) -> bool:
+    """Whether the model scores packed rows exactly: SDPA (switched to per-example `packed_sdpa`) or flash
+    attention (varlen from position ids); eager attention and other kernels get padded batches."""
+    from pipeline.train.attention import PACKED_SDPA, use_packed_sdpa
+    from pipeline.train.patches.transformers_attention import attention_implementation
+
+    implementation = attention_implementation(model)
+    if implementation in (PACKED_SDPA, "flash_attention_2", "flash_attention_3"):
+        return True
+    return use_packed_sdpa(model)
 
 
 def _order(windows: list[Window], batch_size: int) -> list[list[Window]]:
@@ -154,17 +218,18 @@ def perplexity(
     model.eval()
     try:
         with torch.inference_mode():
-            for batch in _order(windows, batch_size):
-                input_ids, attention, keep, trained = _batch(batch, ids, masks, all_tokens)
-                if not keep.any():
+            make_batch = _packed if packs_rows(model) else _padded
+            for group in _order(windows, batch_size):
+                batch = make_batch(group, ids, masks, all_tokens)
+                if not batch.keep.any():
                     continue
-                token_nll = _token_nll(model, input_ids, attention, keep)
-                is_trained = trained[keep]
+                token_nll = _token_nll(model, batch)
+                is_trained = batch.trained[batch.keep]
                 nll_all += float(token_nll.sum())
                 n_all += int(token_nll.numel())
-                rows = keep.nonzero()[:, 0]
-                for row, w in enumerate(batch):
-                    picked = (rows == row) & is_trained
+                owners = batch.window[batch.keep]
+                for index, w in enumerate(group):
+                    picked = (owners == index) & is_trained
                     nll_trained[w.example] += float(token_nll[picked].sum())
                     n_trained[w.example] += int(picked.sum())
     finally:

@@ -10,7 +10,7 @@ import torch
 from conftest import CONVERSATIONS
 
 from pipeline.data.formatting import tokenize_conversation, tokenize_text
-from pipeline.evaluation.perplexity import Window, distribution, perplexity, plan_windows
+from pipeline.evaluation.perplexity import Window, distribution, packs_rows, perplexity, plan_windows
 
 
 def _rows(tokenizer: Any) -> list[dict[str, Any]]:
@@ -49,6 +49,40 @@ def test_matches_one_at_a_time_reference(tiny_model: Any, tiny_tokenizer: Any, b
     assert result["nll"] == pytest.approx(math.log(expected_trained), rel=1e-4)
     # A random 320-token model is near-uniform: perplexity is of the order of the vocabulary size.
     assert 100 < result["perplexity"] < 1000
+
+
+def test_bf16_packed_rows_equal_one_example_at_a_time_exactly(
+    tiny_model_dir: Any, tiny_tokenizer: Any
+) -> None:
+    """bf16 weights: right-padded batches drift from the plain loop (the attention kernel a mask selects
+    rounds differently); one packed row with per-example causal attention gives the plain loop's numbers."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    rows = _rows(tiny_tokenizer)
+    plain_nll = plain_count = 0.0
+    with torch.inference_mode():
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            labels = ids.masked_fill(torch.tensor([row["assistant_masks"]]) == 0, -100)
+            count = int((labels[0, 1:] != -100).sum())
+            plain_nll += float(model(input_ids=ids, labels=labels).loss) * count
+            plain_count += count
+    assert packs_rows(model)
+    result = perplexity(model, rows, batch_size=8, window=512)
+    assert result["perplexity"] == pytest.approx(math.exp(plain_nll / plain_count), rel=1e-6)
+
+
+def test_eager_attention_gets_padded_batches(tiny_model_dir: Any, tiny_tokenizer: Any) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
+    assert not packs_rows(model)
+    rows = _rows(tiny_tokenizer)
+    expected = _reference(model, rows)[0]
+    assert perplexity(model, rows, batch_size=3, window=512)["perplexity"] == pytest.approx(
+        expected, rel=1e-4
+    )
 
 
 def test_trained_only_mode_gives_the_same_trained_perplexity(tiny_model: Any, tiny_tokenizer: Any) -> None:
