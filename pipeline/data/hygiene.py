@@ -4,8 +4,9 @@ data.allow_contamination).
 
 Texts are compared after normalisation (Unicode NFKC, case folded, punctuation dropped, whitespace
 collapsed); system turns are left out because a shared system prompt would make every pair look alike.
-Near duplicates are pairs whose word-3-gram sets have a Jaccard similarity >= the threshold, found with
-MinHash LSH (datasketch) and confirmed with the MinHash estimate.
+Near duplicates are texts whose word-3-gram sets have a Jaccard similarity >= the threshold, found with
+MinHash LSH and confirmed with the MinHash estimate (pipeline.data.near_duplicates), and grouped into
+clusters: counts are of examples and clusters, never of pairs, and memory stays linear in the examples.
 """
 
 from __future__ import annotations
@@ -19,19 +20,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from pipeline.data.near_duplicates import (
+    CHUNK,
+    band_keys,
+    clusters,
+    lsh_shape,
+    matches,
+    signatures,
+    word_hashes,
+)
 from pipeline.data.pii import PLACEHOLDERS, find_pii, mask, redact
+from pipeline.data.progress import progress
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
-    from datasketch import MinHash
-
     from pipeline.config.schema import DataSpec
     from pipeline.data.splits import Splits
 
 log = logging.getLogger(__name__)
 
 NEAR_DUPLICATE_THRESHOLD = 0.8  # Jaccard similarity of word 3-gram sets
-NUM_PERM = 128  # MinHash permutations: the Jaccard estimate's standard error is ~1/sqrt(128) = 0.09
 EXAMPLES_SHOWN = 5  # locations listed per finding kind in reports
 
 
@@ -52,15 +62,50 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=12).hexdigest()
 
 
-def minhashes(texts: list[str]) -> list[MinHash]:
-    """MinHash signatures of the word 3-grams of each normalised text (the words themselves if fewer)."""
-    from datasketch import MinHash
+@dataclass
+class Fingerprints:
+    """What duplicates and contamination are judged on, computed once per split: the normalised-text hash
+    of every record, the first record of each distinct text, and MinHash signatures (and LSH band keys) of
+    those distinct texts only."""
 
-    shingles = []
-    for text in texts:
-        words = normalize(text).split() or [""]
-        shingles.append([" ".join(words[i : i + 3]).encode("utf-8") for i in range(max(1, len(words) - 2))])
-    return MinHash.bulk(shingles, num_perm=NUM_PERM, seed=1)
+    hashes: list[str]
+    firsts: list[int]
+    signatures: np.ndarray
+    keys: np.ndarray
+
+
+def fingerprints(records: list[dict[str, Any]], desc: str, threshold: float) -> Fingerprints:
+    """Fingerprints of one split, signed CHUNK distinct texts at a time (memory stays bounded), with progress."""
+    hashes, pending, firsts, seen, parts = [], [], [], set(), []
+    with progress(f"{desc}: hashing and MinHash", len(records)) as shown:
+        for index, record in enumerate(records):
+            normal = normalize(record_text(record))
+            value = hashlib.blake2b(normal.encode("utf-8"), digest_size=12).hexdigest()
+            hashes.append(value)
+            if value not in seen:
+                seen.add(value)
+                firsts.append(index)
+                pending.append(word_hashes(normal))
+                if len(pending) == CHUNK:
+                    parts.append(signatures(pending))
+                    pending = []
+            shown.update()
+        parts.append(signatures(pending))
+    sigs = np.concatenate(parts)
+    return Fingerprints(hashes, firsts, sigs, band_keys(sigs, *lsh_shape(threshold)))
+
+
+def subset(prints: Fingerprints, kept: list[int]) -> Fingerprints:
+    """The fingerprints of the records `kept` (indices into the split), without hashing anything again."""
+    position = {prints.hashes[index]: n for n, index in enumerate(prints.firsts)}
+    hashes = [prints.hashes[i] for i in kept]
+    firsts, rows, seen = [], [], set()
+    for index, value in enumerate(hashes):
+        if value not in seen:
+            seen.add(value)
+            firsts.append(index)
+            rows.append(position[value])
+    return Fingerprints(hashes, firsts, prints.signatures[rows], prints.keys[rows])
 
 
 def _groups(hashes: list[str]) -> dict[str, list[int]]:
@@ -70,81 +115,83 @@ def _groups(hashes: list[str]) -> dict[str, list[int]]:
     return groups
 
 
-def near_pairs(signatures: list[MinHash], threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, similarity) for i < j whose estimated Jaccard similarity is >= threshold."""
-    from datasketch import MinHashLSH
+def duplicates(
+    records: list[dict[str, Any]],
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    prints: Fingerprints | None = None,
+) -> dict[str, Any]:
+    """Exact (normalised) duplicates and near-duplicate clusters of one split, counted in examples.
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-    pairs = []
-    for index, signature in enumerate(signatures):
-        for other in lsh.query(signature):
-            similarity = signature.jaccard(signatures[other])
-            if similarity >= threshold:
-                pairs.append((other, index, similarity))
-        lsh.insert(index, signature)
-    return sorted(pairs)
-
-
-def duplicates(records: list[dict[str, Any]], threshold: float = NEAR_DUPLICATE_THRESHOLD) -> dict[str, Any]:
-    """Exact (normalised) and near-duplicate records of one split; `drop` lists the indices dedup removes
-    (every record after the first of its group)."""
-    texts = [record_text(r) for r in records]
-    hashes = [text_hash(t) for t in texts]
-    exact_groups = [g for g in _groups(hashes).values() if len(g) > 1]
+    exact_duplicates: examples whose normalised text an earlier example already has (in exact_groups groups);
+    near_duplicate_examples: distinct texts in near-duplicate clusters (near_clusters of them, two or more
+    texts each); near_duplicates: the ones dedup drops (all but the first of each cluster). `drop` lists every
+    index dedup removes, so one example of each exact group and each cluster stays."""
+    prints = prints or fingerprints(records, "Hygiene", threshold)
+    exact_groups = [g for g in _groups(prints.hashes).values() if len(g) > 1]
     drop = {i for group in exact_groups for i in group[1:]}
-    firsts = [g[0] for g in _groups(hashes).values()]
-    signatures = minhashes([texts[i] for i in firsts])
-    near = []
-    for a, b, similarity in near_pairs(signatures, threshold):
-        i, j = firsts[a], firsts[b]
-        if i not in drop:  # chains keep their first member only
-            drop.add(j)
-        near.append(
-            {"first": _where(records, i), "duplicate": _where(records, j), "similarity": round(similarity, 3)}
-        )
+    found = clusters(prints.signatures, threshold)
+    firsts = prints.firsts
+    shown = []
+    for members in found.members:
+        records_of = [firsts[m] for m in members]
+        drop.update(records_of[1:])
+        if len(shown) < EXAMPLES_SHOWN:
+            kept = int(members[0])
+            scores = [
+                found.similarity.get((kept, int(m)), found.similarity.get((int(m), kept)))
+                for m in members[1:]
+            ]
+            known = [s for s in scores if s is not None]
+            shown.append(
+                {
+                    "kept": _where(records, records_of[0]),
+                    "duplicates": [_where(records, i) for i in records_of[1 : 1 + EXAMPLES_SHOWN]],
+                    "examples": len(members),
+                    "similarity": round(min(known), 3) if known else None,
+                }
+            )
     return {
         "exact_groups": len(exact_groups),
         "exact_duplicates": sum(len(g) - 1 for g in exact_groups),
         "exact_examples": [[_where(records, i) for i in g] for g in exact_groups[:EXAMPLES_SHOWN]],
-        "near_duplicates": len(near),
-        "near_examples": near[:EXAMPLES_SHOWN],
+        "near_clusters": len(found.members),
+        "near_duplicate_examples": found.examples,
+        "near_duplicates": found.examples - len(found.members),
+        "near_examples": shown,
         "threshold": threshold,
         "drop": sorted(drop),
     }
 
 
 def contamination(
-    train: list[dict[str, Any]], evaluation: list[dict[str, Any]], threshold: float = NEAR_DUPLICATE_THRESHOLD
+    train: list[dict[str, Any]],
+    evaluation: list[dict[str, Any]],
+    threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    prints: Fingerprints | None = None,
 ) -> dict[str, Any]:
-    """Eval records whose text also appears in train, exactly (normalised) or near-exactly."""
-    from datasketch import MinHashLSH
-
-    train_texts = [record_text(r) for r in train]
-    by_hash = {h: i for i, h in reversed(list(enumerate(text_hash(t) for t in train_texts)))}
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-    train_signatures = minhashes(train_texts)
-    for index, signature in enumerate(train_signatures):
-        lsh.insert(index, signature)
-    eval_texts = [record_text(r) for r in evaluation]
+    """Eval records whose text also appears in train, exactly (normalised) or near-exactly; `train_matches`
+    lists the train records found (every exact copy, the most similar near copy)."""
+    prints = prints or fingerprints(train, "Hygiene", threshold)
+    by_hash = _groups(prints.hashes)
+    other = fingerprints(evaluation, "Hygiene (eval)", threshold)
+    near_o, near_t, near_s = matches(prints.signatures, prints.keys, other.signatures, other.keys, threshold)
+    near = {int(o): (prints.firsts[int(t)], float(s)) for o, t, s in zip(near_o, near_t, near_s, strict=True)}
+    distinct = {other.hashes[index]: position for position, index in enumerate(other.firsts)}
     found, train_hits = [], set()
-    for index, (text, signature) in enumerate(
-        zip(eval_texts, minhashes(eval_texts) if eval_texts else [], strict=True)
-    ):
-        exact = by_hash.get(text_hash(text))
-        matches = [] if exact is None else [(exact, 1.0)]
-        if exact is None:
-            scored = [(j, signature.jaccard(train_signatures[j])) for j in lsh.query(signature)]
-            matches = sorted((m for m in scored if m[1] >= threshold), key=lambda m: -m[1])
-        if matches:
-            train_hits.update(j for j, _ in matches)
-            found.append(
-                {
-                    "eval": _where(evaluation, index),
-                    "train": _where(train, matches[0][0]),
-                    "similarity": round(matches[0][1], 3),
-                    "exact": exact is not None,
-                }
-            )
+    for index, value in enumerate(other.hashes):
+        exact = by_hash.get(value)
+        match = (exact[0], 1.0) if exact else near.get(distinct[value])
+        if match is None:
+            continue
+        train_hits.update(exact or [match[0]])
+        found.append(
+            {
+                "eval": _where(evaluation, index),
+                "train": _where(train, match[0]),
+                "similarity": round(match[1], 3),
+                "exact": exact is not None,
+            }
+        )
     return {
         "contaminated": len(found),
         "eval_examples": len(evaluation),
@@ -215,16 +262,19 @@ def check_splits(
     unless allowed."""
     train, evaluation = list(splits.train), list(splits.eval)
     report: dict[str, Any] = {"train_examples": len(train), "eval_examples": len(evaluation)}
-    report["duplicates"] = duplicates(train, threshold)
-    report["contamination"] = contamination(train, evaluation, threshold)
+    prints = fingerprints(train, "Hygiene", threshold)
+    report["duplicates"] = duplicates(train, threshold, prints)
+    report["contamination"] = contamination(train, evaluation, threshold, prints)
     report["pii"] = {"train": scan_pii(train), "eval": scan_pii(evaluation)}
     removed = set(report["duplicates"].pop("drop"))
     train_matches = report["contamination"].pop("train_matches")
     if dedup:
         removed |= set(train_matches)
-        train = [r for i, r in enumerate(train) if i not in removed]
+        kept = [i for i in range(len(train)) if i not in removed]
+        train = [train[i] for i in kept]
         report["removed"] = len(removed)
-        report["contamination_after_dedup"] = contamination(train, evaluation, threshold)["contaminated"]
+        after = contamination(train, evaluation, threshold, subset(prints, kept))
+        report["contamination_after_dedup"] = after["contaminated"]
     if redact_pii:
         train, evaluation = [redact_record(r) for r in train], [redact_record(r) for r in evaluation]
         report["redacted"] = {
@@ -254,14 +304,19 @@ def apply_hygiene(data: DataSpec, splits: Splits) -> HygieneResult:
     )
     report = result.report
     dup = report["duplicates"]
-    if dup["exact_duplicates"] or dup["near_duplicates"]:
+    if dup["exact_duplicates"] or dup["near_clusters"]:
         action = (
-            f"removed {report['removed']}" if "removed" in report else "kept (set data.dedup: true to drop)"
+            f"removed {report['removed']} (one example of each group and cluster kept)"
+            if "removed" in report
+            else "kept (set data.dedup: true to keep one per group and cluster)"
         )
         log.warning(
-            "Data hygiene: %d exact and %d near-duplicate training example(s); %s.",
+            "Data hygiene: of %d training examples, %d repeat an earlier one exactly and %d fall in %d "
+            "near-duplicate cluster(s); %s.",
+            report["train_examples"],
             dup["exact_duplicates"],
-            dup["near_duplicates"],
+            dup["near_duplicate_examples"],
+            dup["near_clusters"],
             action,
         )
     left = report.get("contamination_after_dedup", report["contamination"]["contaminated"])
@@ -288,6 +343,12 @@ def _similarity(match: dict[str, Any]) -> str:
     return "exact" if match["exact"] else f"{match['similarity']:.2f}"
 
 
+def _cluster_line(cluster: dict[str, Any]) -> str:
+    others = ", ".join(cluster["duplicates"])
+    more = cluster["examples"] - 1 - len(cluster["duplicates"])
+    return f"  {cluster['kept']} (kept) ~ {others}{f' and {more} more' if more > 0 else ''}"
+
+
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """The hygiene report as short human-readable lines (values masked)."""
     dup, cont = report["duplicates"], report["contamination"]
@@ -295,8 +356,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"examples: {report['train_examples']} train, {report['eval_examples']} eval",
         f"exact duplicates (normalised text): {dup['exact_duplicates']} in {dup['exact_groups']} group(s)",
         *(f"  {' = '.join(group)}" for group in dup["exact_examples"]),
-        f"near duplicates (word 3-gram Jaccard >= {dup['threshold']}): {dup['near_duplicates']} pair(s)",
-        *(f"  {n['duplicate']} ~ {n['first']} ({n['similarity']:.2f})" for n in dup["near_examples"]),
+        f"near duplicates (word 3-gram Jaccard >= {dup['threshold']}): {dup['near_duplicate_examples']} "
+        f"example(s) in {dup['near_clusters']} cluster(s); dedup would drop {dup['near_duplicates']}",
+        *(_cluster_line(n) for n in dup["near_examples"]),
         f"eval examples also in train: {cont['contaminated']} of {cont['eval_examples']}",
         *(f"  {c['eval']} ~ {c['train']} ({_similarity(c)})" for c in cont["examples"]),
     ]

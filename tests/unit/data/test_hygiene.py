@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import write_jsonl
 
 from pipeline.config.loader import load_recipe
-from pipeline.data.hygiene import apply_hygiene, check_splits, hygiene_report
+from pipeline.data.hygiene import apply_hygiene, check_splits, hygiene_report, summary_lines
 from pipeline.data.pii import find_pii, iban_valid, luhn_valid, mask, redact
 from pipeline.data.splits import load_splits
 from pipeline.errors import DataError
@@ -110,9 +111,9 @@ def test_report_finds_everything_at_its_line(planted_recipe: Any) -> None:
     train_file = str(recipe.resolve_path(recipe.data.train[0].path))
     dup = report["duplicates"]
     assert dup["exact_duplicates"] == 1 and dup["exact_examples"] == [[f"{train_file}:1", f"{train_file}:2"]]
-    assert dup["near_duplicates"] == 1
-    assert dup["near_examples"][0]["first"] == f"{train_file}:3"
-    assert dup["near_examples"][0]["duplicate"] == f"{train_file}:4"
+    assert (dup["near_clusters"], dup["near_duplicate_examples"], dup["near_duplicates"]) == (1, 2, 1)
+    assert dup["near_examples"][0]["kept"] == f"{train_file}:3"
+    assert dup["near_examples"][0]["duplicates"] == [f"{train_file}:4"]
     assert dup["near_examples"][0]["similarity"] >= 0.8
     contamination = report["contamination"]
     assert contamination["contaminated"] == 1 and contamination["examples"][0]["exact"]
@@ -154,7 +155,11 @@ def test_redact_replaces_secrets_in_training_text(
         result = apply_hygiene(recipe.data, load_splits(recipe.data))
     logged = caplog.text
     assert "aws_access_key 1, email 1, hf_token 1" in logged and "replaced with placeholders" in logged
-    assert "1 exact and 1 near-duplicate" in logged and "1 eval example(s) also in train" in logged
+    assert (
+        "of 14 training examples, 1 repeat an earlier one exactly and 2 fall in 1 near-duplicate cluster"
+        in logged
+        and "1 eval example(s) also in train" in logged
+    )
     assert not any(value in logged for value in SECRETS.values())
     text = json.dumps(result.splits.train)
     assert not any(value.replace("\n", "\\n") in text for value in SECRETS.values())
@@ -174,3 +179,35 @@ def test_hygiene_report_on_a_file(tmp_path: Path) -> None:
     assert "exact duplicates (normalised text): 1 in 1 group(s)" in text
     assert "eval examples also in train: 1 of 2" in text
     assert not any(value in text for value in SECRETS.values())
+
+
+def _variant(base: list[str], cluster: int, copy: int) -> str:
+    """The base text with one of its 150 words changed: Jaccard of 3-gram sets >= 0.92 with the others."""
+    words = list(base)
+    words[10 + copy] = f"variant{cluster}x{copy}"
+    return " ".join(words)
+
+
+def test_near_duplicate_counts_are_examples_and_clusters(tmp_path: Path) -> None:
+    """Three clusters of 5, 3 and 2 similar texts plus 30 unrelated ones: a cluster of k counts k examples
+    (never k*(k-1)/2 pairs), dedup keeps exactly one per cluster."""
+    rng = random.Random(3)
+    vocabulary = [f"w{i}" for i in range(5000)]
+    bases = [[rng.choice(vocabulary) for _ in range(150)] for _ in range(3)]
+    records, expected = [], []
+    for cluster, size in enumerate((5, 3, 2)):
+        expected.append(list(range(len(records) + 1, len(records) + size + 1)))
+        records += [chat("Tell me.", _variant(bases[cluster], cluster, copy)) for copy in range(size)]
+    records += [chat("Tell me.", " ".join(rng.choice(vocabulary) for _ in range(60))) for _ in range(30)]
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    splits = load_splits(load_recipe("lora-small", [f"data.train={train}", "data.eval_size=0"]).data)
+    result = check_splits(splits, dedup=True)
+    dup = result.report["duplicates"]
+    assert (dup["near_clusters"], dup["near_duplicate_examples"], dup["near_duplicates"]) == (3, 10, 7)
+    assert [int(c["kept"].rsplit(":", 1)[1]) for c in dup["near_examples"]] == [m[0] for m in expected]
+    assert [c["examples"] for c in dup["near_examples"]] == [5, 3, 2]
+    assert result.report["removed"] == 7
+    kept = {int(r["location"].rsplit(":", 1)[1]) for r in result.splits.train}
+    assert len(kept) == 33 and all(len(kept & set(members)) == 1 for members in expected)
+    lines = "\n".join(summary_lines(result.report))
+    assert "10 example(s) in 3 cluster(s); dedup would drop 7" in lines
