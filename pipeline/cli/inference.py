@@ -77,8 +77,8 @@ def chat(
     settings = gen.sampling(
         greedy, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens, seed, stop
     )
-    loaded = load_for_inference(target, dtype, device)
-    helper = load_for_inference(assistant, dtype, device).model if assistant else None
+    loaded = load_for_inference(target, dtype, device, merge=True)
+    helper = load_for_inference(assistant, dtype, device, merge=True).model if assistant else None
     run_chat(
         loaded.model,
         loaded.tokenizer,

@@ -31,6 +31,7 @@ from pipeline.evaluation.preference import (
     score_pairs,
 )
 from pipeline.inference.generation import Sampling, generate
+from pipeline.models.merged_view import adapter_merged, can_merge
 from pipeline.train.rewards import score
 
 if TYPE_CHECKING:
@@ -130,14 +131,16 @@ def evaluate_model(
     result["seconds"] = {"perplexity": ppl["seconds"]}
     per_example: dict[str, list[Any]] = {"perplexity": ppl["per_example"]}
     if data.prompts:
-        generations = generate(
-            model,
-            tokenizer,
-            data.prompts,
-            Sampling(max_new_tokens=spec.max_new_tokens),
-            batch_size=spec.batch_size,
-            tools=data.prompt_tools,
-        )
+        merged = can_merge(model)
+        with adapter_merged(model):  # decoding at the base's speed; perplexity above stays unmerged
+            generations = generate(
+                model,
+                tokenizer,
+                data.prompts,
+                Sampling(max_new_tokens=spec.max_new_tokens),
+                batch_size=spec.batch_size,
+                tools=data.prompt_tools,
+            )
         started = time.perf_counter()
         scores = similarities(generations.texts, data.references, spec.embedding_model)
         result["similarity"] = summarize(scores)
@@ -147,6 +150,7 @@ def evaluate_model(
             "new_tokens": generations.new_tokens,
             "seconds": generations.seconds,
             "tokens_per_second": generations.tokens_per_second,
+            "adapter_merged": merged,
         }
         result["seconds"].update(generation=generations.seconds, scoring=time.perf_counter() - started)
         per_example.update(

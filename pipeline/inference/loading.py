@@ -8,13 +8,19 @@ if TYPE_CHECKING:
     from pipeline.models.artifacts import LoadedTarget
 
 
-def load_for_inference(target: str, dtype: str | None = None, device: str = "auto") -> LoadedTarget:
-    """Load a target (run, adapter, merged or base model) onto the device (auto: CUDA when present)."""
+def load_for_inference(
+    target: str, dtype: str | None = None, device: str = "auto", merge: bool = False
+) -> LoadedTarget:
+    """Load a target (run, adapter, merged or base model) onto the device (auto: CUDA when present); with
+    merge, an adapter is folded into the base so decoding runs at the base's speed."""
     import torch
 
     from pipeline.models.artifacts import load_target
+    from pipeline.models.merged_view import merged_for_inference
 
     loaded = load_target(target, dtype=dtype)
+    if merge:
+        loaded.model = merged_for_inference(loaded.model)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     quantized = getattr(loaded.model, "hf_quantizer", None) is not None

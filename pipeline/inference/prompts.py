@@ -102,8 +102,8 @@ def run_generate(
 ) -> None:
     """Answer the prompts with the target; text (or JSONL) goes to out or the output file, speed to err."""
     out, err = out or sys.stdout, err or sys.stderr
-    loaded = load_for_inference(target, dtype, device)
-    helper = load_for_inference(assistant, dtype, device) if assistant else None
+    loaded = load_for_inference(target, dtype, device, merge=True)
+    helper = load_for_inference(assistant, dtype, device, merge=True) if assistant else None
     result = generate(
         loaded.model,
         loaded.tokenizer,
