@@ -37,7 +37,7 @@ console = Console(stderr=True)
 ENV = "PIPELINE_BASE_CACHE"
 OFF = ("0", "false", "no", "off")
 # Bump when evaluate_model's metrics change for the same inputs.
-FORMAT = 1
+FORMAT = 2  # 2: perplexity from packed rows (exactly the one-example values)
 # eval settings that judge or show the metrics but never change them.
 NOT_METRICS = frozenset(
     {
