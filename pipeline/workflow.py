@@ -75,16 +75,19 @@ def finetune(
     seconds["train"] = trained.metrics["seconds"]
     if not main:
         trained.trainer.save_model(str(run_dir / "adapter"))  # joins the gathers of sharded weights
-        distributed.barrier()  # wait while rank 0 checks, evaluates and reports
+        distributed.agree(lambda: None)  # wait while rank 0 checks, evaluates, reports; its failure is ours
         return RunResult(run_dir=run_dir, metrics=metrics)
-    _finish(recipe, run_dir, trained, inputs, eval_set, metrics)
-    seconds["total"] = time.perf_counter() - clock
-    from pipeline.train.manifest import finish_manifest
 
-    finish_manifest(run_dir, manifest, seconds, registry.active_patches())
-    if eval_set is not None:
-        print_summary(metrics, run_dir, console)
-    distributed.barrier()
+    def finish() -> None:
+        _finish(recipe, run_dir, trained, inputs, eval_set, metrics)
+        seconds["total"] = time.perf_counter() - clock
+        from pipeline.train.manifest import finish_manifest
+
+        finish_manifest(run_dir, manifest, seconds, registry.active_patches())
+        if eval_set is not None:
+            print_summary(metrics, run_dir, console)
+
+    distributed.agree(finish)  # the waiting ranks learn whether it worked: none waits for a dead rank 0
     enforce_gate(metrics, run_dir / "report.html")  # after every file is written; a failed gate never pushes
     from pipeline.hub.push import push_after_training
 
@@ -101,10 +104,14 @@ def prepare(recipe: Recipe, launch: str | None = None) -> Inputs:
     recipe's eval settings need. The tokenized data is cached, so a finetune after validate reuses it."""
     from pipeline.train.preflight import check_settings
 
+    distributed.start(recipe.train.distributed_timeout)
     check_settings(recipe, launch)
-    distributed.prepare_assets(recipe.model)
-    with distributed.local_main_first():  # one rank per machine tokenizes; the others reuse its cache
-        return prepare_inputs(recipe)
+    wait = recipe.train.data_wait_timeout
+    distributed.prepare_assets(recipe.model, wait)
+    # One rank per machine reads, checks and tokenizes; the others reuse its cache (or stop with its error).
+    return distributed.once_per_machine(
+        lambda: prepare_inputs(recipe), "the data (reading, hygiene, tokenizing)", wait
+    )
 
 
 def _open_run(

@@ -35,12 +35,37 @@ def finetune(
         show_default=False,
         help="Re-run the configuration recorded in runs/<run>/manifest.json.",
     ),
+    launch: str = typer.Option(
+        None,
+        "--launch",
+        metavar="ACCELERATE_CONFIG",
+        show_default=False,
+        help="Start the run through `accelerate launch` with this config (recipes/accelerate/*.yaml, e.g. "
+        "fsdp.yaml or cpu-fsdp.yaml), checked against the recipe first.",
+    ),
+    gpus: int = typer.Option(
+        None,
+        "--gpus",
+        min=1,
+        show_default=False,
+        help="Processes to launch (one per GPU): replaces the --launch config's num_processes; alone it "
+        "launches recipes/accelerate/ddp.yaml.",
+    ),
 ) -> None:
     """Train an adapter (or the full model), evaluate base vs adapted and write runs/<recipe>-<time>/."""
     from pipeline.train.resume import recipe_for_finetune
-    from pipeline.workflow import finetune as run_finetune
 
     loaded, previous = recipe_for_finetune(recipe, overrides or [], resume, from_manifest)
+    if launch or gpus:
+        from pipeline.train.launch import launch_config, run_launched
+
+        again = [*([recipe] if recipe else []), *(overrides or [])]
+        again += [*(["--resume", resume] if resume else []), *(["--force"] if force else [])]
+        again += ["--from-manifest", from_manifest] if from_manifest else []
+        run_launched(loaded, launch_config(launch, gpus), gpus, again)
+        return
+    from pipeline.workflow import finetune as run_finetune
+
     run_finetune(loaded, resume=resume, force=force, previous=previous)
 
 

@@ -101,6 +101,22 @@ class TrainSpec(Spec):
         "none. All but tensorboard are extras: pip install -e '.[wandb]'.",
     )
     output_dir: str = Field("runs", description="Folder that receives runs/<recipe>-<UTC time>/.")
+    distributed_timeout: int = Field(
+        10800,
+        ge=5,
+        le=7 * 24 * 3600,
+        description="Seconds a rank of a multi-process run waits at a collective (gradient all-reduce, "
+        "barrier) before failing; the other ranks wait this long while rank 0 evaluates and reports. "
+        "A failure on any rank stops all ranks at once regardless.",
+    )
+    data_wait_timeout: int = Field(
+        3600,
+        ge=5,
+        le=7 * 24 * 3600,
+        description="Seconds the other ranks of a machine wait while its first rank resolves the model "
+        "and prepares the data (reading, hygiene, tokenizing) once for all of them; then they fail "
+        "saying what they waited for.",
+    )
 
     @field_validator("report_to", mode="before")
     @classmethod

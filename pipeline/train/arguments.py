@@ -59,6 +59,16 @@ def training_arguments(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> 
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
     }
+    if distributed:
+        # Every trainable parameter (LoRA or full) takes part in each forward, so DDP need not search the
+        # graph for unused ones; peft models are no PreTrainedModel, for which transformers would turn it on.
+        kwargs["ddp_find_unused_parameters"] = False
+        kwargs["ddp_timeout"] = train.distributed_timeout
     if distributed and not torch.cuda.is_available():
         kwargs["ddp_backend"] = "gloo"  # only when distributed: gloo in a single process crashes
+        from pipeline.train.distributed import sharding_requested, start
+
+        if sharding_requested() == "FSDP":  # FSDP on CPU processes: keep the state distributed.state() set up
+            start(train.distributed_timeout)
+            kwargs["accelerator_config"] = {"use_configured_state": True}
     return kwargs

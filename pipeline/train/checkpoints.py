@@ -16,15 +16,55 @@ log = logging.getLogger(__name__)
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 # transformers.Trainer._save_checkpoint writes weights, then optimizer/scheduler/RNG state, and
-# trainer_state.json last; a folder is complete when all of them are there and the state parses.
+# trainer_state.json last; a folder is complete when all of them are there and the state parses. Each
+# strategy names the parts its own way (one process and DDP / FSDP full or sharded state / DeepSpeed ZeRO):
 ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
 FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 WEIGHTS = ADAPTER_WEIGHTS + FULL_WEIGHTS
-TRAINING_STATE = ("optimizer.pt", "scheduler.pt")
+FSDP_WEIGHTS = ("pytorch_model_fsdp.bin", "pytorch_model_fsdp_0")  # FULL_STATE_DICT file, SHARDED folder
+OPTIMIZER = ("optimizer.pt", "optimizer.bin", "optimizer_0")  # DDP, FSDP full state, FSDP sharded folder
+DEEPSPEED = "global_step*"  # ZeRO: <tag>/*_model_states.pt and *_optim_states.pt (+ the `latest` tag file)
+SCHEDULER = "scheduler.pt"  # DeepSpeed's own scheduler is saved in its global_step folder instead
 HOLDS = (
     "a checkpoint folder (checkpoint-N, as transformers' Trainer saves it) holds trainer_state.json, "
-    "optimizer.pt, scheduler.pt, rng_state.pth and the weights (adapter_model.safetensors or model.safetensors)"
+    "optimizer.pt, scheduler.pt, rng_state.pth and the weights (adapter_model.safetensors or model.safetensors); "
+    "FSDP saves optimizer.bin or optimizer_0/ and pytorch_model_fsdp*, DeepSpeed a global_step*/ folder"
 )
+
+
+def _present(folder: Path, name: str) -> bool:
+    """A non-empty file, or a folder with at least one file, named name in folder."""
+    path = folder / name
+    if path.is_dir():
+        return any(p.is_file() for p in path.rglob("*"))
+    return path.is_file() and path.stat().st_size > 0
+
+
+def _deepspeed_parts(folder: Path) -> tuple[bool, bool]:
+    """(model states, optimizer states) of a DeepSpeed ZeRO checkpoint's global_step*/ folders."""
+    tags = [p for p in folder.glob(DEEPSPEED) if p.is_dir()]
+    model = any(next(t.glob("*model_states.pt"), None) for t in tags)
+    optimizer = any(next(t.glob("*optim_states.pt"), None) for t in tags)
+    return model, optimizer
+
+
+def _missing_parts(folder: Path) -> list[str]:
+    """The parts of a checkpoint that are missing, in any of the layouts above."""
+    ds_model, ds_optimizer = _deepspeed_parts(folder)
+    ds = any(p.is_dir() for p in folder.glob(DEEPSPEED))
+    missing = []
+    if not any(_present(folder, name) for name in WEIGHTS + FSDP_WEIGHTS) and not ds_model:
+        missing.append("weights (adapter_model.safetensors / model.safetensors)")
+    if not any(_present(folder, name) for name in OPTIMIZER) and not ds_optimizer:
+        fsdp = any((folder / name).exists() for name in FSDP_WEIGHTS)
+        missing.append(
+            "optimizer.bin" if fsdp else "global_step*/*_optim_states.pt" if ds else "optimizer.pt"
+        )
+    if not _present(folder, SCHEDULER) and not ds:
+        missing.append(SCHEDULER)
+    if not any(folder.glob("rng_state*.pth")):
+        missing.append("rng_state.pth")
+    return missing
 
 
 def _state(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -55,14 +95,12 @@ def checkpoint_problem(folder: Path) -> str | None:
         return f"{TRAINER_STATE} says step {step}"
     if not isinstance(step, int) or step < 0:
         return f"{TRAINER_STATE} records no global_step"
-    if not any((folder / name).is_file() for name in WEIGHTS):
+    missing = _missing_parts(folder)
+    if missing and missing[0].startswith("weights"):
         return "no weights (adapter_model.safetensors / model.safetensors)"
-    missing = [name for name in TRAINING_STATE if not (folder / name).is_file()]
-    if not any(folder.glob("rng_state*.pth")):
-        missing.append("rng_state.pth")
     empty = [p.name for p in folder.iterdir() if p.is_file() and p.stat().st_size == 0]
     if missing or empty:
-        return f"missing or empty: {', '.join(missing + empty)}"
+        return f"missing or empty: {', '.join(dict.fromkeys(missing + empty))}"
     return None
 
 

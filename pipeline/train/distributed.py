@@ -1,18 +1,22 @@
-"""Several processes, one run: who writes, who waits, and the values every rank must agree on.
+"""Several processes, one run: who writes, who waits (and for how long), and the values every rank must agree on.
 
 `python -m pipeline finetune` is one process and every helper here is then a no-op. Under
 `accelerate launch` (DDP, FSDP, DeepSpeed; one or many nodes) the launcher sets WORLD_SIZE/RANK and
 these helpers use accelerate's PartialState, the same state the Trainer builds on later.
+
+No rank waits blindly: data preparation (once per machine) and the end of a run (rank 0 checks, evaluates and
+reports) exchange each rank's outcome, so a failure on any rank stops every rank with the same one-line error.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline.errors import PipelineError, TrainingError
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -20,9 +24,17 @@ if TYPE_CHECKING:
     from pipeline.config.schema import ModelSpec
 
 T = TypeVar("T")
-# Non-main ranks idle at a barrier while rank 0 evaluates and writes the report, which can take far
-# longer than torch's 30-minute default before the barrier would time out.
-BARRIER_TIMEOUT = timedelta(hours=3)
+# Non-main ranks wait while rank 0 evaluates and writes the report, which can take far longer than torch's
+# 30-minute default; train.distributed_timeout sets it per recipe (the first state() call fixes it).
+DEFAULT_TIMEOUT_S = 3 * 3600
+
+
+class RankFailed(PipelineError):
+    """Another rank failed: this rank stops too, with that rank's one-line error and exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def world_size() -> int:
@@ -35,12 +47,37 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def state() -> PartialState:
-    """accelerate's process state, creating the process group on first use (gloo on CPU)."""
+def sharding_requested() -> str | None:
+    """'FSDP' or 'DEEPSPEED' when the launcher asked for sharded training (accelerate's environment), else None."""
+    for kind in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
+            return kind
+    return None
+
+
+def state(timeout_s: int = DEFAULT_TIMEOUT_S) -> PartialState:
+    """accelerate's process state, creating the process group on first use (gloo on CPU) with a collective
+    timeout of timeout_s seconds (later calls share the first one's group).
+
+    On a CPU-only machine accelerate marks the run MULTI_CPU and then never turns on the FSDP plugin the
+    launcher asked for (it trains plain DDP instead); FSDP2 itself shards over gloo, so the state is marked
+    as a multi-device run and accelerate's FSDP path takes over (TrainingArguments reuses this state).
+    """
     import torch
     from accelerate import PartialState
+    from accelerate.utils import DistributedType
 
-    return PartialState(cpu=not torch.cuda.is_available(), timeout=BARRIER_TIMEOUT)
+    cpu = not torch.cuda.is_available()
+    current = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
+    if cpu and sharding_requested() == "FSDP" and current.distributed_type == DistributedType.MULTI_CPU:
+        current.distributed_type = DistributedType.MULTI_GPU
+    return current
+
+
+def start(timeout_s: int) -> None:
+    """Create the process group with this collective timeout (seconds), before anything else does."""
+    if is_distributed():
+        state(timeout_s)
 
 
 def is_main_process() -> bool:
@@ -54,25 +91,87 @@ def barrier() -> None:
         state().wait_for_everyone()
 
 
-@contextmanager
-def local_main_first() -> Iterator[None]:
-    """Run the block on each machine's local rank 0 first, then on the other ranks of that machine."""
-    with state().local_main_process_first() if is_distributed() else nullcontext():
-        yield
+def _outcome(make: Callable[[], T]) -> tuple[T | None, tuple[str, int] | None, BaseException | None]:
+    """(result, (one-line error, exit code) or None, the exception to re-raise here) of make()."""
+    from pipeline.train.guards import storage_error
+
+    try:
+        return make(), None, None
+    except PipelineError as exc:
+        return None, (str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code), exc
+    except Exception as exc:
+        known = storage_error(exc)
+        if known is not None:
+            return None, (str(known), known.exit_code), known
+        summary = (str(exc).strip().splitlines() or [""])[0][:300]
+        return None, (f"internal error ({type(exc).__name__}: {summary})", 70), exc
+
+
+def _raise_first(failures: list[tuple[int, tuple[str, int] | None]], own: BaseException | None) -> None:
+    """Re-raise this rank's own error, or the first other rank's as RankFailed."""
+    if own is not None:
+        raise own
+    for rank, failure in failures:
+        if failure is not None:
+            raise RankFailed(f"rank {rank} failed: {failure[0]}", failure[1])
+
+
+def _gather(failure: tuple[str, int] | None, group: Any) -> list[tuple[int, tuple[str, int] | None]]:
+    """Every rank's (rank, failure) through the given process group."""
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, (dist.get_rank(), failure), group=group)
+    return gathered
+
+
+def once_per_machine(make: Callable[[], T], what: str, timeout_s: int) -> T:
+    """make() on each machine's local rank 0 first, then on its other ranks (which reuse what it cached).
+
+    The others wait at most timeout_s seconds, then fail with one line that says what they waited for; a
+    failure of make() on any rank stops every rank with that rank's error instead of leaving them waiting.
+    """
+    if not is_distributed():
+        return make()
+    import torch.distributed as dist
+
+    first = state().is_local_main_process
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    result, failure, own = _outcome(make) if first else (None, None, None)
+    for turn in ("first", "rest"):
+        try:
+            failures = _gather(failure, group)
+        except RuntimeError as exc:  # gloo's timeout (DistBackendError) or a rank that died
+            raise TrainingError(
+                f"rank {dist.get_rank()} waited over {timeout_s} s for {what} on the first rank of each "
+                f"machine ({type(exc).__name__}); if it is only slow, raise train.data_wait_timeout"
+            ) from None
+        _raise_first(failures, own)
+        if turn == "first" and not first:
+            result, failure, own = _outcome(make)
+    return result  # type: ignore[return-value]
 
 
 def agree(make: Callable[[], T]) -> T:
-    """make() on rank 0 only; every rank gets rank 0's result (picklable values)."""
+    """make() on rank 0 only; every rank gets rank 0's result (picklable values), or rank 0's error.
+
+    The other ranks wait in the broadcast (train.distributed_timeout) and, when make() failed on rank 0, stop
+    with its one-line error and exit code instead of waiting for a rank that is gone.
+    """
     if not is_distributed():
         return make()
     from accelerate.utils import broadcast_object_list
 
-    box: list[Any] = [make() if state().is_main_process else None]
+    main = state().is_main_process
+    result, failure, own = _outcome(make) if main else (None, None, None)
+    box: list[Any] = [(result, failure)]
     broadcast_object_list(box, from_process=0)
-    return box[0]
+    result, failure = box[0]
+    _raise_first([(0, failure)], own)
+    return result  # type: ignore[return-value]
 
 
-def prepare_assets(spec: ModelSpec) -> Path:
+def prepare_assets(spec: ModelSpec, timeout_s: int = DEFAULT_TIMEOUT_S) -> Path:
     """Resolve (convert or download) the base model once per machine before any rank loads it.
 
     pipeline.models.assets converts under a file lock already; running it on the local main rank first means
@@ -80,8 +179,9 @@ def prepare_assets(spec: ModelSpec) -> Path:
     """
     from pipeline.models.assets import resolve_model
 
-    with local_main_first():
-        return resolve_model(spec.name, spec.revision)
+    return once_per_machine(
+        lambda: resolve_model(spec.name, spec.revision), f"the base model {spec.name}", timeout_s
+    )
 
 
 def is_sharded(trainer: Any) -> bool:

@@ -56,10 +56,8 @@ def check_output_dir(train: TrainSpec, source: str) -> None:
         raise StorageError(f"{existing}: cannot write ({reason}); {WRITABLE_FIX} ({source}).")
 
 
-def check_launch_config(path: Path, recipe: Recipe) -> None:
-    """An accelerate config file that exists, parses, and agrees with the recipe and this machine."""
-    import importlib.util
-
+def launch_settings(path: Path) -> dict[str, Any]:
+    """An accelerate config file's settings; one-line RecipeError when it is missing or not a YAML mapping."""
     if not path.is_file():
         raise RecipeError(f"{path}: accelerate config not found; see recipes/accelerate/ for ready ones.")
     config = load_yaml_file(path)
@@ -67,6 +65,17 @@ def check_launch_config(path: Path, recipe: Recipe) -> None:
         raise RecipeError(
             f"{path}: an accelerate config must be a YAML mapping (accelerate config writes one)."
         )
+    return config
+
+
+def check_launch_config(path: Path, recipe: Recipe, gpus: int | None = None) -> None:
+    """An accelerate config file that exists, parses, and agrees with the recipe and this machine;
+    gpus: the --gpus count that replaces the config's num_processes."""
+    import importlib.util
+
+    config = launch_settings(path)
+    if gpus is not None:
+        config = {**config, "num_processes": gpus}
     declared = config.get("distributed_type", "NO")
     kind = "NO" if declared is False else str(declared)  # YAML 1.1 reads an unquoted NO as false
     if kind not in DISTRIBUTED_TYPES:
@@ -93,7 +102,7 @@ def _check_devices(path: Path, config: dict[str, Any], kind: str, processes: int
     if gpus == 0:
         raise RecipeError(
             f"{path}: {kind} with use_cpu false needs GPUs and this machine has none; for processes on CPU "
-            "use recipes/accelerate/cpu-ddp.yaml (MULTI_GPU with use_cpu: true)."
+            "use recipes/accelerate/cpu-ddp.yaml or cpu-fsdp.yaml (use_cpu: true)."
         )
     machines = config.get("num_machines", 1)
     if machines == 1 and processes > gpus:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 CONFIGS = sorted((Path(__file__).resolve().parents[3] / "recipes" / "accelerate").glob("*.yaml"))
-EXPECTED = {"cpu-ddp", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3", "two-node-fsdp"}
+EXPECTED = {"cpu-ddp", "cpu-fsdp", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3", "two-node-fsdp"}
 
 
 def _launch_args(path: Path):  # type: ignore[no-untyped-def]
@@ -42,7 +42,7 @@ def test_cpu_ddp_really_starts_two_ranks_on_cpu() -> None:
     assert args.num_processes == 2
 
 
-@pytest.mark.parametrize("name", ["fsdp", "two-node-fsdp"])
+@pytest.mark.parametrize("name", ["fsdp", "cpu-fsdp", "two-node-fsdp"])
 def test_fsdp_configs_build_an_fsdp2_plugin_that_saves_full_state(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
