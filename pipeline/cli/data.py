@@ -51,7 +51,7 @@ def data_hygiene(
     """Exact/near duplicates, train/eval contamination, and personal data or secrets (masked) in the data."""
     from pathlib import Path
 
-    from pipeline.data.hygiene import hygiene_report
+    from pipeline.data.hygiene_report import hygiene_report
 
     report = hygiene_report(target, eval_file, Path(output) if output else None)
     typer.echo("\n".join(report["lines"]))

@@ -164,6 +164,12 @@ class DataSpec(Spec):
     allow_contamination: bool = Field(
         False, description="Train even when eval examples also appear in train."
     )
+    num_proc: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Worker processes that check and tokenize large data sets; absent = the usable CPU cores.",
+    )
 
     _normalize_train = field_validator("train", "eval", mode="before")(_as_sources)
 

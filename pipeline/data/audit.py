@@ -201,6 +201,7 @@ def audit(recipe: Recipe, examples: int, split: str, html_path: Path | None, con
         desc=f"Tokenizing {split}",
         skipped=skipped,
         keep_untrained=True,
+        num_proc=recipe.data.num_proc,
     )
     shown = [dataset[i] for i in range(min(examples, len(dataset)))]
     for row in shown:

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-# Bump when pipeline.data.formatting changes what it produces for the same inputs.
-FORMAT_VERSION = 2
+# Bump when pipeline.data.formatting or .encode change what they produce (3: int32 ids, int8 masks).
+FORMAT_VERSION = 3
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -70,7 +70,11 @@ def assistant_spans(
         if message["role"] != "assistant":
             continue
         prompt = render(tokenizer, messages[:index], True, tools) if index else ""
-        end = _common_prefix(render(tokenizer, messages[: index + 1], tools=tools), full)
+        # The conversation cut after its last turn is the conversation: no second render of the same text.
+        last = index == len(messages) - 1
+        end = (
+            len(full) if last else _common_prefix(render(tokenizer, messages[: index + 1], tools=tools), full)
+        )
         if not full.startswith(prompt) or message["content"].strip() not in full[len(prompt) : end]:
             raise TemplateMismatch(
                 f"messages[{index}]: the chat template renders this conversation inconsistently (the prompt "
@@ -117,21 +121,43 @@ def tokenize_conversation(
     of a prompt/completion record), 'all' every token. The first `prompt_turns` messages and assistant turns
     marked `"train": false` are never trained (except by 'all'); tool outputs are never trained. Also returns `num_tokens` and `num_trained` (both before truncation) for audits and statistics.
     """
-    text, spans = assistant_spans(tokenizer, messages, tools)
-    spans = _trained_spans(messages, spans, loss_on, prompt_turns)
+    text, spans = trained_spans(tokenizer, messages, loss_on, prompt_turns, tools)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = encoding["input_ids"]
+    return masked_row(encoding["input_ids"], encoding["offset_mapping"], spans, loss_on, max_length)
+
+
+def trained_spans(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Messages,
+    loss_on: str = "assistant",
+    prompt_turns: int = 0,
+    tools: Tools | None = None,
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans that carry the loss (see tokenize_conversation)."""
+    text, spans = assistant_spans(tokenizer, messages, tools)
+    return text, _trained_spans(messages, spans, loss_on, prompt_turns)
+
+
+def masked_row(
+    ids: list[int], offsets: Any, spans: list[tuple[int, int]], loss_on: str, max_length: int
+) -> dict[str, Any]:
+    """The training row of an encoded conversation: a token is trained when it lies wholly inside a trained
+    span (never one that straddles its edge); ids and mask truncated to max_length."""
+    import numpy as np
+
     if loss_on == "all":
-        mask = [1] * len(ids)
+        mask = np.ones(len(ids), dtype=np.int8)
     else:
-        # A token is trained when it lies wholly inside a span (never one that straddles its edge).
-        offsets = encoding["offset_mapping"]
-        mask = [int(any(start <= begin and stop <= end for start, end in spans)) for begin, stop in offsets]
+        bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        inside = np.zeros(len(ids), dtype=bool)
+        for start, end in spans:
+            inside |= (bounds[:, 0] >= start) & (bounds[:, 1] <= end)
+        mask = inside.astype(np.int8)
     return {
         "input_ids": ids[:max_length],
-        "assistant_masks": mask[:max_length],
+        "assistant_masks": mask[:max_length].tolist(),
         "num_tokens": len(ids),
-        "num_trained": sum(mask),
+        "num_trained": int(mask.sum()),
     }
 
 

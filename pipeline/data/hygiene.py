@@ -11,19 +11,20 @@ clusters: counts are of examples and clusters, never of pairs, and memory stays 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.data.near_duplicates import (
     CHUNK,
+    NUM_PERM,
     band_keys,
     clusters,
     lsh_shape,
@@ -32,7 +33,7 @@ from pipeline.data.near_duplicates import (
     word_hashes,
 )
 from pipeline.data.pii import PLACEHOLDERS, find_pii, mask, redact
-from pipeline.data.progress import progress
+from pipeline.data.workers import default_num_proc, map_chunks
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -65,34 +66,51 @@ def text_hash(text: str) -> str:
 @dataclass
 class Fingerprints:
     """What duplicates and contamination are judged on, computed once per split: the normalised-text hash
-    of every record, the first record of each distinct text, and MinHash signatures (and LSH band keys) of
-    those distinct texts only."""
+    of every record, the first record of each distinct text, MinHash signatures (and LSH band keys) of those
+    distinct texts only, and the split's personal-data scan."""
 
     hashes: list[str]
     firsts: list[int]
     signatures: np.ndarray
     keys: np.ndarray
+    pii: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def fingerprints(records: list[dict[str, Any]], desc: str, threshold: float) -> Fingerprints:
-    """Fingerprints of one split, signed CHUNK distinct texts at a time (memory stays bounded), with progress."""
-    hashes, pending, firsts, seen, parts = [], [], [], set(), []
-    with progress(f"{desc}: hashing and MinHash", len(records)) as shown:
-        for index, record in enumerate(records):
-            normal = normalize(record_text(record))
-            value = hashlib.blake2b(normal.encode("utf-8"), digest_size=12).hexdigest()
-            hashes.append(value)
+def _sign_chunk(
+    records: list[dict[str, Any]], start: int, _: int
+) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """Hashes, MinHash signatures and the personal-data scan of records[start:start+CHUNK]."""
+    part = records[start : start + CHUNK]
+    normal = [normalize(record_text(r)) for r in part]
+    hashes = [hashlib.blake2b(n.encode("utf-8"), digest_size=12).hexdigest() for n in normal]
+    return hashes, signatures([word_hashes(n) for n in normal]), scan_pii(part)
+
+
+def fingerprints(
+    records: list[dict[str, Any]], desc: str, threshold: float, num_proc: int = 1
+) -> Fingerprints:
+    """Fingerprints of one split, CHUNK records at a time in num_proc worker processes (memory stays bounded:
+    only the signatures of distinct texts are kept), with progress."""
+    hashes: list[str] = []
+    firsts, parts, seen = [], [], set()
+    pii: dict[str, Any] = {"counts": Counter(), "records": 0, "examples": {}}
+    for chunk_hashes, sigs, chunk_pii in map_chunks(_sign_chunk, records, CHUNK, num_proc, desc):
+        new = []
+        for offset, value in enumerate(chunk_hashes):
             if value not in seen:
                 seen.add(value)
-                firsts.append(index)
-                pending.append(word_hashes(normal))
-                if len(pending) == CHUNK:
-                    parts.append(signatures(pending))
-                    pending = []
-            shown.update()
-        parts.append(signatures(pending))
-    sigs = np.concatenate(parts)
-    return Fingerprints(hashes, firsts, sigs, band_keys(sigs, *lsh_shape(threshold)))
+                firsts.append(len(hashes) + offset)
+                new.append(offset)
+        hashes += chunk_hashes
+        parts.append(sigs[new])
+        pii["counts"].update(chunk_pii["counts"])
+        pii["records"] += chunk_pii["records"]
+        for kind, shown in chunk_pii["examples"].items():
+            kept = pii["examples"].setdefault(kind, [])
+            kept += shown[: EXAMPLES_SHOWN - len(kept)]
+    pii["counts"] = dict(pii["counts"])
+    sigs = np.concatenate(parts) if parts else np.empty((0, NUM_PERM), dtype=np.uint32)
+    return Fingerprints(hashes, firsts, sigs, band_keys(sigs, *lsh_shape(threshold)), pii)
 
 
 def subset(prints: Fingerprints, kept: list[int]) -> Fingerprints:
@@ -256,16 +274,17 @@ def check_splits(
     redact_pii: bool = False,
     allow_contamination: bool = True,
     threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    num_proc: int = 1,
 ) -> HygieneResult:
     """Report duplicates, contamination and personal data; with dedup, drop duplicates in train (and train
     copies of eval examples); with redact_pii, replace personal data; raise DataError on contamination
     unless allowed."""
     train, evaluation = list(splits.train), list(splits.eval)
     report: dict[str, Any] = {"train_examples": len(train), "eval_examples": len(evaluation)}
-    prints = fingerprints(train, "Hygiene", threshold)
+    prints = fingerprints(train, "Hygiene", threshold, num_proc)
     report["duplicates"] = duplicates(train, threshold, prints)
     report["contamination"] = contamination(train, evaluation, threshold, prints)
-    report["pii"] = {"train": scan_pii(train), "eval": scan_pii(evaluation)}
+    report["pii"] = {"train": prints.pii, "eval": scan_pii(evaluation)}
     removed = set(report["duplicates"].pop("drop"))
     train_matches = report["contamination"].pop("train_matches")
     if dedup:
@@ -301,6 +320,7 @@ def apply_hygiene(data: DataSpec, splits: Splits) -> HygieneResult:
         dedup=data.dedup,
         redact_pii=data.redact,
         allow_contamination=data.allow_contamination,
+        num_proc=data.num_proc or default_num_proc(),
     )
     report = result.report
     dup = report["duplicates"]
@@ -337,58 +357,3 @@ def apply_hygiene(data: DataSpec, splits: Splits) -> HygieneResult:
             action,
         )
     return result
-
-
-def _similarity(match: dict[str, Any]) -> str:
-    return "exact" if match["exact"] else f"{match['similarity']:.2f}"
-
-
-def _cluster_line(cluster: dict[str, Any]) -> str:
-    others = ", ".join(cluster["duplicates"])
-    more = cluster["examples"] - 1 - len(cluster["duplicates"])
-    return f"  {cluster['kept']} (kept) ~ {others}{f' and {more} more' if more > 0 else ''}"
-
-
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    """The hygiene report as short human-readable lines (values masked)."""
-    dup, cont = report["duplicates"], report["contamination"]
-    lines = [
-        f"examples: {report['train_examples']} train, {report['eval_examples']} eval",
-        f"exact duplicates (normalised text): {dup['exact_duplicates']} in {dup['exact_groups']} group(s)",
-        *(f"  {' = '.join(group)}" for group in dup["exact_examples"]),
-        f"near duplicates (word 3-gram Jaccard >= {dup['threshold']}): {dup['near_duplicate_examples']} "
-        f"example(s) in {dup['near_clusters']} cluster(s); dedup would drop {dup['near_duplicates']}",
-        *(_cluster_line(n) for n in dup["near_examples"]),
-        f"eval examples also in train: {cont['contaminated']} of {cont['eval_examples']}",
-        *(f"  {c['eval']} ~ {c['train']} ({_similarity(c)})" for c in cont["examples"]),
-    ]
-    for split in ("train", "eval"):
-        pii = report["pii"][split]
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(pii["counts"].items())) or "none"
-        lines.append(f"personal data / secrets in {split}: {counts}")
-        lines += [f"  {example}" for kind in sorted(pii["examples"]) for example in pii["examples"][kind]]
-    if "removed" in report:
-        lines.append(f"removed by data.dedup: {report['removed']} train example(s)")
-    if "redacted" in report:
-        lines.append(f"redacted by data.redact: {sum(report['redacted'].values())} value(s)")
-    return lines
-
-
-def hygiene_report(
-    target: str, eval_file: str | None = None, output: Path | None = None, base: str = "lora-small"
-) -> dict[str, Any]:
-    """Load a recipe's (or a data file's) splits, check them without changing anything, and write the
-    JSON report (default <train.output_dir>/<name>-hygiene.json); returns it with `lines` for the terminal."""
-    from pipeline.data.adhoc import recipe_for
-    from pipeline.data.splits import load_splits
-    from pipeline.files import write_json
-
-    recipe = recipe_for(target, base, eval_file)
-    path = Path(target)
-    name = path.stem if path.exists() and path.suffix.lower() not in (".yaml", ".yml") else recipe.name
-    report = check_splits(load_splits(recipe.data)).report
-    output = output or Path(recipe.train.output_dir) / f"{name}-hygiene.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_json(output, report)
-    report["lines"] = [f"{target}:", *summary_lines(report), f"wrote {output}"]
-    return report

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.data.formatting import TemplateMismatch, tokenize_conversation, tokenize_text
+from pipeline.data.encode import encode_split
+from pipeline.data.formatting import tokenize_conversation, tokenize_text
 from pipeline.data.splits import invalid_record
 from pipeline.data.template_checks import recipe_error
+from pipeline.data.workers import default_num_proc
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
@@ -35,36 +40,20 @@ def _build(
     tokenizer: PreTrainedTokenizerBase,
     options: dict[str, Any],
     desc: str,
+    num_proc: int,
+    shards: list[Path],
 ) -> tuple[Dataset, dict[str, Any]]:
-    from datasets import Dataset
-
-    columns: dict[str, list[Any]] = {
-        "input_ids": [],
-        "assistant_masks": [],
-        "num_tokens": [],
-        "num_trained": [],
-        "location": [],
-    }
+    dataset, failures, untrained, folder = encode_split(records, tokenizer, options, desc, num_proc)
+    if folder is not None:
+        shards.append(folder)
     skipped: dict[str, int] = {}
     verdicts: dict[str, str | None] = {}
-    untrained = 0
-    for record in records:
-        location = record.get("location", "record")
-        try:
-            row = encode_record(record, tokenizer, options["max_length"], options["loss_on"])
-        except TemplateMismatch as exc:
-            # A template that fails every record is the recipe's doing: name the setting, not train.jsonl:1.
-            error = recipe_error(tokenizer, record, verdicts)
-            if error is not None:
-                raise error from None
-            invalid_record(options["on_invalid"], location, str(exc), skipped)
-            continue
-        if not any(row["assistant_masks"]) and not options["keep_untrained"]:
-            untrained += 1  # every trained token was cut by max_length
-            continue
-        row["location"] = location
-        for key, values in columns.items():
-            values.append(row[key])
+    for index, message in failures:
+        # A template that fails every record is the recipe's doing: name the setting, not train.jsonl:1.
+        error = recipe_error(tokenizer, records[index], verdicts)
+        if error is not None:
+            raise error from None
+        invalid_record(options["on_invalid"], records[index].get("location", "record"), message, skipped)
     if untrained:
         log.warning(
             "%s: %d example(s) had no trained token left after truncation to %d tokens and were dropped.",
@@ -72,11 +61,11 @@ def _build(
             untrained,
             options["max_length"],
         )
-    if not columns["input_ids"]:
+    if not len(dataset):
         raise DataError(
             f"{desc}: no example has a trained token left; raise train.max_length or check the data."
         )
-    return Dataset.from_dict(columns), {"skipped": skipped, "untrained": untrained}
+    return dataset, {"skipped": skipped, "untrained": untrained}
 
 
 def tokenize_records(
@@ -87,15 +76,17 @@ def tokenize_records(
     desc: str = "Tokenizing",
     skipped: dict[str, int] | None = None,
     keep_untrained: bool = False,
+    num_proc: int | None = None,
 ) -> Dataset:
     """A datasets.Dataset of input_ids and assistant_masks (plus num_tokens, num_trained, location).
 
     A chat template that cannot render any conversation of a kind (plain, tool calls, or the system turn
     data.system_prompt adds) raises RecipeError naming that setting. Other conversations it cannot render follow on_invalid (data.on_invalid; counted into `skipped`);
     examples with no trained token left after truncation are dropped (kept with keep_untrained, for audits).
-    Results are cached (pipeline.data.cache).
+    Results are cached (pipeline.data.cache). Large splits are encoded by num_proc worker processes
+    (default: the usable cores) into Arrow shards that the result memory-maps.
     """
-    from pipeline.data.cache import cached_dataset, content_key
+    from pipeline.data.cache import cached_dataset, content_key, enabled
 
     options = {
         "max_length": train.max_length,
@@ -104,7 +95,16 @@ def tokenize_records(
         "keep_untrained": keep_untrained,
     }
     key = content_key(records, tokenizer, options)
-    dataset, meta, hit = cached_dataset(key, lambda: _build(records, tokenizer, options, desc))
+    shards: list[Path] = []
+    workers = num_proc or default_num_proc()
+    dataset, meta, hit = cached_dataset(
+        key, lambda: _build(records, tokenizer, options, desc, workers, shards)
+    )
+    for folder in shards:  # stored in the cache (and reloaded from there), or needed until the process ends
+        if enabled():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
     if hit:
         log.info("%s: reusing the tokenized data cache (%s).", desc, key)
     if skipped is not None:

@@ -55,6 +55,7 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
         desc="Tokenizing train",
         skipped=splits.skipped,
         keep_untrained=prompts_only,
+        num_proc=recipe.data.num_proc,
     )
     held_out = (
         tokenize_records(
@@ -65,6 +66,7 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
             desc="Tokenizing eval",
             skipped=splits.skipped,
             keep_untrained=prompts_only,
+            num_proc=recipe.data.num_proc,
         )
         if splits.eval and (recipe.train.eval_steps > 0 if held_out is None else held_out)
         else None

@@ -13,7 +13,8 @@ import pytest
 from conftest import write_jsonl
 
 from pipeline.config.loader import load_recipe
-from pipeline.data.hygiene import apply_hygiene, check_splits, hygiene_report, summary_lines
+from pipeline.data.hygiene import apply_hygiene, check_splits
+from pipeline.data.hygiene_report import hygiene_report, summary_lines
 from pipeline.data.pii import find_pii, iban_valid, luhn_valid, mask, redact
 from pipeline.data.splits import load_splits
 from pipeline.errors import DataError
