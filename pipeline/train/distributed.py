@@ -141,10 +141,10 @@ def once_per_machine(make: Callable[[], T], what: str, timeout_s: int) -> T:
     for turn in ("first", "rest"):
         try:
             failures = _gather(failure, group)
-        except RuntimeError as exc:  # gloo's timeout (DistBackendError) or a rank that died
+        except RuntimeError:  # gloo's timeout (DistBackendError) or a rank that died
             raise TrainingError(
-                f"rank {dist.get_rank()} waited over {timeout_s} s for {what} on the first rank of each "
-                f"machine ({type(exc).__name__}); if it is only slow, raise train.data_wait_timeout"
+                f"rank {dist.get_rank()} waited over {timeout_s} s for {what} on the first rank of its "
+                "machine; if that rank is only slow, raise train.data_wait_timeout (seconds)"
             ) from None
         _raise_first(failures, own)
         if turn == "first" and not first:

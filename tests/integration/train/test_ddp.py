@@ -105,6 +105,8 @@ def test_two_processes_write_one_run_folder_that_reloads(
     assert metrics["train"]["steps"] == 3
     assert {"recipe.yaml", "adapter", "metrics.json", "README.md"} <= {p.name for p in run_dir.iterdir()}
     assert not any(p.name.startswith(".") for p in run_dir.iterdir()), "temporary folders left behind"
+    output = ddp_run["result"].stdout + ddp_run["result"].stderr
+    assert "find_unused_parameters" not in output, "DDP searched LoRA's graph for unused parameters"
 
     weights = adapter_weights(run_dir / "adapter")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items()), "LoRA B never trained"
