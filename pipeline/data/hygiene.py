@@ -322,7 +322,12 @@ def apply_hygiene(data: DataSpec, splits: Splits) -> HygieneResult:
         allow_contamination=data.allow_contamination,
         num_proc=data.num_proc or default_num_proc(),
     )
-    report = result.report
+    log_hygiene(result.report)
+    return result
+
+
+def log_hygiene(report: dict[str, Any]) -> None:
+    """What hygiene found, one warning line per finding kind (values never appear)."""
     dup = report["duplicates"]
     if dup["exact_duplicates"] or dup["near_clusters"]:
         action = (
@@ -356,4 +361,3 @@ def apply_hygiene(data: DataSpec, splits: Splits) -> HygieneResult:
             ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
             action,
         )
-    return result

@@ -6,12 +6,14 @@ functions, so the order (read -> hygiene -> tokenize; seed -> load -> check the 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
-from pipeline.data.hygiene import apply_hygiene
+from pipeline.data.hygiene import apply_hygiene, log_hygiene
 from pipeline.data.pairs import check_stage_records, pair_dataset
+from pipeline.data.prepared import Deferred, dataset_folder, load_prepared, prepared_key, store_prepared
 from pipeline.data.splits import Splits, load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
@@ -21,6 +23,8 @@ from pipeline.train.guards import check_target_modules
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,11 +44,46 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
     The eval split is tokenized (truncated to train.max_length, like training) only for the held-out loss
     during training: held_out, by default when train.eval_steps is set. Evaluation after training scores the
     eval records untruncated from `splits`, so long eval answers never stop a run that does not need this."""
+    tokenizer = load_tokenizer(recipe.model)
+    held_out = recipe.train.eval_steps > 0 if held_out is None else held_out
+    options = {"max_length": recipe.train.max_length, "loss_on": recipe.train.loss_on, "held_out": held_out}
+    # Only the SFT view is cached whole: other stages read every training record again (trl's columns).
+    key = prepared_key(recipe.data, tokenizer, options) if recipe.stage_settings is None else None
+    entry = load_prepared(key)
+    if entry is not None:
+        log.info(
+            "Reusing the prepared data (%d train examples; prepared-data cache %s).", len(entry["train"]), key
+        )
+        log_hygiene(entry["hygiene"])
+        splits = Splits(
+            train=Deferred(
+                entry["train_records"],
+                lambda: apply_hygiene(recipe.data, load_splits(recipe.data)).splits.train,
+            ),
+            eval=entry["eval_records"],
+            skipped=entry["skipped"],
+        )
+        return Inputs(splits, entry["hygiene"], tokenizer, entry["train"], entry["eval"])
+    inputs = _prepare(recipe, tokenizer, held_out)
+    store_prepared(
+        key,
+        {
+            "train_folder": dataset_folder(inputs.train),
+            "eval_folder": dataset_folder(inputs.eval),
+            "train_records": len(inputs.splits.train),
+            "eval_records": inputs.splits.eval,
+            "skipped": inputs.splits.skipped,
+            "hygiene": inputs.hygiene,
+        },
+    )
+    return inputs
+
+
+def _prepare(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, held_out: bool) -> Inputs:
     splits = load_splits(recipe.data)
     hygiene = apply_hygiene(recipe.data, splits)
     splits = hygiene.splits
     check_stage_records(recipe.train.stage, [*splits.train, *splits.eval])
-    tokenizer = load_tokenizer(recipe.model)
     on_invalid = recipe.data.on_invalid
     prompts_only = recipe.train.stage == "grpo"  # nothing to train in the SFT view: keep every prompt
     train = tokenize_records(
@@ -57,7 +96,7 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
         keep_untrained=prompts_only,
         num_proc=recipe.data.num_proc,
     )
-    held_out = (
+    eval_set = (
         tokenize_records(
             splits.eval,
             tokenizer,
@@ -68,15 +107,15 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
             keep_untrained=prompts_only,
             num_proc=recipe.data.num_proc,
         )
-        if splits.eval and (recipe.train.eval_steps > 0 if held_out is None else held_out)
+        if splits.eval and held_out
         else None
     )
     if recipe.stage_settings is not None:  # trl's conversational columns, beside the SFT view audits show
         limit = recipe.stage_settings.max_prompt_length
         train = pair_dataset(train, splits.train, tokenizer, recipe.train.max_length, limit)
-        if held_out is not None:
-            held_out = pair_dataset(held_out, splits.eval, tokenizer, recipe.train.max_length, limit)
-    return Inputs(splits=splits, hygiene=hygiene.report, tokenizer=tokenizer, train=train, eval=held_out)
+        if eval_set is not None:
+            eval_set = pair_dataset(eval_set, splits.eval, tokenizer, recipe.train.max_length, limit)
+    return Inputs(splits=splits, hygiene=hygiene.report, tokenizer=tokenizer, train=train, eval=eval_set)
 
 
 def load_model(recipe: Recipe) -> PreTrainedModel:
