@@ -11,6 +11,7 @@ reports) exchange each rank's outcome, so a failure on any rank stops every rank
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ T = TypeVar("T")
 # Non-main ranks wait while rank 0 evaluates and writes the report, which can take far longer than torch's
 # 30-minute default; train.distributed_timeout sets it per recipe (the first state() call fixes it).
 DEFAULT_TIMEOUT_S = 3 * 3600
+REPORT_GRACE_S = 2.0  # seconds a rank waits before stopping for another rank's failure
 
 
 class RankFailed(PipelineError):
@@ -113,6 +115,9 @@ def _raise_first(failures: list[tuple[int, tuple[str, int] | None]], own: BaseEx
         raise own
     for rank, failure in failures:
         if failure is not None:
+            # The failed rank prints its own error and exits first; a launcher that stops the others then
+            # (torchrun on one machine) reports that rank's exit code, and other machines' ranks print this.
+            time.sleep(REPORT_GRACE_S)
             raise RankFailed(f"rank {rank} failed: {failure[0]}", failure[1])
 
 

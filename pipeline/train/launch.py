@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.config.schema import Recipe
 from pipeline.errors import PipelineError, RecipeError
 from pipeline.train.distributed import is_distributed
-from pipeline.train.preflight import check_launch_config, launch_settings
+from pipeline.train.preflight import check_launch_config, check_settings, launch_settings
 
 DDP_CONFIG = "ddp.yaml"  # recipes/accelerate/: what --gpus N launches without --launch
 
@@ -61,10 +61,11 @@ def launch_arguments(config: Path, gpus: int | None, finetune_args: list[str]) -
 
 
 def run_launched(recipe: Recipe, config: Path, gpus: int | None, finetune_args: list[str]) -> None:
-    """Check the config against the recipe, then run accelerate's launcher; raises LaunchFailed with the exit
-    code of the first rank that failed."""
+    """Check the recipe (every check without data or weights) and the config against it once, then run
+    accelerate's launcher; raises LaunchFailed with the exit code of the first rank that failed."""
     from accelerate.commands.launch import launch_command, launch_command_parser
 
+    check_settings(recipe)
     check_launch_config(config, recipe, gpus)
     args = launch_command_parser().parse_args(launch_arguments(config, gpus, finetune_args))
     # torch's elastic agent logs every rank's exit as WARNING/ERROR lines; each rank prints its own error.

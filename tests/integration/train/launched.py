@@ -142,3 +142,25 @@ def reloaded_logits(run_dir: Path, base_dir: Path, full: bool) -> torch.Tensor:
         return probe_logits(AutoModelForCausalLM.from_pretrained(folder), tokenizer)
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     return probe_logits(PeftModel.from_pretrained(base, folder), tokenizer)
+
+
+def launch_two_nodes(
+    config: str, finetune_args: list[str], logs: Path, driver: Path | None = None, **extra: str
+) -> list[tuple[int, str]]:
+    """Two launches of config as machine_rank 0 and 1 of num_machines 2 (main address 127.0.0.1), one process
+    each: (exit code, output) per node."""
+    port, processes, files = str(free_port()), [], []
+    recipe, *rest = finetune_args
+    for rank in (0, 1):
+        node = ["--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank)]
+        node += ["--main_process_ip", "127.0.0.1", "--main_process_port", port]
+        command = [*accelerate_command(config, *node, driver=driver), "finetune", recipe, *TIMEOUT_OVERRIDES]
+        files.append(logs / f"node-{rank}.log")
+        with files[-1].open("w") as sink:  # a file, not a pipe: neither node can block on a full pipe
+            processes.append(
+                subprocess.Popen(
+                    [*command, *rest], cwd=ROOT, env=environment(**extra), stdout=sink, stderr=sink
+                )
+            )
+    codes = [process.wait(timeout=300) for process in processes]
+    return [(code, log.read_text()) for code, log in zip(codes, files, strict=True)]

@@ -19,11 +19,10 @@ import torch
 from launched import (
     ROOT,
     TIMEOUT_OVERRIDES,
-    accelerate_command,
     environment,
     errors,
-    free_port,
     launch,
+    launch_two_nodes,
     metrics,
     only_run,
     probe_logits,
@@ -152,18 +151,11 @@ def test_an_fsdp_run_killed_after_its_checkpoint_resumes_to_the_same_end(
 def test_two_nodes_on_one_machine_complete_one_run(setup: dict[str, Any], lora_run: dict[str, Any]) -> None:
     """Two launches with num_machines 2 (machine_rank 0 and 1, main address 127.0.0.1) are one 2-rank run:
     global rank 0 alone writes the run folder, and it trains exactly as the one-machine run."""
-    output, port = setup["root"] / "two-nodes", str(free_port())
-    logs = [setup["root"] / f"node-{rank}.log" for rank in (0, 1)]
-    processes = []
-    for rank, log in enumerate(logs):
-        node = ["--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank)]
-        node += ["--main_process_ip", "127.0.0.1", "--main_process_port", port]
-        command = [*accelerate_command("cpu-fsdp.yaml", *node), "finetune", str(setup["recipe"])]
-        command += [*TIMEOUT_OVERRIDES, f"train.output_dir={output}"]
-        with log.open("w") as sink:  # a file, not a pipe: neither node can block on a full pipe
-            processes.append(subprocess.Popen(command, cwd=ROOT, env=environment(), stdout=sink, stderr=sink))
-    codes = [process.wait(timeout=300) for process in processes]
-    texts = [log.read_text() for log in logs]
+    output = setup["root"] / "two-nodes"
+    nodes = launch_two_nodes(
+        "cpu-fsdp.yaml", [str(setup["recipe"]), f"train.output_dir={output}"], setup["root"]
+    )
+    codes, texts = [code for code, _ in nodes], [text for _, text in nodes]
     assert codes == [0, 0], "\n".join(text[-3000:] for text in texts)
     run = only_run(output)
     assert metrics(run)["train"]["world_size"] == 2
