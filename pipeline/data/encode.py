@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.data.formatting import TemplateMismatch, masked_row, trained_spans
+from pipeline.data.formatting import (
+    TemplateMismatch,
+    masked_row,
+    render_many,
+    select_spans,
+    span_renders,
+    spans_from,
+    trained_spans,
+)
 from pipeline.data.workers import map_chunks
 
 if TYPE_CHECKING:
@@ -36,38 +44,95 @@ SCHEMA = pa.schema(
 )
 
 
+def render_batch(
+    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, loss_on: str
+) -> list[tuple[str, list[tuple[int, int]]] | TemplateMismatch] | None:
+    """trained_spans of each conversation record without tools, from three batched template calls (the
+    conversations, the prompts before assistant turns, the cuts after them); None when a call fails, so the
+    caller renders record by record and learns which one the template refuses."""
+    conversations = [r["messages"] for r in records]
+    needs = [span_renders(m) for m in conversations]
+    prompt_jobs = [(n, i) for n, (prompts, _) in enumerate(needs) for i in prompts]
+    cut_jobs = [(n, i) for n, (_, cuts) in enumerate(needs) for i in cuts]
+    try:
+        fulls = render_many(tokenizer, conversations)
+        prompts = render_many(tokenizer, [conversations[n][:i] for n, i in prompt_jobs], True)
+        cuts = render_many(tokenizer, [conversations[n][: i + 1] for n, i in cut_jobs])
+    except TemplateMismatch:
+        return None
+    by_prompt: list[dict[int, str]] = [{} for _ in records]
+    by_cut: list[dict[int, str]] = [{} for _ in records]
+    for (n, i), text in zip(prompt_jobs, prompts, strict=True):
+        by_prompt[n][i] = text
+    for (n, i), text in zip(cut_jobs, cuts, strict=True):
+        by_cut[n][i] = text
+    results: list[tuple[str, list[tuple[int, int]]] | TemplateMismatch] = []
+    for n, record in enumerate(records):
+        try:
+            spans = spans_from(conversations[n], fulls[n], by_prompt[n], by_cut[n])
+        except TemplateMismatch as exc:
+            results.append(exc)
+            continue
+        results.append(
+            (fulls[n], select_spans(record["messages"], spans, loss_on, record.get("prompt_turns", 0)))
+        )
+    return results
+
+
+def _render_one(
+    record: dict[str, Any], tokenizer: PreTrainedTokenizerBase, loss_on: str
+) -> tuple[str, list[tuple[int, int]]] | TemplateMismatch:
+    try:
+        return trained_spans(
+            tokenizer, record["messages"], loss_on, record.get("prompt_turns", 0), record.get("tools")
+        )
+    except TemplateMismatch as exc:
+        return exc
+
+
 def encode_records(
     records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, max_length: int, loss_on: str
 ) -> list[dict[str, Any] | TemplateMismatch]:
     """The training row of each record (see formatting.tokenize_conversation), or the TemplateMismatch that
-    stopped it; one tokenizer call for the whole list."""
+    stopped it; conversations without tools are rendered in batches, and the tokenizer is called once."""
     results: list[dict[str, Any] | TemplateMismatch] = [TemplateMismatch("not encoded")] * len(records)
-    rendered: list[tuple[int, str, list[tuple[int, int]] | None]] = []
+    renders: dict[int, tuple[str, list[tuple[int, int]] | None] | TemplateMismatch] = {}
+    plain = [n for n, r in enumerate(records) if "messages" in r and not r.get("tools")]
+    batch = render_batch([records[n] for n in plain], tokenizer, loss_on) if plain else []
+    if batch is not None:
+        renders.update(zip(plain, batch, strict=True))
     for index, record in enumerate(records):
         if "text" in record:
-            rendered.append((index, record["text"], None))
-            continue
-        try:
-            text, spans = trained_spans(
-                tokenizer, record["messages"], loss_on, record.get("prompt_turns", 0), record.get("tools")
-            )
-        except TemplateMismatch as exc:
-            results[index] = exc
-            continue
-        rendered.append((index, text, spans))
+            renders[index] = (record["text"], None)
+        elif index not in renders:
+            renders[index] = _render_one(record, tokenizer, loss_on)
+    rendered = []
+    for index in range(len(records)):
+        done = renders[index]
+        if isinstance(done, TemplateMismatch):
+            results[index] = done
+        else:
+            rendered.append((index, *done))
     if not rendered:
         return results
-    encoded = tokenizer(
-        [text for _, text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
-    )
-    for (index, _, spans), ids, offsets in zip(
-        rendered, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    for (index, _, spans), (ids, offsets) in zip(
+        rendered, _encode([t for _, t, _ in rendered], tokenizer), strict=True
     ):
         if spans is None:  # plain text: every token and a closing EOS carry the loss
             results[index] = masked_row([*ids, tokenizer.eos_token_id], None, [], "all", max_length)
         else:
             results[index] = masked_row(ids, offsets, spans, loss_on, max_length)
     return results
+
+
+def _encode(texts: list[str], tokenizer: PreTrainedTokenizerBase) -> list[tuple[list[int], list[Any]]]:
+    """(ids, character offsets) of each text without added special tokens: the `tokenizers` backend directly
+    when there is one (the same encodings tokenizer(...) returns, without converting them one by one)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return list(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True))
 
 
 @dataclass
