@@ -68,9 +68,12 @@ def finetune(
         if weights and manifest.get("parent"):  # the "base" is the parent adapter on the base weights
             weights = f"{weights}+{manifest['parent']['sha256']}"
         metrics.update(evaluate_base(model, inputs.tokenizer, recipe, eval_set, weights))
-    trained = train_model(
-        recipe, run_dir, model, inputs.tokenizer, inputs.train, checkpoint, eval_dataset=inputs.eval
-    )
+    try:
+        trained = train_model(
+            recipe, run_dir, model, inputs.tokenizer, inputs.train, checkpoint, eval_dataset=inputs.eval
+        )
+    except RuntimeError as exc:  # a collective whose peer is gone: one line, not an internal error
+        raise distributed.peer_lost(exc) or exc from None
     metrics["train"] = trained.metrics
     seconds["train"] = trained.metrics["seconds"]
     if not main:

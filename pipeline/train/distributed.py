@@ -176,6 +176,21 @@ def agree(make: Callable[[], T]) -> T:
     return result  # type: ignore[return-value]
 
 
+def peer_lost(exc: BaseException) -> TrainingError | None:
+    """A one-line TrainingError when exc is a collective that failed because another rank is gone (its own
+    output holds the reason) or timed out (train.distributed_timeout); None for any other error."""
+    text = str(exc)
+    if not is_distributed() or not isinstance(exc, RuntimeError):
+        return None
+    if "Connection reset by peer" in text or "Connection closed by peer" in text:
+        why = "another rank stopped (its own output says why)"
+    elif "timed out" in text.lower() or "timeout" in text.lower():
+        why = "another rank did not answer within train.distributed_timeout"
+    else:
+        return None
+    return TrainingError(f"rank {os.environ.get('RANK', '?')}: training stopped: {why}")
+
+
 def prepare_assets(spec: ModelSpec, timeout_s: int = DEFAULT_TIMEOUT_S) -> Path:
     """Resolve (convert or download) the base model once per machine before any rank loads it.
 

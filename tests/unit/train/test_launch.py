@@ -102,3 +102,18 @@ def test_one_process_runs_everything_itself(monkeypatch: pytest.MonkeyPatch) -> 
     assert distributed.agree(lambda: "run-folder") == "run-folder"
     with pytest.raises(ZeroDivisionError):
         distributed.agree(lambda: 1 / 0)
+
+
+def test_a_collective_whose_peer_is_gone_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    gloo = RuntimeError(
+        "[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:46792: Connection reset by peer."
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    error = distributed.peer_lost(gloo)
+    assert error is not None and str(error) == (
+        "rank 1: training stopped: another rank stopped (its own output says why)"
+    )
+    assert distributed.peer_lost(RuntimeError("CUDA out of memory")) is None  # not a collective's failure
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.peer_lost(gloo) is None  # one process has no peer
