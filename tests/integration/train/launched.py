@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "recipes" / "accelerate"
 # Seconds a rank may wait at a collective in these tests; a deadlock fails the launch this fast.
-TIMEOUT_OVERRIDES = ["train.distributed_timeout=60", "train.data_wait_timeout=60"]
+TIMEOUT_OVERRIDES = ["train.distributed_timeout=120", "train.data_wait_timeout=120"]
 # A driver script in place of `-m pipeline`: run the CLI with test hooks installed from the environment.
 # SLOW_PREPARE_S: local rank 0 sleeps that long before preparing the data; FAIL_CHECK: rank 0's post-training
 # check fails; KILL_AT_STEP: rank 0 SIGKILLs itself at the end of that optimizer step.

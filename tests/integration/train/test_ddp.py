@@ -7,47 +7,16 @@ adapter that reloads, and (world-size invariant) match a 1-process run with the 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from launched import errors, launch
 
-ROOT = Path(__file__).resolve().parents[3]
-CPU_DDP = ROOT / "recipes" / "accelerate" / "cpu-ddp.yaml"
 # Per-device batch 2 on 2 ranks = global batch 4. group_by_length off: its mega-batches are sized by the
 # per-process batch, so the sample order would differ from the 1-process batch-4 run by design.
 TRAIN = {"batch_size": 2, "max_steps": 3, "group_by_length": False}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def launch(recipe: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
-    """`accelerate launch --config_file recipes/accelerate/cpu-ddp.yaml -m pipeline finetune RECIPE ...`."""
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [
-        str(accelerate),
-        "launch",
-        "--config_file",
-        str(CPU_DDP),
-        "--main_process_port",
-        str(_free_port()),
-        "-m",
-        "pipeline",
-        "finetune",
-        str(recipe),
-        *overrides,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def run_folders(recipe: Path) -> list[Path]:
@@ -85,9 +54,8 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> d
         # One generated answer: rank 0 alone evaluates, generation included, while rank 1 waits.
         eval={"generate_examples": 1, "max_new_tokens": 4},
     )
-    result = launch(path)
-    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
-    assert result.returncode == 0, "\n".join(errors)[-4000:]
+    result = launch("cpu-ddp.yaml", str(path))
+    assert result.returncode == 0, errors(result)
     return {"recipe": path, "result": result}
 
 

@@ -38,7 +38,7 @@ STUB = "post-training check failed: a stub check that always fails"
 
 def test_a_slow_first_rank_is_waited_for_and_its_failed_check_stops_every_rank(recipe: Path) -> None:
     driver = write_driver(recipe.parent)
-    # Rank 1 waits 8 s for the data (the limit is 60 s), trains, then waits for rank 0's checks (60 s limit).
+    # Rank 1 waits 8 s for the data (the limit is 120 s), trains, then waits for rank 0's checks (120 s limit).
     started = time.monotonic()
     env = environment(SLOW_PREPARE_S="8", FAIL_CHECK="1")
     result = launch("cpu-ddp.yaml", str(recipe), driver=driver, env=env)
@@ -51,7 +51,7 @@ def test_a_slow_first_rank_is_waited_for_and_its_failed_check_stops_every_rank(r
     assert lines[0] == f"error: {STUB}" and set(lines[1:]) <= {f"error: rank 0 failed: {STUB}"}, errors(
         result
     )
-    assert 8 < seconds < 60, f"the ranks took {seconds:.0f} s to stop"
+    assert 8 < seconds < 120, f"{seconds:.0f} s: a rank waited out the collective timeout"
 
 
 def test_rank_0s_failure_reaches_the_other_machine(recipe: Path) -> None:
@@ -68,7 +68,10 @@ def test_rank_0s_failure_reaches_the_other_machine(recipe: Path) -> None:
     assert _error_lines(text0) == [f"error: {STUB}"], text0[-3000:]
     assert _error_lines(text1) == [f"error: rank 0 failed: {STUB}"], text1[-3000:]
     assert "exitcode: 4" in " ".join(text1.split())  # AssetError's code, on the machine that did not fail
-    assert seconds < 60, f"the machines took {seconds:.0f} s to stop (the collective timeout is 60 s)"
+    assert seconds < 120, f"{seconds:.0f} s: a rank waited out the collective timeout"
+    # Each log's last write is its node's last word: node 1 stopped within a minute of node 0's error.
+    node0, node1 = (recipe.parent / f"node-{rank}.log" for rank in (0, 1))
+    assert node1.stat().st_mtime - node0.stat().st_mtime < 60
 
 
 def test_a_rank_waiting_too_long_for_the_data_fails_saying_so(recipe: Path) -> None:
@@ -77,7 +80,7 @@ def test_a_rank_waiting_too_long_for_the_data_fails_saying_so(recipe: Path) -> N
     result = launch(
         "cpu-ddp.yaml",
         str(recipe),
-        "train.data_wait_timeout=5",  # after launch()'s 60 s: the last override wins
+        "train.data_wait_timeout=5",  # after launch()'s 120 s: the last override wins
         driver=driver,
         env=environment(SLOW_PREPARE_S="40"),
     )
