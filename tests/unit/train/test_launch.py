@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import run_cli
 
+from pipeline.errors import PipelineError
 from pipeline.train import distributed
 from pipeline.train.launch import _failure, launch_arguments, launch_config
 
@@ -117,3 +118,21 @@ def test_a_collective_whose_peer_is_gone_is_one_line(monkeypatch: pytest.MonkeyP
     assert distributed.peer_lost(RuntimeError("CUDA out of memory")) is None  # not a collective's failure
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert distributed.peer_lost(gloo) is None  # one process has no peer
+
+
+def test_a_full_disk_on_rank_0_reaches_the_other_ranks_as_its_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    def write_report() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/tiny/report.html")
+
+    _, failure, own = distributed._outcome(write_report)
+    assert isinstance(own, PipelineError) and failure is not None
+    message, code = failure
+    assert message.startswith("runs/tiny/report.html: cannot write") and code == own.exit_code == 8
+    monkeypatch.setattr(distributed, "REPORT_GRACE_S", 0)
+    with pytest.raises(distributed.RankFailed) as stopped:  # what every other rank raises
+        distributed._raise_first([(1, None), (0, failure)], None)
+    assert str(stopped.value) == f"rank 0 failed: {message}" and stopped.value.exit_code == 8
