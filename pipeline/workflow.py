@@ -177,6 +177,7 @@ def _finish(
     # run before training (and as a reload runs it), so take that wrapper off again.
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     if distributed.is_sharded(trainer):  # FSDP/ZeRO-3 weights live on all ranks: use the saved adapter
+        distributed.load_alone()
         model = load_target(str(run_dir)).model
     metrics["checks"] = run_checks(model, tokenizer, recipe, run_dir / "adapter")
     if eval_set is not None:

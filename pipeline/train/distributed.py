@@ -204,6 +204,18 @@ def prepare_assets(spec: ModelSpec, timeout_s: int = DEFAULT_TIMEOUT_S) -> Path:
     )
 
 
+def load_alone() -> None:
+    """Let this rank load models on its own from here on (rank 0 after training, for checks and evaluation).
+
+    Under ZeRO-3 transformers partitions every from_pretrained across all ranks (a collective), which the
+    ranks waiting for rank 0 never join: a mismatch on gloo, a hang until the timeout on NCCL.
+    """
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    if is_deepspeed_zero3_enabled():
+        unset_hf_deepspeed_config()
+
+
 def is_sharded(trainer: Any) -> bool:
     """True when the trained weights are split across ranks (FSDP, DeepSpeed ZeRO-3).
 
