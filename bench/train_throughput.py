@@ -15,6 +15,7 @@ ours/(a) and ours/(b) and whether the targets of issue 11 hold.
 
     .venv/bin/python bench/train_throughput.py [--steps 8] [--rounds 2] [--batch 8] [--quick]
     .venv/bin/python bench/train_throughput.py --variants c --set train.padding_free=true   # one lever
+    .venv/bin/python bench/train_throughput.py --data long.jsonl --max-length 2048 --batch 2   # longer rows
     python bench/train_throughput.py --model DIR --random-init --dtype bfloat16   # GPU: a larger shape
       (DIR holds config.json and the tokenizer; with CUDA each row adds GPU peak memory and MFU)
 """
@@ -36,6 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {"a": "plain TRL (defaults)", "b": "TRL padding_free=True", "c": "ours (lora-small)"}
 HELD_OUT = 32
+_MAX_LENGTH = [512]  # --max-length, set once by main() in each process
 # Held-out losses count as equal within this (nats): (a) and (b) train on the same examples with the same
 # math apart from padding and differ by ~0.0005 from summation order; bf16 rounding moves it as much again.
 EVAL_LOSS_TOLERANCE = 0.002
@@ -49,7 +51,7 @@ def _dataset(steps: int, batch: int, overrides: list[str], shape: list[str]) -> 
     recipe = load_recipe(
         "lora-small",
         [
-            "train.max_length=512",
+            f"train.max_length={_MAX_LENGTH[0]}",
             f"train.batch_size={batch}",
             f"train.max_steps={steps}",
             "train.report_to=[none]",
@@ -123,8 +125,8 @@ def _plain_trainer(variant: str, recipe: Any, model: Any, tokenizer: Any, datase
         output_dir=str(output),
         max_steps=recipe.train.max_steps,
         per_device_train_batch_size=recipe.train.batch_size,
-        # padding_free without packing refuses max_length; the rows are already truncated to 512.
-        max_length=None if variant == "b" else 512,
+        # padding_free without packing refuses max_length; the rows are already truncated to it.
+        max_length=None if variant == "b" else recipe.train.max_length,
         padding_free=variant == "b",
         report_to="none",
         save_strategy="no",
@@ -185,6 +187,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     result = trainer.train()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the training peak: eval is smaller
     gpu = _gpu_figures(parameters, meter.rates()["real_tokens_per_s"], args.peak_tflops)
+    share = _roofline_figures(trainer, recipe, dataset, meter.rates()["real_tokens_per_s"], variant)
     eval_loss = _held_out_loss(trainer.model, recipe, held_out, args.random_init)
     return {
         "variant": variant,
@@ -195,6 +198,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "train_loss": round(result.training_loss, 4),
         "eval_loss": round(eval_loss, 4),
         "threads": torch.get_num_threads(),
+        **share,
         **gpu,
     }
 
@@ -214,11 +218,41 @@ def _held_out_loss(trained: Any, recipe: Any, rows: Any, random_init: bool) -> f
     return perplexity(model, rows, all_tokens=False)["nll"]  # token-weighted, as the training loss
 
 
+def _roofline_figures(
+    trainer: Any, recipe: Any, dataset: Any, tokens_per_s: float, variant: str
+) -> dict[str, Any]:
+    """FLOPs per real token, achieved GFLOP/s and their share of this machine's roofline at the step's GEMM
+    shapes (pipeline.train.throughput; the LM head counts on trained positions only for ours, which skips
+    the rest, and on every position for TRL's)."""
+    from pipeline.train.roofline import roofline
+    from pipeline.train.throughput import compute_dtype, data_shape, flops_per_token, step_gemms
+
+    shape = data_shape(dataset, recipe.train)
+    if shape is None:
+        return {}
+    head_share = shape.trained_share if variant == "c" and recipe.train.score_trained_only else 1.0
+    model = trainer.model
+    per_token = flops_per_token(model, shape, head_share)
+    device = "cuda" if next(model.parameters()).is_cuda else "cpu"
+    line = roofline(step_gemms(model, shape, head_share), compute_dtype(model, trainer.args), device)
+    return {
+        "gflop_per_token": round(per_token / 1e9, 4),
+        "achieved_gflops": round(per_token * tokens_per_s / 1e9, 1),
+        "roofline_gflops": round(line.flops_per_second / 1e9, 1),
+        "roofline_share": round(per_token * tokens_per_s / line.flops_per_second, 3),
+    }
+
+
 def _shape(args: argparse.Namespace, variant: str) -> list[str]:
     """Recipe overrides: the model folder, and the weight dtype (--dtype; else TRL's float32 for the plain
     script, whose documented default it is, and the recipe's own for ours)."""
     dtype = args.dtype or ("float32" if variant != "c" else None)
-    return ([f"model.name={args.model}"] if args.model else []) + ([f"model.dtype={dtype}"] if dtype else [])
+    data = [f"data.train={args.data}"] if args.data else []
+    return (
+        data
+        + ([f"model.name={args.model}"] if args.model else [])
+        + ([f"model.dtype={dtype}"] if dtype else [])
+    )
 
 
 def _gpu_figures(parameters: int, tokens_per_s: float, peak_tflops: float) -> dict[str, Any]:
@@ -246,7 +280,8 @@ def _child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "--batch",
         str(args.batch),
     ]
-    command += ["--output", str(args.output)] + [f"--set={item}" for item in args.set]
+    command += ["--output", str(args.output), "--max-length", str(args.max_length)]
+    command += [f"--set={item}" for item in args.set] + (["--data", str(args.data)] if args.data else [])
     command += (["--dtype", args.dtype] if args.dtype else []) + ["--peak-tflops", str(args.peak_tflops)]
     command += (["--model", args.model] if args.model else []) + (
         ["--random-init"] if args.random_init else []
@@ -270,8 +305,14 @@ def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     )
     peak = {v: max(r[key] for r in rows) for v, rows in results.items() if rows}
     eval_loss = {v: statistics.median(r["eval_loss"] for r in rows) for v, rows in results.items() if rows}
+    shares = {
+        v: statistics.median(r["roofline_share"] for r in rows)
+        for v, rows in results.items()
+        if rows and all("roofline_share" in r for r in rows)
+    }
     summary: dict[str, Any] = {
         "median_real_tokens_per_s": median,
+        "median_roofline_share": shares,
         key: peak,
         "eval_loss": eval_loss,
     }
@@ -300,6 +341,8 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=512, help="train.max_length of every variant")
+    parser.add_argument("--data", type=Path, help="training JSONL for every variant (default: lora-small's)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 1 round")
     parser.add_argument("--variants", default="abc", help="which variants to run, e.g. 'c' or 'bc'")
     parser.add_argument(
@@ -320,6 +363,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.rounds = 3, 1
+    _MAX_LENGTH[0] = args.max_length
     if args.variant:  # child process: one measurement, printed as JSON
         print(json.dumps(run_variant(args.variant, args)))
         return
@@ -336,6 +380,7 @@ def main() -> None:
                 f"round {round_index + 1} ({variant}) {row['name']:<24} real tok/s {row['real_tokens_per_s']:>7}  "
                 f"trained tok/s {row['trained_tokens_per_s']:>7}  padding {row['padding_share']:>5.0%}  "
                 f"peak {row['peak_rss_mb']:>6} MB  train loss {row['train_loss']}  held-out loss {row['eval_loss']}"
+                + (f"  roofline share {row['roofline_share']:.2f}" if "roofline_share" in row else "")
                 + (f"  GPU peak {row['peak_gpu_mb']} MB  MFU {row['mfu']:.1%}" if "mfu" in row else ""),
                 flush=True,
             )

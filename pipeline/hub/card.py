@@ -175,6 +175,17 @@ loaded = load_target("{repo}")  # loaded.model, loaded.tokenizer
 or fold it into a standalone model: `pipeline merge {repo} --output merged/`."""
 
 
+def _throughput(train: dict[str, Any]) -> str:
+    """'312.4 tokens/s, 0.21 of the roofline (810 GFLOP/s, measured GEMMs ...)' or '-' when not recorded."""
+    if not train.get("tokens_per_second"):
+        return "-"
+    text = f"{train['tokens_per_second']} real tokens/s"
+    if "roofline_share" in train:
+        line = train["roofline"]
+        text += f", {train['roofline_share']} of the roofline ({line['gflops']} GFLOP/s, {line['source']})"
+    return text
+
+
 def write_loss_curve(metrics: dict[str, Any], target: Path) -> bool:
     """Render the report's training plot (loss and learning rate per step) to target; False if none."""
     from pipeline.evaluation.plots import training_plot
@@ -269,6 +280,7 @@ trained with {STAGE_NAMES[recipe.train.stage]} by this project's `pipeline finet
 
 - optimizer steps: {train.get("steps", "-")}, final training loss: {_fmt(train.get("loss"))}
 - training time: {_fmt(seconds) + " s" if seconds is not None else "-"}
+- throughput: {_throughput(train)}
 - hardware: {train.get("hardware") or hardware or "not recorded"}
 {curve}
 ## Evaluation (held-out split, {compared})

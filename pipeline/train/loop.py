@@ -14,6 +14,7 @@ from pipeline.train.progress import RichProgressCallback
 from pipeline.train.resume import resume_command
 from pipeline.train.signals import StopOnSignal
 from pipeline.train.stages import build_trainer
+from pipeline.train.throughput import ThroughputMeter
 from pipeline.train.trackers import tracking_to
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ def train_model(
 
     stopper = StopOnSignal()
     train = recipe.train
-    extra = [*(callbacks or [])]
+    meter = ThroughputMeter(train, dataset)
+    extra = [*(callbacks or []), meter]
     if train.early_stopping_patience and eval_dataset is not None:
         extra.append(EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_threshold))
     # Tracker callbacks read their settings when the trainer is built, and log while it trains.
@@ -74,6 +76,7 @@ def train_model(
         "examples": len(dataset),
         "log_history": trainer.state.log_history,
         "world_size": trainer.args.world_size,
+        **meter.summary,  # tokens_per_second, roofline_share, ... (pipeline.train.throughput)
     }
     if train.early_stopping_patience and trainer.state.best_model_checkpoint:
         metrics["best_checkpoint"] = Path(trainer.state.best_model_checkpoint).name

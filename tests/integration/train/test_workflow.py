@@ -23,6 +23,12 @@ def test_finetune_equals_its_pieces_and_records_its_speed_levers(make_recipe: An
     inputs = prepare_inputs(recipe)
     pieces = train_model(recipe, tmp_path / "pieces", load_model(recipe), inputs.tokenizer, inputs.train)
     assert pieces.metrics["loss"] == pytest.approx(run.metrics["train"]["loss"], abs=1e-6)
+    train = run.metrics["train"]
+    assert train["tokens_per_second"] > 0 and 0 < train["roofline_share"] < 2
+    assert train["achieved_gflops"] == pytest.approx(
+        train["flops_per_token"] * train["tokens_per_second"] / 1e9, rel=0.02
+    )
+    assert train["roofline"]["source"].startswith("measured GEMMs")
     manifest = json.loads((run.run_dir / "manifest.json").read_text(encoding="utf-8"))
     levers = manifest["speed_levers"]
     assert levers["compact_lm_head"] == "on" and levers["lean_cpu_head"] == "on"

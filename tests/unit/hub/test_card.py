@@ -29,6 +29,9 @@ METRICS = {
         "seconds": 12.34,
         "examples": 24,
         "hardware": "CPU x86_64, 2 threads",
+        "tokens_per_second": 312.4,
+        "roofline_share": 0.21,
+        "roofline": {"gflops": 810.0, "source": "measured GEMMs (bfloat16, 2 threads)"},
         "log_history": [
             {"step": 1, "loss": 3.0},
             {"step": 2, "loss": 2.6},
@@ -77,6 +80,7 @@ def test_card_text_has_every_section_a_user_needs() -> None:
         "| learning rate | 0.0001 |",
         "training time: 12.34 s",
         "hardware: CPU x86_64, 2 threads",
+        "throughput: 312.4 real tokens/s, 0.21 of the roofline (810.0 GFLOP/s, measured GEMMs (bfloat16, 2 threads))",
         "| perplexity (trained tokens) | 41.5 | 12.75 | -28.75 (lower is better) |",
         "## Intended use",
         "## Limitations",
@@ -97,6 +101,7 @@ def test_merged_full_and_local_base_cards() -> None:
     assert card.data.base_model is None  # a local folder is not valid Hub metadata
     assert card.data.eval_results is None and "Evaluation was off." in card.text
     assert "hardware: not recorded" in card.text and "ORG/NAME" in card.text
+    assert "throughput: -" in card.text
 
 
 @pytest.mark.parametrize(

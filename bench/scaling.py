@@ -1,0 +1,158 @@
+"""Throughput as rows get longer and models larger: ours vs plain TRL vs TRL `padding_free`, one invocation.
+
+For each model shape and max_length, `bench/long_conversations.py` makes chats of real text up to that
+length, and `bench/train_throughput.py` trains each variant on them in a fresh process (the same steps,
+batch and LoRA settings) with about the same number of tokens per step at every length (--tokens-per-step;
+batch = tokens-per-step / length). Larger shapes are SmolLM2-360M and -1.7B configurations with random
+weights (no such weights are offline; speed does not depend on their values). Prints a table, writes the
+curves to bench/scaling.png and, last, a JSON line.
+
+    .venv/bin/python bench/scaling.py                                   # 135M at 256/1k/2k/4k, larger at 1k
+    .venv/bin/python bench/scaling.py --lengths 256 1024 --models 135M --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Published SmolLM2 shapes (config.json of HuggingFaceTB/SmolLM2-360M and -1.7B); weights are random.
+SHAPES: dict[str, dict[str, int] | None] = {
+    "135M": None,  # the packaged SmolLM2-135M-Instruct, real weights
+    "360M": {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+             "num_attention_heads": 15, "num_key_value_heads": 5},
+    "1.7B": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
+             "num_attention_heads": 32, "num_key_value_heads": 32},
+}  # fmt: skip
+VARIANTS = {"a": "plain TRL", "b": "TRL padding_free", "c": "ours"}
+
+
+def _model_dir(name: str, work: Path) -> Path | None:
+    """A folder with the packaged tokenizer and a config.json of the named shape (None: the real 135M)."""
+    shape = SHAPES[name]
+    if shape is None:
+        return None
+    from pipeline.config.loader import load_recipe
+
+    packaged = Path(load_recipe("lora-small").model.name)
+    folder = work / f"smollm2-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in packaged.iterdir():
+        if item.name != "config.json" and item.suffix in (".json", ".txt", ".jinja"):
+            shutil.copy(item, folder / item.name)
+    config = json.loads((packaged / "config.json").read_text())
+    config.update(shape)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _run(
+    args: argparse.Namespace, data: Path, length: int, model: Path | None, variants: str
+) -> dict[str, Any]:
+    """One train_throughput invocation (one round of the variants) at this length; its JSON rows."""
+    batch = max(1, args.tokens_per_step // length)
+    command = [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--rounds", "1"]
+    command += ["--steps", str(args.steps), "--batch", str(batch), "--max-length", str(length)]
+    command += ["--data", str(data), "--variants", variants]
+    command += ["--model", str(model), "--random-init"] if model else []
+    child = subprocess.run(command, capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        sys.exit(f"train_throughput failed at length {length}:\n{child.stdout[-2000:]}{child.stderr[-2000:]}")
+    rows = [line for line in child.stdout.splitlines() if line.startswith("round")]
+    summary = json.loads(child.stdout.strip().splitlines()[-1])
+    return {"batch": batch, "rows": rows, **summary}
+
+
+def _ratio(rates: dict[str, float], baseline: str) -> str:
+    """ours / baseline as '2.31x', or '-' when one of them did not run."""
+    return f"{rates['c'] / rates[baseline]:.2f}x" if "c" in rates and baseline in rates else "-"
+
+
+def _plot(results: list[dict[str, Any]], target: Path) -> None:
+    """Tokens/s against max_length, one panel per model shape, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in results))
+    figure, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.6), squeeze=False)
+    for axis, model in zip(axes[0], models, strict=True):
+        mine = [r for r in results if r["model"] == model]
+        for variant, label in VARIANTS.items():
+            points = [(r["length"], r["tokens_per_s"][variant]) for r in mine if variant in r["tokens_per_s"]]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=label)
+        axis.set(title=f"SmolLM2-{model}", xlabel="max_length (tokens)", ylabel="real tokens/s", xscale="log")
+        axis.set_xticks([r["length"] for r in mine], [str(r["length"]) for r in mine])
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=110)
+
+
+def main() -> None:
+    """Every (model, length) point, variants alternating within it; table, plot and JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["135M", "360M", "1.7B"], choices=sorted(SHAPES))
+    parser.add_argument("--lengths", nargs="+", type=int, default=[256, 1024, 2048, 4096])
+    parser.add_argument(
+        "--large-lengths", nargs="+", type=int, default=[1024], help="lengths for the random-weight shapes"
+    )
+    parser.add_argument("--tokens-per-step", type=int, default=4096)
+    parser.add_argument(
+        "--steps", type=int, default=3, help="optimizer steps per run; the first is not timed"
+    )
+    parser.add_argument("--variants", default="abc")
+    parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "scaling.png")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT))
+    from long_conversations import conversations  # type: ignore[import-not-found]
+
+    from pipeline.config.loader import load_recipe
+    from pipeline.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(load_recipe("lora-small").model)
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        for model in args.models:
+            folder = _model_dir(model, work)
+            for length in args.lengths if folder is None else args.large_lengths:
+                data = work / f"long-{length}.jsonl"
+                if not data.exists():
+                    count = max(64, 4 * args.tokens_per_step * args.steps // length)
+                    chats = conversations(length, count, tokenizer)
+                    data.write_text("".join(json.dumps(c) + "\n" for c in chats), encoding="utf-8")
+                run = _run(args, data, length, folder, args.variants)
+                point = {"model": model, "length": length, "batch": run["batch"]}
+                point["tokens_per_s"] = run["median_real_tokens_per_s"]
+                results.append(point)
+                for row in run["rows"]:
+                    print(f"{model:>5} L={length:<5} batch {run['batch']:<3} {row}", flush=True)
+    print(
+        "\n| model | max_length | batch | plain TRL | TRL padding_free | ours | ours/plain | ours/padding_free |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for p in results:
+        t = p["tokens_per_s"]
+        print(
+            f"| {p['model']} | {p['length']} | {p['batch']} | {t.get('a', '-')} | {t.get('b', '-')} | "
+            f"{t.get('c', '-')} | {_ratio(t, 'a')} | {_ratio(t, 'b')} |"
+        )
+    _plot(results, args.plot)
+    print(f"plot: {args.plot}")
+    print(json.dumps({"benchmark": "scaling", "points": results, "load_average_1min": os.getloadavg()[0]}))
+
+
+if __name__ == "__main__":
+    main()
