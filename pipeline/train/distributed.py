@@ -148,8 +148,8 @@ def once_per_machine(make: Callable[[], T], what: str, timeout_s: int) -> T:
             failures = _gather(failure, group)
         except RuntimeError:  # gloo's timeout (DistBackendError) or a rank that died
             raise TrainingError(
-                f"rank {dist.get_rank()} waited over {timeout_s} s for {what} on the first rank of its "
-                "machine; if that rank is only slow, raise train.data_wait_timeout (seconds)"
+                f"rank {dist.get_rank()} waited over {timeout_s} s for {what}, prepared once per machine "
+                "by its first rank; if that is only slow, raise train.data_wait_timeout (seconds)"
             ) from None
         _raise_first(failures, own)
         if turn == "first" and not first:
@@ -170,7 +170,10 @@ def agree(make: Callable[[], T]) -> T:
     main = state().is_main_process
     result, failure, own = _outcome(make) if main else (None, None, None)
     box: list[Any] = [(result, failure)]
-    broadcast_object_list(box, from_process=0)
+    try:
+        broadcast_object_list(box, from_process=0)
+    except RuntimeError as exc:  # rank 0 is gone or silent past train.distributed_timeout
+        raise peer_lost(exc) or exc from None
     result, failure = box[0]
     _raise_first([(0, failure)], own)
     return result  # type: ignore[return-value]
@@ -188,7 +191,7 @@ def peer_lost(exc: BaseException) -> TrainingError | None:
         why = "another rank did not answer within train.distributed_timeout"
     else:
         return None
-    return TrainingError(f"rank {os.environ.get('RANK', '?')}: training stopped: {why}")
+    return TrainingError(f"rank {os.environ.get('RANK', '?')} stopped: {why}")
 
 
 def prepare_assets(spec: ModelSpec, timeout_s: int = DEFAULT_TIMEOUT_S) -> Path:

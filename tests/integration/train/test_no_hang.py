@@ -88,8 +88,8 @@ def test_a_rank_waiting_too_long_for_the_data_fails_saying_so(recipe: Path) -> N
     assert result.returncode != 0
     lines = _error_lines(result.stdout + result.stderr)
     assert lines == [
-        "error: rank 1 waited over 5 s for the data (reading, hygiene, tokenizing) on the first rank of its "
-        "machine; if that rank is only slow, raise train.data_wait_timeout (seconds)"
+        "error: rank 1 waited over 5 s for the data (reading, hygiene, tokenizing), prepared once per machine "
+        "by its first rank; if that is only slow, raise train.data_wait_timeout (seconds)"
     ], errors(result)
     assert seconds < 40, "the waiting rank did not give up before the slow rank finished"
 

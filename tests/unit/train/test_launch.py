@@ -113,7 +113,7 @@ def test_a_collective_whose_peer_is_gone_is_one_line(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RANK", "1")
     error = distributed.peer_lost(gloo)
     assert error is not None and str(error) == (
-        "rank 1: training stopped: another rank stopped (its own output says why)"
+        "rank 1 stopped: another rank stopped (its own output says why)"
     )
     assert distributed.peer_lost(RuntimeError("CUDA out of memory")) is None  # not a collective's failure
     monkeypatch.setenv("WORLD_SIZE", "1")
