@@ -111,14 +111,14 @@ def main() -> None:
         return
     import torch
 
-    def child(*extra: str) -> Any:
-        run = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True, check=False)
+    def child(script: str, *extra: str) -> Any:
+        run = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True, check=False)
         if run.returncode != 0:
             sys.exit(run.stderr[-3000:])
         return run.stdout.strip().splitlines()
 
     print(f"# {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
-    table = json.loads(child("--part", "gemms")[-1])
+    table = json.loads(child(__file__, "--part", "gemms")[-1])
     print("\n| dtype | M x K x N | per step | GFLOP/s | ms per step |\n|---|---|---|---|---|")
     for row in table:
         if "roofline_gflops" in row:
@@ -137,7 +137,7 @@ def main() -> None:
     summary = json.loads(lines[-1])
     result: dict[str, Any] = {"benchmark": "roofline", "gemms": table, "throughput": summary}
     if args.profile:
-        kinds = json.loads(child("--part", "profile", "--steps", str(args.steps))[-1])
+        kinds = json.loads(child(__file__, "--part", "profile", "--steps", str(args.steps))[-1])
         total = sum(kinds.values())
         print("\n| where a step's time goes (self CPU) | seconds per step | share |\n|---|---|---|")
         for kind, seconds in kinds.items():

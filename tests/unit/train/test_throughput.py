@@ -60,27 +60,21 @@ def test_gpu_peaks_by_name() -> None:
     assert gpu_peak("Some Future Accelerator") is None
 
 
-def test_roofline_is_measured_once_per_machine_and_shapes(
+def test_roofline_keeps_the_best_measurement_per_machine_and_shapes(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """A measurement slowed by other processes must not lower the roofline a later run is held against."""
     monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path))
-    calls = []
-
-    def fake_measure(gemms: list[Gemm], dtype: torch.dtype, device: str = "cpu") -> float:
-        calls.append(len(gemms))
-        return 123e9
-
-    monkeypatch.setattr(roofline_module, "measure", fake_measure)
+    rates = iter([100e9, 40e9, 150e9, 7e9, 1e9])
+    monkeypatch.setattr(roofline_module, "measure", lambda gemms, dtype, device="cpu": next(rates))
     gemms = [Gemm(64, 32, 32), Gemm(64, 32, 64, count=2)]
-    first = roofline(gemms, torch.float32, "cpu")
-    second = roofline(gemms, torch.float32, "cpu")
-    assert first.flops_per_second == second.flops_per_second == 123e9 and calls == [2]
-    assert second.as_dict() == {
-        "gflops": 123.0,
-        "source": f"measured GEMMs (float32, {torch.get_num_threads()} threads)",
-    }
-    roofline(gemms, torch.bfloat16, "cpu")
-    assert calls == [2, 2]  # another dtype is another measurement
+    assert roofline(gemms, torch.float32, "cpu").flops_per_second == 100e9
+    assert roofline(gemms, torch.float32, "cpu").flops_per_second == 100e9  # a busy 40 keeps 100
+    assert roofline(gemms, torch.float32, "cpu").flops_per_second == 150e9
+    assert roofline(gemms, torch.bfloat16, "cpu").flops_per_second == 7e9  # another dtype, its own best
+    assert roofline(gemms, torch.float32, "cpu").as_dict()["source"] == (
+        f"measured GEMMs (float32, {torch.get_num_threads()} threads)"
+    )
 
 
 def test_measure_times_real_multiplies() -> None:
