@@ -164,3 +164,11 @@ def launch_two_nodes(
             )
     codes = [process.wait(timeout=300) for process in processes]
     return [(code, log.read_text()) for code, log in zip(codes, files, strict=True)]
+
+
+def tiny_recipe(root: Path, model_dir: Path, name: str, **sections: dict[str, Any]) -> Path:
+    """root/NAME.yaml: the conftest tiny recipe on chat files under root, runs under root/runs."""
+    from conftest import write_chat_files, write_tiny_recipe
+
+    files = write_chat_files(root)
+    return write_tiny_recipe(root / f"{name}.yaml", model_dir, files, root / "runs", **sections)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from launched import errors, launch
+from launched import errors, launch, tiny_recipe
 
 # Per-device batch 2 on 2 ranks = global batch 4. group_by_length off: its mega-batches are sized by the
 # per-process batch, so the sample order would differ from the 1-process batch-4 run by design.
@@ -42,14 +42,10 @@ def step_losses(metrics: dict[str, Any]) -> list[float]:
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
     """One 2-process cpu-ddp finetune of the tiny model; its recipe and launcher output."""
-    from conftest import write_chat_files, write_tiny_recipe
-
-    root = tmp_path_factory.mktemp("ddp")
-    path = write_tiny_recipe(
-        root / "tiny-ddp.yaml",
+    path = tiny_recipe(
+        tmp_path_factory.mktemp("ddp"),
         tiny_model_dir,
-        write_chat_files(root),
-        root / "runs",
+        "tiny-ddp",
         train=TRAIN,
         # One generated answer: rank 0 alone evaluates, generation included, while rank 1 waits.
         eval={"generate_examples": 1, "max_new_tokens": 4},

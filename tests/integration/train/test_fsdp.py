@@ -28,6 +28,7 @@ from launched import (
     probe_logits,
     reloaded_logits,
     step_losses,
+    tiny_recipe,
     write_driver,
 )
 
@@ -61,14 +62,11 @@ def single_process(recipe: Path, output_dir: Path, overrides: list[str]) -> Path
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Any]:
-    from conftest import write_chat_files, write_tiny_recipe
-
     root = tmp_path_factory.mktemp("fsdp")
-    recipe = write_tiny_recipe(
-        root / "tiny-fsdp.yaml",
+    recipe = tiny_recipe(
+        root,
         tiny_model_dir,
-        write_chat_files(root),
-        root / "runs",
+        "tiny-fsdp",
         train=TRAIN,
         eval={"generate_examples": 0, "max_examples": 4},  # rank 0 evaluates the sharded result from disk
     )

@@ -11,19 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from launched import environment, errors, launch, launch_two_nodes, only_run, write_driver
+from launched import environment, errors, launch, launch_two_nodes, only_run, tiny_recipe, write_driver
 
 
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    from conftest import write_chat_files, write_tiny_recipe
-
-    root = tmp_path_factory.mktemp("no-hang")
-    return write_tiny_recipe(
-        root / "tiny-hang.yaml",
+    return tiny_recipe(
+        tmp_path_factory.mktemp("no-hang"),
         tiny_model_dir,
-        write_chat_files(root),
-        root / "runs",
+        "tiny-hang",
         train={"max_steps": 2, "group_by_length": False},
         eval={"enabled": False},
     )
