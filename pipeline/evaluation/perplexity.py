@@ -154,10 +154,14 @@ def _token_nll(model: PreTrainedModel, batch: Batch) -> Any:
 
 def packs_rows(model: PreTrainedModel) -> bool:
     """Whether the model scores packed rows exactly: SDPA (switched to per-example `packed_sdpa`) or flash
-    attention (varlen from position ids); eager attention and other kernels get padded batches."""
+    attention (varlen from position ids); eager attention, other kernels and sliding-window models get padded
+    batches."""
     from pipeline.train.attention import PACKED_SDPA, use_packed_sdpa
     from pipeline.train.patches.transformers_attention import attention_implementation
 
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if getattr(config, "sliding_window", None):  # per-example causal SDPA would ignore the window
+        return False
     implementation = attention_implementation(model)
     if implementation in (PACKED_SDPA, "flash_attention_2", "flash_attention_3"):
         return True

@@ -73,9 +73,14 @@ def test_bf16_packed_rows_equal_one_example_at_a_time_exactly(
     assert result["perplexity"] == pytest.approx(math.exp(plain_nll / plain_count), rel=1e-6)
 
 
-def test_eager_attention_gets_padded_batches(tiny_model_dir: Any, tiny_tokenizer: Any) -> None:
+def test_eager_attention_and_sliding_windows_get_padded_batches(
+    tiny_model_dir: Any, tiny_tokenizer: Any
+) -> None:
     from transformers import AutoModelForCausalLM
 
+    windowed = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    windowed.config.sliding_window = 16  # what Mistral/Gemma configs carry; per-example SDPA would ignore it
+    assert not packs_rows(windowed)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
     assert not packs_rows(model)
     rows = _rows(tiny_tokenizer)
