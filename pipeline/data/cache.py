@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-# Bump when pipeline.data.formatting or .encode change what they produce (3: int32 ids, int8 masks).
-FORMAT_VERSION = 3
+# Bump when pipeline.data.formatting or .encode change what they produce (4: int32 ids, int8 masks, chunked key).
+FORMAT_VERSION = 4
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -43,18 +43,34 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return digest.hexdigest()
 
 
+KEY_CHUNK = 20000  # records hashed per worker task
+
+
+def _digest_chunk(records: list[dict[str, Any]], start: int, _: int) -> bytes:
+    digest = hashlib.sha256()
+    for record in records[start : start + KEY_CHUNK]:
+        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.digest()
+
+
 def content_key(
-    records: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, options: dict[str, Any]
+    records: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    options: dict[str, Any],
+    num_proc: int = 1,
 ) -> str:
-    """The cache key for tokenizing these records with this tokenizer and these options."""
+    """The cache key for tokenizing these records with this tokenizer and these options (the records are
+    hashed in chunks, by num_proc workers when there are many)."""
+    from pipeline.data.workers import map_chunks
+
     digest = hashlib.sha256()
     digest.update(
         json.dumps({"pipeline": __version__, "format": FORMAT_VERSION, **options}, sort_keys=True).encode()
     )
     digest.update(tokenizer_fingerprint(tokenizer).encode())
-    for record in records:
-        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
+    for part in map_chunks(_digest_chunk, records, KEY_CHUNK, num_proc, "Hashing records"):
+        digest.update(part)
     return digest.hexdigest()[:32]
 
 

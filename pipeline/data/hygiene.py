@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline.data.near_duplicates import (
     CHUNK,
+    KEPT_DTYPE,
     NUM_PERM,
     band_keys,
     clusters,
@@ -92,7 +93,8 @@ def fingerprints(
     """Fingerprints of one split, CHUNK records at a time in num_proc worker processes (memory stays bounded:
     only the signatures of distinct texts are kept), with progress."""
     hashes: list[str] = []
-    firsts, parts, seen = [], [], set()
+    firsts, parts, keys, seen = [], [], [], set()
+    shape = lsh_shape(threshold)
     pii: dict[str, Any] = {"counts": Counter(), "records": 0, "examples": {}}
     for chunk_hashes, sigs, chunk_pii in map_chunks(_sign_chunk, records, CHUNK, num_proc, desc):
         new = []
@@ -102,15 +104,18 @@ def fingerprints(
                 firsts.append(len(hashes) + offset)
                 new.append(offset)
         hashes += chunk_hashes
-        parts.append(sigs[new])
+        keys.append(band_keys(sigs[new], *shape))
+        parts.append(sigs[new].astype(KEPT_DTYPE))
         pii["counts"].update(chunk_pii["counts"])
         pii["records"] += chunk_pii["records"]
         for kind, shown in chunk_pii["examples"].items():
             kept = pii["examples"].setdefault(kind, [])
             kept += shown[: EXAMPLES_SHOWN - len(kept)]
     pii["counts"] = dict(pii["counts"])
-    sigs = np.concatenate(parts) if parts else np.empty((0, NUM_PERM), dtype=np.uint32)
-    return Fingerprints(hashes, firsts, sigs, band_keys(sigs, *lsh_shape(threshold)), pii)
+    if not parts:
+        empty = np.empty((0, NUM_PERM), dtype=KEPT_DTYPE)
+        return Fingerprints(hashes, firsts, empty, band_keys(empty, *shape), pii)
+    return Fingerprints(hashes, firsts, np.concatenate(parts), np.concatenate(keys), pii)
 
 
 def subset(prints: Fingerprints, kept: list[int]) -> Fingerprints:
@@ -147,7 +152,7 @@ def duplicates(
     prints = prints or fingerprints(records, "Hygiene", threshold)
     exact_groups = [g for g in _groups(prints.hashes).values() if len(g) > 1]
     drop = {i for group in exact_groups for i in group[1:]}
-    found = clusters(prints.signatures, threshold)
+    found = clusters(prints.signatures, prints.keys, threshold)
     firsts = prints.firsts
     shown = []
     for members in found.members:

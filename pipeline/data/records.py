@@ -111,6 +111,7 @@ def to_message(message: Any, field: str) -> dict[str, Any]:
     role = message.get("role")
     if role not in ROLES:
         raise ValueError(f"{field}.role must be one of {', '.join(ROLES)} (got {role!r})")
+    role = ROLES[ROLES.index(role)]  # one shared string per role, not one per message (memory at 1M records)
     flag = _train_flag(message, field)
     if role == "tool":
         return to_tool_output(message, field)

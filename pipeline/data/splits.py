@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.config.schema import DataSpec, SourceSpec
 from pipeline.data.pairs import PAIR_FORMATS, convert_preference
+from pipeline.data.progress import counted
 from pipeline.data.records import convert, detect_format
 from pipeline.data.sources import read_source
 from pipeline.errors import DataError
@@ -42,7 +43,7 @@ def load_source(data: DataSpec, source: SourceSpec, skipped: dict[str, int]) -> 
     """Every valid record of one source, converted from its (detected or declared) format."""
     records: list[dict[str, Any]] = []
     fmt = None if source.format == "auto" else source.format
-    for location, raw in read_source(data, source):
+    for location, raw in counted(read_source(data, source), f"Reading and validating {source.path}"):
         try:
             fmt = fmt or detect_format(raw)
             if fmt in PAIR_FORMATS:

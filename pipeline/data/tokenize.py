@@ -94,9 +94,9 @@ def tokenize_records(
         "on_invalid": on_invalid,
         "keep_untrained": keep_untrained,
     }
-    key = content_key(records, tokenizer, options)
-    shards: list[Path] = []
     workers = num_proc or default_num_proc()
+    key = content_key(records, tokenizer, options, workers)
+    shards: list[Path] = []
     dataset, meta, hit = cached_dataset(
         key, lambda: _build(records, tokenizer, options, desc, workers, shards)
     )

@@ -6,6 +6,7 @@ result travels back. Small lists, or num_proc 1, run in this process.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ def map_chunks(
                 shown.update(min(chunk, len(records) - start))
             return
         _STATE.update(fn=fn, records=records)
+        gc.freeze()  # the workers' garbage collector never walks (and so never copies) the parent's objects
         os.environ["TOKENIZERS_PARALLELISM"] = (
             "false"  # the workers are the parallelism; avoids fork warnings
         )
@@ -56,3 +58,4 @@ def map_chunks(
                     shown.update(min(chunk, len(records) - start))
         finally:
             _STATE.clear()
+            gc.unfreeze()
