@@ -73,8 +73,7 @@ finetune: $(STAMP)  ## make finetune RECIPE=lora-small ARGS="train.max_steps=2" 
 ifeq ($(strip $(LAUNCH)),)
 	$(PY) -m pipeline finetune $(RECIPE) $(ARGS)
 else
-	$(PY) -m pipeline validate $(RECIPE) $(ARGS) --launch $(LAUNCH)
-	$(VENV)/bin/accelerate launch --config_file $(LAUNCH) -m pipeline finetune $(RECIPE) $(ARGS)
+	$(PY) -m pipeline finetune $(RECIPE) $(ARGS) --launch $(LAUNCH)
 endif
 
 test: $(STAMP)  ## the whole suite CI runs (slow end-to-end tests included), with the 15 slowest tests
@@ -91,9 +90,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format pipeline tests bench scripts
 	$(VENV)/bin/ruff check --fix pipeline tests bench scripts
 
-bench: $(STAMP)  ## training-throughput and evaluation-speed benchmarks (prints ratios)
+bench: $(STAMP)  ## training throughput, roofline share and evaluation speed (prints ratios)
 	$(PY) bench/eval_speed.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/roofline.py
 
 docs: $(STAMP)  ## regenerate docs/recipe-reference.md from the recipe schema
 	$(PY) scripts/build_recipe_reference.py
