@@ -9,7 +9,7 @@ RSS (the main process and the largest worker; no model is loaded) and records/s;
 growth is linear. The last line is JSON with every figure and whether the issue-23 targets hold (1M records:
 cold <= 300 s, cached <= 10 s, peak RSS <= 4 GB).
 
-    .venv/bin/python bench/data_scale.py                          # 10k, 100k, 1M (about 6-8 min on 2 cores)
+    .venv/bin/python bench/data_scale.py                          # 10k, 100k, 1M (about 5 min on 2 quiet cores)
     .venv/bin/python bench/data_scale.py --sizes 10000 100000     # quicker
     .venv/bin/python bench/data_scale.py --num-proc 1             # one process, for comparison
 """
