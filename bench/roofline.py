@@ -75,14 +75,15 @@ def gemm_table() -> list[dict[str, Any]]:
 
 
 def profile(steps: int) -> dict[str, float]:
-    """Self CPU seconds per kind of operation over the steps after the first (torch.profiler)."""
+    """Self CPU seconds per kind of operation, per step, over the steps after the first (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile, schedule
     from transformers import TrainerCallback
 
     trainer, _ = _lora_small(steps)
-    with profile(
-        activities=[ProfilerActivity.CPU], schedule=schedule(wait=0, warmup=1, active=steps - 1)
-    ) as prof:
+    traces: list[Any] = []
+    plan = schedule(wait=1, warmup=0, active=steps - 1, repeat=1)  # step 1 (warm-up) is not recorded
+    ready = traces.append  # the profiler hands itself over when the active steps end
+    with profile(activities=[ProfilerActivity.CPU], schedule=plan, on_trace_ready=ready) as prof:
 
         class Step(TrainerCallback):
             def on_step_end(self, *args: Any, **kwargs: Any) -> None:
@@ -91,10 +92,15 @@ def profile(steps: int) -> dict[str, float]:
         trainer.add_callback(Step())
         trainer.train()
     totals: dict[str, float] = defaultdict(float)
-    for event in prof.key_averages():
+    others: dict[str, float] = {}
+    for event in traces[0].key_averages() if traces else []:
         kind = next((k for k, prefixes in KINDS if event.key.startswith(prefixes)), "other")
-        totals[kind] += event.self_cpu_time_total / 1e6 / (steps - 1)
-    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+        seconds = event.self_cpu_time_total / 1e6 / (steps - 1)
+        totals[kind] += seconds
+        if kind == "other":
+            others[f"other: {event.key}"] = seconds
+    largest = dict(sorted(others.items(), key=lambda item: -item[1])[:6])
+    return dict(sorted(totals.items(), key=lambda item: -item[1])) | largest
 
 
 def main() -> None:
@@ -138,7 +144,7 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "roofline", "gemms": table, "throughput": summary}
     if args.profile:
         kinds = json.loads(child(__file__, "--part", "profile", "--steps", str(args.steps))[-1])
-        total = sum(kinds.values())
+        total = sum(v for k, v in kinds.items() if not k.startswith("other: "))
         print("\n| where a step's time goes (self CPU) | seconds per step | share |\n|---|---|---|")
         for kind, seconds in kinds.items():
             print(f"| {kind} | {seconds:.3f} | {seconds / total:.0%} |")

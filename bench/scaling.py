@@ -41,8 +41,9 @@ def _model_dir(name: str, work: Path) -> Path | None:
     if shape is None:
         return None
     from pipeline.config.loader import load_recipe
+    from pipeline.models.assets import resolve_model
 
-    packaged = Path(load_recipe("lora-small").model.name)
+    packaged = resolve_model(load_recipe("lora-small").model.name)
     folder = work / f"smollm2-{name}"
     folder.mkdir(parents=True, exist_ok=True)
     for item in packaged.iterdir():
@@ -113,6 +114,12 @@ def main() -> None:
     )
     parser.add_argument("--variants", default="abc")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "scaling.png")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "bench" / "scaling.json",
+        help="points kept across invocations: a re-measured (model, length) replaces the kept one",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
@@ -122,7 +129,8 @@ def main() -> None:
     from pipeline.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(load_recipe("lora-small").model)
-    results = []
+    kept = json.loads(args.results.read_text())["points"] if args.results.exists() else []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         for model in args.models:
@@ -136,9 +144,17 @@ def main() -> None:
                 run = _run(args, data, length, folder, args.variants)
                 point = {"model": model, "length": length, "batch": run["batch"]}
                 point["tokens_per_s"] = run["median_real_tokens_per_s"]
+                point["roofline_share"] = run.get("median_roofline_share", {})
+                point["load_average_1min"] = run["load_average_1min"]
                 results.append(point)
                 for row in run["rows"]:
                     print(f"{model:>5} L={length:<5} batch {run['batch']:<3} {row}", flush=True)
+    measured = {(p["model"], p["length"]) for p in results}
+    results = sorted(
+        [p for p in kept if (p["model"], p["length"]) not in measured] + results,
+        key=lambda p: (list(SHAPES).index(p["model"]), p["length"]),
+    )
+    args.results.write_text(json.dumps({"points": results}, indent=1) + "\n", encoding="utf-8")
     print(
         "\n| model | max_length | batch | plain TRL | TRL padding_free | ours | ours/plain | ours/padding_free |"
     )
