@@ -70,7 +70,13 @@ def finetune(
         metrics.update(evaluate_base(model, inputs.tokenizer, recipe, eval_set, weights))
     try:
         trained = train_model(
-            recipe, run_dir, model, inputs.tokenizer, inputs.train, checkpoint, eval_dataset=inputs.eval
+            recipe,
+            run_dir,
+            model,
+            inputs.tokenizer,
+            inputs.training_data,
+            checkpoint,
+            eval_dataset=inputs.eval,
         )
     except RuntimeError as exc:  # a collective whose peer is gone: one line, not an internal error
         raise distributed.peer_lost(exc) or exc from None
@@ -136,7 +142,12 @@ def _open_run(
     if main:
         write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         write_manifest(run_dir, manifest)
-        write_run_page(run_dir / "data-audit.html", inputs.train, inputs.tokenizer, recipe.train.max_length)
+        note = None  # a stream (data.streaming) is never held whole: the page shows its first records
+        if inputs.stream is not None:
+            note = f"streamed: the statistics of the first {len(inputs.train)} examples only"
+        write_run_page(
+            run_dir / "data-audit.html", inputs.train, inputs.tokenizer, recipe.train.max_length, note=note
+        )
         resuming = f" (resuming from {checkpoint.name})" if checkpoint else ""
         console.print(
             f"[bold]{recipe.name}[/]: {recipe.description or recipe.model.name} -> {run_dir}{resuming}"

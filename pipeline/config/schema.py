@@ -170,6 +170,13 @@ class DataSpec(Spec):
         le=1024,
         description="Worker processes that check and tokenize large data sets; absent = the usable CPU cores.",
     )
+    streaming: bool = Field(
+        False,
+        description="Train from local JSONL/Parquet files read as a stream (data larger than memory): records are "
+        "checked and tokenized on the fly in data.num_proc data-loader workers (default 1), each rank reading its "
+        "own share; needs train.max_steps and, for held-out data, data.eval. Hygiene runs apart: `pipeline data "
+        "hygiene`.",
+    )
 
     _normalize_train = field_validator("train", "eval", mode="before")(_as_sources)
 
@@ -243,6 +250,45 @@ class Recipe(Spec):
                 f"eval.fail_if_worse needs held-out data to compare on and there is none; {fix}, or "
                 "eval.fail_if_worse: false"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _streaming_fits(self) -> Recipe:
+        if not self.data.streaming:
+            return self
+        data, train = self.data, self.train
+        problems = [
+            (train.max_steps < 1, "train.max_steps: a stream has no length; set train.max_steps (e.g. 1000)"),
+            (train.stage != "sft", f"train.stage {train.stage}: only sft streams; set data.streaming: false"),
+            (
+                data.dedup,
+                "data.dedup is not applied to a stream; run `pipeline data hygiene` on the files first "
+                "and set data.dedup: false",
+            ),
+            (
+                data.redact,
+                "data.redact is not applied to a stream; find personal data with `pipeline data "
+                "hygiene`, redact the files, and set data.redact: false",
+            ),
+            (
+                not data.eval and data.eval_size > 0,
+                "data.eval_size: an eval split cannot be cut from a stream; "
+                "give held-out files in data.eval, or set data.eval_size: 0",
+            ),
+            (
+                any(s.weight for s in data.train),
+                "data.train[].weight: a stream reads its files in turn, unmixed; drop the weights",
+            ),
+            (train.packing, "train.packing needs the whole data set; use train.padding_free: true"),
+            (
+                bool(data.max_examples) or any(s.max_examples for s in data.train),
+                "max_examples: train.max_steps ends a stream; drop data.max_examples and "
+                "data.train[].max_examples",
+            ),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise ValueError(f"data.streaming: {message}")
         return self
 
     @model_validator(mode="after")

@@ -227,10 +227,16 @@ def audit(recipe: Recipe, examples: int, split: str, html_path: Path | None, con
 
 
 def write_run_page(
-    path: Path, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, examples: int = 8
+    path: Path,
+    dataset: Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    examples: int = 8,
+    note: str | None = None,
 ) -> AuditStats:
-    """The audit page of a run's tokenized train split (what finetune trained on), written to path."""
+    """The audit page of a run's tokenized train split (what finetune trained on), written to path; `note`
+    heads the statistics (a streamed split's page shows its first records only)."""
     stats = compute_stats(dataset, max_length)
     rows = [dataset[i] for i in range(min(examples, len(dataset)))]
-    write_html(path, rows, tokenizer, stats_lines(stats, "train"))
+    write_html(path, rows, tokenizer, [*([note] if note else []), *stats_lines(stats, "train")])
     return stats

@@ -17,13 +17,14 @@ from pipeline.errors import DataError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".md")
 Located = tuple[str, Any]
+PARQUET_BATCH = 1024  # rows decoded at a time
 
 
-def _read_jsonl(path: Path) -> Iterator[Located]:
+def _read_jsonl(path: Path, part: int = 0, parts: int = 1) -> Iterator[Located]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+            if (number - 1) % parts != part or not line.strip():
+                continue  # another part's line (data.streaming): counted, never parsed
             try:
                 yield f"{path}:{number}", json.loads(line)
             except json.JSONDecodeError as exc:
@@ -58,8 +59,11 @@ def _read_csv(path: Path) -> Iterator[Located]:
 def _read_parquet(path: Path) -> Iterator[Located]:
     import pyarrow.parquet as pq
 
-    for index, record in enumerate(pq.read_table(path).to_pylist()):
-        yield f"{path}[{index}]", record
+    index = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH):  # never the whole file at once
+        for record in batch.to_pylist():
+            yield f"{path}[{index}]", record
+            index += 1
 
 
 def _read_text(path: Path) -> Iterator[Located]:
@@ -94,14 +98,19 @@ def _shown(path: Path) -> Path:
         return path
 
 
-def read_file(path: Path) -> Iterator[Located]:
-    """(location, record) pairs of one local file, chosen by its suffix."""
+def read_file(path: Path, part: int = 0, parts: int = 1) -> Iterator[Located]:
+    """(location, record) pairs of one local file, chosen by its suffix; with parts > 1 only part `part` of
+    them: every parts-th line (JSONL) or record (other types), starting at the part-th."""
     path = _shown(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported data file type; use one of {', '.join(SUFFIXES)}.")
+    if reader is _read_jsonl:
+        rows: Iterator[Located] = _read_jsonl(path, part, parts)
+    else:
+        rows = (row for n, row in enumerate(reader(path)) if n % parts == part)
     try:
-        yield from reader(path)
+        yield from rows
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; convert the file to UTF-8.") from None
     except OSError as exc:
@@ -189,6 +198,11 @@ def read_source(data: DataSpec, source: SourceSpec) -> Iterator[Located]:
             raise DataError(f"{source.path}: the folder holds no data file ({', '.join(SUFFIXES)}).")
         else:
             rows = (row for path in files for row in read_file(path))
+    yield from renamed(source, rows)
+
+
+def renamed(source: SourceSpec, rows: Iterator[Located]) -> Iterator[Located]:
+    """The rows with the source's column mapping (data.train[].columns) applied."""
     for location, record in rows:
         if source.columns and isinstance(record, dict):
             record = {source.columns.get(k, k): v for k, v in record.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from pipeline.config.schema import DataSpec, SourceSpec
 from pipeline.data.pairs import PAIR_FORMATS, convert_preference
 from pipeline.data.progress import counted
 from pipeline.data.records import convert, detect_format
-from pipeline.data.sources import read_source
+from pipeline.data.sources import Located, read_source
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,13 @@ def invalid_record(on_invalid: str, location: str, message: str, skipped: dict[s
     skipped[source] = skipped.get(source, 0) + 1
 
 
-def load_source(data: DataSpec, source: SourceSpec, skipped: dict[str, int]) -> list[dict[str, Any]]:
-    """Every valid record of one source, converted from its (detected or declared) format."""
-    records: list[dict[str, Any]] = []
+def valid_records(
+    data: DataSpec, source: SourceSpec, rows: Iterable[Located], skipped: dict[str, int]
+) -> Iterator[dict[str, Any]]:
+    """The records of (location, raw record) rows converted from the source's (detected or declared) format,
+    each with its location; a bad one stops with its location or is counted (data.on_invalid)."""
     fmt = None if source.format == "auto" else source.format
-    for location, raw in counted(read_source(data, source), f"Reading and validating {source.path}"):
+    for location, raw in rows:
         try:
             fmt = fmt or detect_format(raw)
             if fmt in PAIR_FORMATS:
@@ -53,7 +56,15 @@ def load_source(data: DataSpec, source: SourceSpec, skipped: dict[str, int]) -> 
         except ValueError as exc:
             invalid_record(data.on_invalid, location, str(exc), skipped)
             continue
-        records.append({**record, "location": location})
+        yield {**record, "location": location}
+
+
+def load_source(data: DataSpec, source: SourceSpec, skipped: dict[str, int]) -> list[dict[str, Any]]:
+    """Every valid record of one source, converted from its (detected or declared) format."""
+    records: list[dict[str, Any]] = []
+    rows = counted(read_source(data, source), f"Reading and validating {source.path}")
+    for record in valid_records(data, source, rows, skipped):
+        records.append(record)
         if source.max_examples and len(records) >= source.max_examples and not source.weight:
             break
     if not records:

@@ -35,6 +35,26 @@ def encode_record(
     )
 
 
+def settle_failures(
+    records: list[dict[str, Any]],
+    failures: list[tuple[int, str]],
+    tokenizer: PreTrainedTokenizerBase,
+    on_invalid: str,
+    skipped: dict[str, int],
+    verdicts: dict[str, str | None] | None = None,
+) -> None:
+    """Apply data.on_invalid to the records the template could not render ((index, message) in record order):
+    stop at the first one's location, or count them into skipped. A template that fails every record of a
+    kind raises RecipeError naming the setting instead; verdicts remembers which kinds it renders."""
+    verdicts = {} if verdicts is None else verdicts
+    for index, message in failures:
+        # A template that fails every record is the recipe's doing: name the setting, not train.jsonl:1.
+        error = recipe_error(tokenizer, records[index], verdicts)
+        if error is not None:
+            raise error from None
+        invalid_record(on_invalid, records[index].get("location", "record"), message, skipped)
+
+
 def _build(
     records: list[dict[str, Any]],
     tokenizer: PreTrainedTokenizerBase,
@@ -47,13 +67,7 @@ def _build(
     if folder is not None:
         shards.append(folder)
     skipped: dict[str, int] = {}
-    verdicts: dict[str, str | None] = {}
-    for index, message in failures:
-        # A template that fails every record is the recipe's doing: name the setting, not train.jsonl:1.
-        error = recipe_error(tokenizer, records[index], verdicts)
-        if error is not None:
-            raise error from None
-        invalid_record(options["on_invalid"], records[index].get("location", "record"), message, skipped)
+    settle_failures(records, failures, tokenizer, options["on_invalid"], skipped)
     if untrained:
         log.warning(
             "%s: %d example(s) had no trained token left after truncation to %d tokens and were dropped.",

@@ -14,14 +14,14 @@ from pipeline.config.schema import Recipe
 from pipeline.data.hygiene import apply_hygiene, log_hygiene
 from pipeline.data.pairs import check_stage_records, pair_dataset
 from pipeline.data.prepared import Deferred, dataset_folder, load_prepared, prepared_key, store_prepared
-from pipeline.data.splits import Splits, load_splits
+from pipeline.data.splits import Splits, load_sources, load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
 from pipeline.models.parent import attach_parent, parent_of
 from pipeline.train.guards import check_target_modules
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, IterableDataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,14 @@ class Inputs:
     splits: Splits
     hygiene: dict[str, Any]
     tokenizer: PreTrainedTokenizerBase
-    train: Dataset
+    train: Dataset  # with data.streaming: the stream's first rows only (checked, shown on the audit page)
     eval: Dataset | None
+    stream: IterableDataset | None = None  # data.streaming: the training split, read as it trains
+
+    @property
+    def training_data(self) -> Dataset | IterableDataset:
+        """What trains: the stream (data.streaming), else the tokenized train split."""
+        return self.train if self.stream is None else self.stream
 
 
 def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
@@ -46,6 +52,8 @@ def prepare_inputs(recipe: Recipe, held_out: bool | None = None) -> Inputs:
     eval records untruncated from `splits`, so long eval answers never stop a run that does not need this."""
     tokenizer = load_tokenizer(recipe.model)
     held_out = recipe.train.eval_steps > 0 if held_out is None else held_out
+    if recipe.data.streaming:
+        return _prepare_stream(recipe, tokenizer, held_out)
     options = {"max_length": recipe.train.max_length, "loss_on": recipe.train.loss_on, "held_out": held_out}
     # Only the SFT view is cached whole: other stages read every training record again (trl's columns).
     key = prepared_key(recipe.data, tokenizer, options) if recipe.stage_settings is None else None
@@ -116,6 +124,36 @@ def _prepare(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, held_out: bool)
         if eval_set is not None:
             eval_set = pair_dataset(eval_set, splits.eval, tokenizer, recipe.train.max_length, limit)
     return Inputs(splits=splits, hygiene=hygiene.report, tokenizer=tokenizer, train=train, eval=eval_set)
+
+
+def _prepare_stream(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, held_out: bool) -> Inputs:
+    """data.streaming: the training split as a stream (its first rows checked here), the eval files loaded
+    and tokenized whole; hygiene is a separate pass over the files."""
+    from pipeline.data.streaming import open_stream, stream_sample
+
+    stream = open_stream(recipe.data, tokenizer, recipe.train)
+    sample = stream_sample(stream)
+    log.warning(
+        "data.streaming: hygiene (duplicates, contamination, personal data) is not run on a stream; "
+        "check the files with `pipeline data hygiene %s`.",
+        recipe.path or recipe.name,
+    )
+    skipped: dict[str, int] = {}
+    eval_records = load_sources(recipe.data, recipe.data.eval, skipped) if recipe.data.eval else []
+    eval_set = None
+    if eval_records and held_out:
+        eval_set = tokenize_records(
+            eval_records,
+            tokenizer,
+            recipe.train,
+            recipe.data.on_invalid,
+            desc="Tokenizing eval",
+            skipped=skipped,
+            num_proc=recipe.data.num_proc,
+        )
+    splits = Splits(train=[], eval=eval_records, skipped=skipped)
+    hygiene = {"streamed": True, "run": f"pipeline data hygiene {recipe.path or recipe.name}"}
+    return Inputs(splits, hygiene, tokenizer, sample, eval_set, stream=stream)
 
 
 def load_model(recipe: Recipe) -> PreTrainedModel:

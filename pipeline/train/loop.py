@@ -4,11 +4,14 @@ handler, and report what came out. `workflow.finetune`, `pipeline tokens` and th
 from __future__ import annotations
 
 import time
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
+from pipeline.data.streaming import unwrap_worker_error
+from pipeline.errors import PipelineError
 from pipeline.train.guards import NonFiniteGuard
 from pipeline.train.progress import RichProgressCallback
 from pipeline.train.resume import resume_command
@@ -18,7 +21,7 @@ from pipeline.train.throughput import ThroughputMeter
 from pipeline.train.trackers import tracking_to
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, IterableDataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 
@@ -35,7 +38,7 @@ def train_model(
     run_dir: Path,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    dataset: Dataset,
+    dataset: Dataset | IterableDataset,
     checkpoint: Path | None = None,
     callbacks: list[Any] | None = None,
     eval_dataset: Dataset | None = None,
@@ -67,13 +70,16 @@ def train_model(
         )  # the progress bar shows the loss; no raw log dicts on stdout
         started = time.perf_counter()
         with stopper.active():
-            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            try:
+                output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            except PipelineError as error:  # a bad record in a streamed file, raised in a data-loader worker
+                raise unwrap_worker_error(error) from None
     stopper.raise_if_stopped(resume_command(recipe, run_dir))
     metrics = {
         "steps": output.global_step,
         "loss": output.training_loss,
         "seconds": time.perf_counter() - started,
-        "examples": len(dataset),
+        "examples": len(dataset) if isinstance(dataset, Sized) else None,  # None: streamed (data.streaming)
         "log_history": trainer.state.log_history,
         "world_size": trainer.args.world_size,
         **meter.summary,  # tokens_per_second, roofline_share, ... (pipeline.train.throughput)

@@ -78,7 +78,9 @@ def redact(text: str) -> str:
 
 
 def data_files(data: DataSpec) -> list[dict[str, Any]]:
-    """Path, size and SHA-256 of every local data file the recipe reads; Hub data sets by id and revision."""
+    """Path, size and SHA-256 of every local data file the recipe reads; Hub data sets by id and revision.
+    A streamed training file (data.streaming), possibly larger than memory, gets its modification time
+    instead of a hash."""
     from pipeline.data.sources import local_files
 
     entries = []
@@ -94,15 +96,13 @@ def data_files(data: DataSpec) -> list[dict[str, Any]]:
                 entries.append({"split": split, "source": source.path, "revision": source.revision})
                 continue
             for path in paths:
-                entries.append(
-                    {
-                        "split": split,
-                        "source": source.path,
-                        "path": str(Path(path).resolve()),
-                        "bytes": Path(path).stat().st_size,
-                        "sha256": sha256_file(path),
-                    }
-                )
+                stat = Path(path).stat()
+                entry = {"split": split, "source": source.path, "path": str(Path(path).resolve())}
+                if data.streaming and split == "train":
+                    entry.update(bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, streamed=True)
+                else:
+                    entry.update(bytes=stat.st_size, sha256=sha256_file(path))
+                entries.append(entry)
     return entries
 
 
@@ -207,7 +207,10 @@ def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenize
         "recipe_sha256": canonical_hash(resolved),
         "data": {
             "files": data_files(recipe.data),
-            "records": {"train": len(splits.train), "eval": len(splits.eval)},
+            "records": {
+                "train": "streamed" if recipe.data.streaming else len(splits.train),
+                "eval": len(splits.eval),
+            },
             "skipped": dict(splits.skipped),
         },
         "tokenizer": tokenizer_info(tokenizer),
@@ -299,6 +302,11 @@ def summarize(changes: list[str], shown: int = 6) -> str:
     return "; ".join(changes[:shown]) + more
 
 
+def _stamp(entry: dict[str, Any]) -> Any:
+    """What tells a data file's content: its SHA-256, or a streamed file's size and modification time."""
+    return entry.get("sha256") or (entry.get("bytes"), entry.get("mtime_ns"))
+
+
 def differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """What changed between two manifests that shapes training: recipe, data, tokenizer, model, world size."""
     found = []
@@ -306,19 +314,16 @@ def differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
     for key in sorted(set(old) | set(new)):
         if not key.startswith(NOT_TRAINING) and old.get(key) != new.get(key):
             found.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-    old_files = {
-        f.get("path", f["source"]): f.get("sha256") for f in previous.get("data", {}).get("files", [])
-    }
-    new_files = {
-        f.get("path", f["source"]): f.get("sha256") for f in current.get("data", {}).get("files", [])
-    }
+    old_files = {f.get("path", f["source"]): _stamp(f) for f in previous.get("data", {}).get("files", [])}
+    new_files = {f.get("path", f["source"]): _stamp(f) for f in current.get("data", {}).get("files", [])}
     for path in sorted(set(old_files) | set(new_files)):
         if path not in new_files:
             found.append(f"data file {path} is no longer used")
         elif path not in old_files:
             found.append(f"data file {path} is new")
         elif old_files[path] != new_files[path]:
-            found.append(f"data file {path} changed (sha256)")
+            how = "sha256" if isinstance(new_files[path], str) else "size or modification time"
+            found.append(f"data file {path} changed ({how})")
     for section, label in (("tokenizer", "tokenizer"), ("model", "model weights")):
         if previous.get(section, {}).get("sha256") != current.get(section, {}).get("sha256"):
             found.append(f"{label} changed (sha256)")

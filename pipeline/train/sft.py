@@ -9,7 +9,7 @@ from pipeline.config.schema import Recipe
 from pipeline.train.arguments import training_arguments
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, IterableDataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
     from trl import SFTConfig, SFTTrainer
 
@@ -18,15 +18,20 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
     """The trl SFTConfig for a recipe; checkpoints and logs go under run_dir."""
     from trl import SFTConfig
 
-    train = recipe.train
+    from pipeline.data.streaming import stream_workers
+
+    train, streaming = recipe.train, recipe.data.streaming
+    # A stream (data.streaming) is read, checked and tokenized in data-loader workers, in its own order.
+    streamed = {"dataloader_num_workers": stream_workers(recipe.data)} if streaming else {}
     return SFTConfig(
         **training_arguments(recipe, run_dir, dry_run),
+        **streamed,
         # Examples are tokenized, masked and truncated by pipeline.data.formatting; trl only packs when asked.
         max_length=train.max_length if train.packing else None,
         packing=train.packing,
         padding_free=train.padding_free and not train.packing,
         train_sampling_strategy="group_by_length"
-        if train.group_by_length and not train.packing
+        if train.group_by_length and not train.packing and not streaming
         else "random",
     )
 
@@ -36,7 +41,7 @@ def build_trainer(
     run_dir: Path,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train_dataset: Dataset,
+    train_dataset: Dataset | IterableDataset,
     eval_dataset: Dataset | None,
     callbacks: list[Any] | None = None,
 ) -> SFTTrainer:
@@ -58,7 +63,8 @@ def build_trainer(
     args = build_sft_config(recipe, run_dir)
     mixed = bool(args.bf16 or args.fp16)
     record("skip_peft_input_casts", mixed and recipe.adapter.method != "full", "" if mixed else "no autocast")
-    return _trainer_class(train.group_by_length and not train.packing)(
+    grouped = train.group_by_length and not train.packing and not recipe.data.streaming
+    return _trainer_class(grouped)(
         model=model,
         args=args,
         train_dataset=train_dataset,
