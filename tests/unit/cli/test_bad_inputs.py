@@ -562,6 +562,48 @@ CASES.update(
 )
 
 
+def _streamed(c: Ctx, data: dict[str, Any] | None = None, **train: Any) -> str:
+    """A data.streaming recipe (train.max_steps set unless overridden) with these data settings."""
+    return c.recipe(data={"streaming": True, **(data or {})}, train={"max_steps": 2, **train})
+
+
+# data.streaming: the recipe cross-checks, and what a stream cannot read
+CASES.update(
+    {
+        "streaming-without-max-steps": (
+            lambda c: ["validate", _streamed(c, max_steps=-1)],
+            "data.streaming: train.max_steps: a stream has no length; set train.max_steps",
+        ),
+        "streaming-with-dedup": (
+            lambda c: ["validate", _streamed(c, {"dedup": True})],
+            "data.streaming: data.dedup is not applied to a stream; run `pipeline data hygiene`",
+        ),
+        "streaming-eval-split": (
+            lambda c: ["validate", _streamed(c, {"eval": [], "eval_size": 0.2})],
+            "data.streaming: data.eval_size: an eval split cannot be cut from a stream",
+        ),
+        "streaming-json-file": (
+            lambda c: ["validate", _streamed(c, {"train": _json_file(c)})],
+            "data.streaming reads .jsonl and .parquet files",
+        ),
+        "streaming-bad-record": (
+            lambda c: [
+                "validate",
+                _streamed(c, {"train": c.data_path([*GOOD, _turns(("user", "hi"), ("robot", "beep"))])}),
+            ],
+            "all.jsonl:5: messages[1].role must be one of",
+        ),
+    }
+)
+
+
+def _json_file(c: Ctx) -> str:
+    path = c.tmp / "data" / "records.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('[{"text": "a"}]', encoding="utf-8")
+    return str(path)
+
+
 def _half_checkpoint(c: Ctx) -> Path:
     folder = c.folder("checkpoint-3")  # trainer_state.json written, weights and optimizer state missing
     (folder / "trainer_state.json").write_text('{"global_step": 3}', encoding="utf-8")
