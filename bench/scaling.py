@@ -78,24 +78,41 @@ def _ratio(rates: dict[str, float], baseline: str) -> str:
 
 
 def _plot(results: list[dict[str, Any]], target: Path) -> None:
-    """Tokens/s against max_length, one panel per model shape, one line per variant."""
+    """Left: tokens/s against max_length for the real 135M model, one line per variant. Right: ours over each
+    TRL variant at the largest length every model shape ran, one bar group per shape."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    models = list(dict.fromkeys(r["model"] for r in results))
-    figure, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 3.6), squeeze=False)
-    for axis, model in zip(axes[0], models, strict=True):
-        mine = [r for r in results if r["model"] == model]
-        for variant, label in VARIANTS.items():
-            points = [(r["length"], r["tokens_per_s"][variant]) for r in mine if variant in r["tokens_per_s"]]
-            if points:
-                axis.plot(*zip(*points, strict=True), marker="o", label=label)
-        axis.set(title=f"SmolLM2-{model}", xlabel="max_length (tokens)", ylabel="real tokens/s", xscale="log")
-        axis.set_xticks([r["length"] for r in mine], [str(r["length"]) for r in mine])
-        axis.grid(alpha=0.3)
-        axis.legend()
+    figure, (lengths, shapes) = plt.subplots(1, 2, figsize=(11, 3.8))
+    real = [r for r in results if r["model"] == "135M"]
+    for variant, label in VARIANTS.items():
+        points = [(r["length"], r["tokens_per_s"][variant]) for r in real if variant in r["tokens_per_s"]]
+        if points:
+            lengths.plot(*zip(*points, strict=True), marker="o", label=label)
+    lengths.set_xscale("log", base=2)
+    lengths.xaxis.set_minor_formatter(NullFormatter())
+    lengths.set_xticks([r["length"] for r in real], [str(r["length"]) for r in real])
+    lengths.set(title="SmolLM2-135M: longer rows", xlabel="max_length (tokens)", ylabel="real tokens/s")
+    lengths.set_ylim(bottom=0)
+    lengths.grid(alpha=0.3)
+    lengths.legend()
+    common = [r for r in results if r["length"] == 1024 and {"a", "b", "c"} <= set(r["tokens_per_s"])]
+    highest = max(
+        (r["tokens_per_s"]["c"] / min(r["tokens_per_s"]["a"], r["tokens_per_s"]["b"]) for r in common),
+        default=1,
+    )
+    shapes.set_ylim(0, highest * 1.3)  # room for the legend above the bars
+    for offset, (baseline, label) in enumerate((("a", "ours / plain TRL"), ("b", "ours / TRL padding_free"))):
+        ratios = [r["tokens_per_s"]["c"] / r["tokens_per_s"][baseline] for r in common]
+        bars = shapes.bar([i + 0.38 * offset for i in range(len(common))], ratios, width=0.36, label=label)
+        shapes.bar_label(bars, fmt="%.2fx", fontsize=8)
+    shapes.axhline(1.0, color="grey", linewidth=0.8)
+    shapes.set_xticks([i + 0.19 for i in range(len(common))], [f"SmolLM2-{r['model']}" for r in common])
+    shapes.set(title="larger models, max_length 1024", ylabel="speed-up (real tokens/s)")
+    shapes.legend(loc="upper right")
     figure.tight_layout()
     figure.savefig(target, dpi=110)
 
@@ -120,7 +137,14 @@ def main() -> None:
         default=ROOT / "bench" / "scaling.json",
         help="points kept across invocations: a re-measured (model, length) replaces the kept one",
     )
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the plot from --results, measure nothing"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        _plot(json.loads(args.results.read_text())["points"], args.plot)
+        print(f"plot: {args.plot}")
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
     from long_conversations import conversations  # type: ignore[import-not-found]
