@@ -22,7 +22,9 @@ def build_sft_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> SF
 
     train, streaming = recipe.train, recipe.data.streaming
     # A stream (data.streaming) is read, checked and tokenized in data-loader workers, in its own order.
-    streamed = {"dataloader_num_workers": stream_workers(recipe.data)} if streaming else {}
+    # The workers stay between passes over the stream (no new fork each time max_steps outlasts the data).
+    workers = stream_workers(recipe.data)
+    streamed = {"dataloader_num_workers": workers, "dataloader_persistent_workers": True} if streaming else {}
     return SFTConfig(
         **training_arguments(recipe, run_dir, dry_run),
         **streamed,
