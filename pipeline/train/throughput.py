@@ -10,8 +10,10 @@ train.score_trained_only skips the rest. Causal attention adds 6 x query width x
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _SAMPLE = 5000  # examples read to estimate lengths (the first ones: data order is already shuffled)
+_STREAM_SAMPLE = 256  # records of a stream read for the same estimate (tokenized on the fly: keep it short)
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,16 @@ class DataShape:
 def data_shape(dataset: Any, train: TrainSpec) -> DataShape | None:
     """Lengths (truncated to train.max_length) of the training set's first examples; None if unknown."""
     try:
-        sample = dataset.select(range(min(len(dataset), _SAMPLE)))
-        lengths = [min(int(n), train.max_length) for n in sample["num_tokens"]]
-        trained = [min(int(t), train.max_length) for t in sample["num_trained"]]
-    except (AttributeError, KeyError, TypeError, ValueError):  # streamed or pair-only data
+        if isinstance(dataset, Sized):
+            rows = dataset.select(range(min(len(dataset), _SAMPLE)))
+            counts = list(zip(rows["num_tokens"], rows["num_trained"], strict=True))
+        else:  # a stream (data.streaming): its first records, read once more
+            counts = [
+                (r["num_tokens"], r["num_trained"]) for r in itertools.islice(iter(dataset), _STREAM_SAMPLE)
+            ]
+        lengths = [min(int(n), train.max_length) for n, _ in counts]
+        trained = [min(int(t), train.max_length) for _, t in counts]
+    except (AttributeError, KeyError, TypeError, ValueError):  # pair-only data
         return None
     if not lengths or not sum(lengths):
         return None

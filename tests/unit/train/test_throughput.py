@@ -93,6 +93,8 @@ def test_data_shape_from_token_counts() -> None:
     assert shape.attention_length == pytest.approx((100 + 900 + 10000) / 140)
     assert shape.trained_share == pytest.approx(115 / 140)
     assert data_shape(Dataset.from_dict({"prompt": ["a"]}), train) is None
+    streamed = rows.to_iterable_dataset()  # data.streaming: the first records of the stream
+    assert data_shape(streamed, train) == shape
 
 
 def test_meter_reports_steady_state_tokens_per_second(
