@@ -89,9 +89,15 @@ def validate(
     inputs = prepare(loaded, launch)
     held_out = f", {len(inputs.splits.eval)} eval" if inputs.splits.eval else ", no eval split"
     skipped = sum(inputs.splits.skipped.values())
+    train = (
+        f"train streamed (its first {len(inputs.train)} records checked)"
+        if inputs.stream is not None
+        else f"{len(inputs.splits.train)} train"
+    )
+    tokenized = "" if inputs.stream is not None else f"; {len(inputs.train)} examples tokenized"
     typer.echo(
-        f"{loaded.path}: OK ({loaded.adapter.method}, {loaded.model.name}; {len(inputs.splits.train)} train"
-        f"{held_out} records{f', {skipped} skipped' if skipped else ''}; {len(inputs.train)} examples tokenized)"
+        f"{loaded.path}: OK ({loaded.adapter.method}, {loaded.model.name}; {train}"
+        f"{held_out} records{f', {skipped} skipped' if skipped else ''}{tokenized})"
     )
 
 
