@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STREAM_SHUFFLE = 10_000  # examples (tokenized) held to shuffle a stream: ~60 MB at 1k tokens each
+
 
 @dataclass
 class Inputs:
@@ -153,7 +155,9 @@ def _prepare_stream(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, held_out
         )
     splits = Splits(train=[], eval=eval_records, skipped=skipped)
     hygiene = {"streamed": True, "run": f"pipeline data hygiene {recipe.path or recipe.name}"}
-    return Inputs(splits, hygiene, tokenizer, sample, eval_set, stream=stream)
+    # A buffer of STREAM_SHUFFLE examples mixes what comes in file order (datasets also shuffles the parts).
+    shuffled = stream.shuffle(seed=recipe.data.seed, buffer_size=STREAM_SHUFFLE)
+    return Inputs(splits, hygiene, tokenizer, sample, eval_set, stream=shuffled)
 
 
 def load_model(recipe: Recipe) -> PreTrainedModel:

@@ -76,6 +76,31 @@ def test_accelerate_gives_each_rank_its_own_parts(tmp_path: Path, monkeypatch: p
     assert all(int(loc.rsplit(":", 1)[1]) % 2 == 0 for loc in seen[1])  # rank 1: the others, in every file
 
 
+def test_the_shuffled_training_stream_still_splits_by_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What training reads (pipeline.train.inputs: the stream through a shuffle buffer, parts in seeded order):
+    each rank still gets its own records, together all of them, in an order other than the files'."""
+    from accelerate.data_loader import IterableDatasetShard, prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    from pipeline.train.inputs import STREAM_SHUFFLE
+
+    _files(tmp_path, 3)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    stream = open_stream(_spec(tmp_path), build_tiny_tokenizer(), TRAIN)
+    shuffled = stream.shuffle(seed=42, buffer_size=STREAM_SHUFFLE)
+    seen = []
+    for rank in (0, 1):
+        loader = DataLoader(shuffled, batch_size=2, collate_fn=lambda rows: [r["location"] for r in rows])
+        prepared = prepare_data_loader(loader, num_processes=2, process_index=rank, dispatch_batches=False)
+        assert not isinstance(prepared.dataset, IterableDatasetShard)
+        seen.append([location for batch in prepared for location in batch])
+    every = [r["location"] for r in stream]
+    assert sorted(seen[0] + seen[1]) == sorted(every) and not set(seen[0]) & set(seen[1])
+    assert seen[0] + seen[1] != every
+
+
 def test_parquet_files_stream_with_their_row_locations(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
