@@ -88,8 +88,10 @@ class TokenStream:
         self._extra = assisted_kwargs(model, tokenizer, self.sampling, assistant_model, assistant_tokenizer)
         self.streamer = _streamer_class()(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
         if start:
-            threading.Thread(target=self._run, name="generation", daemon=True).start()
+            self._thread = threading.Thread(target=self._run, name="generation", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         import torch
@@ -174,6 +176,13 @@ class TokenStream:
                 # EOS, or a stop string that the text search missed (split by skipped special tokens)
                 self.finish_reason = "stop"
         self._finished.wait()
+        self.join()
+
+    def join(self) -> None:
+        """Wait until the generation thread has ended, not only its text: a process that exits while that
+        thread still unwinds torch's native code aborts ("terminate called without an active exception")."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
     @property
     def running(self) -> bool:

@@ -61,6 +61,8 @@ def test_stream_matches_batch_generation_and_cuts_stop(tiny_model: Any, tiny_tok
     pieces = list(stream)
     assert len(pieces) > 1 and "".join(pieces) == batch.text
     assert (stream.finish_reason, stream.tokens) == ("length", 16) and stream.prompt_tokens > 0
+    # The text ends only after the generation thread has: exiting with it still unwinding aborted `chat`.
+    assert stream._thread is not None and not stream._thread.is_alive()
     assert "".join(pieces[:2]) in batch.text and len(pieces[0]) < len(batch.text)
     stop = batch.text.split()[2]
     cut = TokenStream(tiny_model, tiny_tokenizer, prompt, Sampling(max_new_tokens=16, stop=(stop,))).text()
@@ -75,6 +77,7 @@ def test_cancel_stops_a_stream_early(tiny_model: Any, tiny_tokenizer: Any) -> No
         stream.cancel()
         rest = list(pieces)
     assert stream.finish_reason == "cancelled" and stream.tokens < 400
+    assert stream._thread is not None and not stream._thread.is_alive()
     assert len(rest) < 100
 
 
