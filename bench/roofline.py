@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +53,17 @@ def gemm_table() -> list[dict[str, Any]]:
     """GFLOP/s of each distinct multiply of one lora-small step, in float32 and bfloat16, and the roofline."""
     import torch
 
-    from pipeline.train.roofline import Gemm, _time_gemm, measure
+    from pipeline.train.roofline import distinct, measure, time_gemm
     from pipeline.train.throughput import data_shape, step_gemms
 
     trainer, recipe = _lora_small(2)
     model = trainer.model
     shape = data_shape(trainer.train_dataset, recipe.train)
     gemms = step_gemms(model, shape, shape.trained_share)
-    distinct = Counter()
-    for g in gemms:
-        distinct[Gemm(g.m, g.k, g.n)] += g.count
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
-        for g, count in sorted(distinct.items(), key=lambda item: -item[0].flops * item[1]):
-            seconds = _time_gemm(g, dtype, "cpu")
+        for g, count in sorted(distinct(gemms).items(), key=lambda item: -item[0].flops * item[1]):
+            seconds = time_gemm(g, dtype, "cpu")
             rows.append({"dtype": str(dtype)[6:], "m": g.m, "k": g.k, "n": g.n, "per_step": count,
                          "gflops": round(g.flops / seconds / 1e9, 1),
                          "ms_per_step": round(seconds * count * 1e3, 2)})  # fmt: skip

@@ -71,7 +71,7 @@ def gpu_peak(name: str) -> float | None:
     return None
 
 
-def _time_gemm(gemm: Gemm, dtype: torch.dtype, device: str) -> float:
+def time_gemm(gemm: Gemm, dtype: torch.dtype, device: str) -> float:
     """Seconds one (m x k) @ (k x n) takes here, best of repeated runs within the time budget."""
     import torch
 
@@ -91,12 +91,17 @@ def _time_gemm(gemm: Gemm, dtype: torch.dtype, device: str) -> float:
     return best
 
 
+def distinct(gemms: list[Gemm]) -> Counter[Gemm]:
+    """Each distinct (m, k, n) shape with how many multiplies of it the list holds (counts summed)."""
+    shapes: Counter[Gemm] = Counter()
+    for gemm in gemms:
+        shapes[Gemm(gemm.m, gemm.k, gemm.n)] += gemm.count
+    return shapes
+
+
 def measure(gemms: list[Gemm], dtype: torch.dtype, device: str = "cpu") -> float:
     """FLOP/s at which this machine runs the given multiplies, each timed alone: total FLOPs / total time."""
-    distinct = Counter()
-    for gemm in gemms:
-        distinct[Gemm(gemm.m, gemm.k, gemm.n)] += gemm.count
-    seconds = sum(_time_gemm(shape, dtype, device) * count for shape, count in distinct.items())
+    seconds = sum(time_gemm(shape, dtype, device) * count for shape, count in distinct(gemms).items())
     return sum(g.flops for g in gemms) / seconds
 
 

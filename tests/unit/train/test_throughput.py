@@ -77,9 +77,19 @@ def test_roofline_keeps_the_best_measurement_per_machine_and_shapes(
     )
 
 
-def test_measure_times_real_multiplies() -> None:
-    rate = roofline_module.measure([Gemm(64, 64, 64, count=3)], torch.float32)
-    assert 1e6 < rate < 1e15  # FLOP/s of a real CPU, even a busy one
+def test_measure_times_each_shape_once_and_weighs_it_by_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = []
+
+    def fake_time(gemm: Gemm, dtype: torch.dtype, device: str) -> float:
+        timed.append((gemm.m, gemm.k, gemm.n))
+        return 0.001 if gemm.n == 64 else 0.004
+
+    monkeypatch.setattr(roofline_module, "time_gemm", fake_time)
+    gemms = [Gemm(64, 64, 64, count=3), Gemm(64, 64, 64), Gemm(64, 64, 128, count=2)]
+    rate = roofline_module.measure(gemms, torch.float32)
+    assert sorted(timed) == [(64, 64, 64), (64, 64, 128)]  # one timing per distinct shape
+    flops = 2 * 64 * 64 * 64 * 4 + 2 * 64 * 64 * 128 * 2
+    assert rate == pytest.approx(flops / (0.001 * 4 + 0.004 * 2))
 
 
 def test_data_shape_from_token_counts() -> None:
