@@ -19,7 +19,8 @@ MAIN_PORT=${MAIN_PORT:-29500}
 ACCELERATE=${ACCELERATE:-.venv/bin/accelerate}
 # What SLURM sets: SLURM_JOB_NODELIST (the job's nodes), SLURM_NNODES (how many) and, in each task,
 # SLURM_NODEID (this node's index, 0 on the first node, which hosts global rank 0).
-MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+# sed reads every line: `head -n 1` may close the pipe first, and pipefail then ends the job with SIGPIPE (141).
+MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
 export CONFIG GPUS_PER_NODE MAIN_PORT ACCELERATE MAIN_ADDR
 
 # --kill-on-bad-exit: a node whose ranks failed ends the other node's launcher too.

@@ -75,6 +75,15 @@ app.add_typer(data_app, name="data")
 
 def main() -> None:
     """Run the CLI; a PipelineError becomes one line on stderr and a non-zero exit."""
+    from pipeline.train.distributed import shutdown
+
+    try:
+        _run()
+    finally:
+        shutdown()
+
+
+def _run() -> None:
     _quiet_libraries()
     from pipeline.train.resume import normalize_resume_argv
 

@@ -11,6 +11,7 @@ reports) exchange each rank's outcome, so a failure on any rank stops every rank
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -80,6 +81,20 @@ def start(timeout_s: int) -> None:
     """Create the process group with this collective timeout (seconds), before anything else does."""
     if is_distributed():
         state(timeout_s)
+
+
+def shutdown() -> None:
+    """Tear down this process's process groups, if any, while the interpreter is still whole.
+
+    A launched rank that exits with its groups alive leaves them to torch's native teardown at exit, which
+    now and then aborts ("terminate called without an active exception", exit 134 instead of the run's code).
+    """
+    if "torch.distributed" not in sys.modules:  # nothing to tear down, and `--help` stays free of torch
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:

@@ -13,7 +13,9 @@ SCRIPT = ROOT / "scripts" / "slurm_two_node.sh"
 # Stand-ins for what a cluster provides: scontrol lists the job's hosts; srun runs its command once per node
 # with that node's SLURM_NODEID; "accelerate" prints the arguments it got, one launch per line.
 STUBS = {
-    "scontrol": 'test "$1 $2 $3" = "show hostnames gpu-[07-08]" && printf "gpu-07\\ngpu-08\\n"',
+    # ...and then many more hosts, as on a big job: a reader that stops after the first line must not end
+    # the script with SIGPIPE under pipefail.
+    "scontrol": 'test "$1 $2 $3" = "show hostnames gpu-[07-08]" && printf "gpu-07\\ngpu-08\\n" && seq 200000',
     "srun": 'while [ "${1#--}" != "$1" ]; do shift; done\nfor node in 0 1; do SLURM_NODEID=$node "$@"; done',
     "accelerate": 'echo "$*"',
 }
