@@ -36,6 +36,7 @@ class Setting:
     attention: str = "packed_sdpa"  # or "sdpa": transformers' SDPA with a block mask over padding-free rows
     dropout: float = 0.0  # LoRA dropout
     peft_casts: bool = False  # peft's fp32 cast of every adapter input (lora-small skips it under autocast)
+    short_kernel: bool = True  # short examples' attention as two multiplies, not SDPA's math kernel
 
 
 LORA_SMALL = Setting()
@@ -61,6 +62,7 @@ SETTINGS: dict[str, Setting] = {
     "lora-small: LoRA dropout 0.05": dataclasses.replace(LORA_SMALL, dropout=0.05),
     "lora-small: grouped padded": dataclasses.replace(LORA_SMALL, batching="grouped", padding_free=False),
     "lora-small: recomputation": dataclasses.replace(LORA_SMALL, recompute=True),
+    "lora-small: SDPA math for short examples": dataclasses.replace(LORA_SMALL, short_kernel=False),
     "lora-small: fp32 without autocast": dataclasses.replace(
         LORA_SMALL, weights="float32", autocast=False, peft_casts=True
     ),
@@ -113,7 +115,8 @@ def _model(recipe: Any, weights: str, dropout: float) -> Any:
 
 
 def _prepare(model: Any, setting: Setting) -> None:
-    """Switch recomputation, attention kernel and LM head path of the shared model to the setting's."""
+    """Switch recomputation, attention kernels and LM head path of the shared model to the setting's."""
+    from pipeline.train.attention import use_short_example_kernel
     from pipeline.train.patches.trl_lm_head import score_trained_positions_only
 
     base = model.get_base_model()
@@ -125,6 +128,7 @@ def _prepare(model: Any, setting: Setting) -> None:
         base.disable_input_require_grads()
     base.set_attn_implementation(setting.attention)
     score_trained_positions_only(setting.compact_head, lean_cpu_kernel=setting.lean_head)
+    use_short_example_kernel(setting.short_kernel)
 
 
 def _time(model: Any, batches: list[Any], setting: Setting, pad_id: int) -> float:

@@ -5,25 +5,30 @@ position_ids that restart at 0. flash-attn's varlen kernel handles such rows on 
 instead builds a block-diagonal mask over the whole row and pays attention over all of it (quadratic in the
 row length, not in each example's).
 `packed_sdpa` runs PyTorch's SDPA once per example, causal, on that example's own slice: the same result,
-with no mask. Anything that is not such a row (padded batches, generation with a KV cache) goes to
+with no mask (short examples while training on CPU: two batched multiplies, `_short_causal_attention`). Anything that is not such a row (padded batches, generation with a KV cache) goes to
 transformers' own SDPA function unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 from typing import Any
 
 import torch
 
 PACKED_SDPA = "packed_sdpa"
-# On CPU, PyTorch's flash kernel has a fixed cost per call that the plain matmul ("math") kernel does not:
-# measured on 2 cores (bf16, 9 heads of 64, forward + backward), math is 1.5x faster at 64-128 tokens and
-# slower from ~256, where it also starts to hold a full attention matrix per head for the backward pass.
-# Without gradients (evaluation) the flash kernel is faster at every length (48 tokens: 0.13 vs 0.68 ms) and
-# gives the bit-identical result of scoring the example alone, so math is used only while training.
-_MATH_BELOW_TOKENS = 256
+# On CPU, PyTorch's flash kernel has a fixed cost per call that plain multiplies do not: measured on 2 cores
+# (bf16, 9 heads of 64, forward + backward), SDPA's math kernel is 1.5x faster at 64-128 tokens and slower
+# from ~256, where it also starts to hold a full attention matrix per head for the backward pass.
+# `_short_causal_attention` is those multiplies with less around them (1.4x the math kernel on a row of 8
+# short examples). Without gradients (evaluation) the flash kernel is faster at every length (48 tokens: 0.13
+# vs 0.68 ms) and gives the bit-identical result of scoring the example alone, so it is used only while training.
+_SHORT_BELOW_TOKENS = 256
+_SHORT_KERNEL = {
+    "enabled": True
+}  # False: SDPA's math kernel for short examples (bench/train_levers.py's A/B)
 _last_bounds: list[Any] = [None, None]  # (position_ids, bounds): every layer of one forward asks again
 
 
@@ -58,18 +63,62 @@ def packed_sdpa(
     if bounds is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
+    plain = _SHORT_KERNEL["enabled"] and _plain_causal(query, key, value, kwargs)
     pieces = []
     for start, end in itertools.pairwise(bounds):
         short_on_cpu = (
-            query.device.type == "cpu" and end - start < _MATH_BELOW_TOKENS and torch.is_grad_enabled()
+            query.device.type == "cpu" and end - start < _SHORT_BELOW_TOKENS and torch.is_grad_enabled()
         )
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        if short_on_cpu and plain:
+            pieces.append(_short_causal_attention(q, k, v, kwargs.get("scaling")))
+            continue
         with sdpa_kernel(SDPBackend.MATH) if short_on_cpu else contextlib.nullcontext():
-            piece, _ = sdpa_attention_forward(
-                module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], None,
-                is_causal=True, **kwargs,
-            )  # fmt: skip
+            piece, _ = sdpa_attention_forward(module, q, k, v, None, is_causal=True, **kwargs)
         pieces.append(piece)
     return torch.cat(pieces, dim=1), None  # sdpa_attention_forward returns (batch, seq, heads, dim)
+
+
+def use_short_example_kernel(enabled: bool = True) -> None:
+    """Train short examples on CPU through `_short_causal_attention` (the default) or SDPA's math kernel."""
+    _SHORT_KERNEL["enabled"] = enabled
+
+
+def _plain_causal(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kwargs: dict[str, Any]
+) -> bool:
+    """True when attention is nothing but causal softmax(QK^T * scaling)V: no dropout, window, soft-cap or bias."""
+    extras = ("sliding_window", "softcap", "position_bias", "s_aux")
+    return (
+        not kwargs.get("dropout")
+        and all(kwargs.get(name) is None for name in extras)
+        and query.shape[1] % key.shape[1] == 0
+        and key.shape[-1] == value.shape[-1] == query.shape[-1]
+    )
+
+
+def _short_causal_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """Causal attention of one example, (1, heads, L, dim) in, (1, L, heads, dim) out, as two batched multiplies.
+
+    The query heads that share a key/value head are stacked as extra rows of one multiply instead of copying
+    the key and value per head; scores are softmaxed in fp32 (as autocast does), probabilities multiplied in
+    the value's dtype."""
+    _, heads, length, dim = query.shape
+    groups = key.shape[1]
+    stacked = query[0].reshape(groups, heads // groups * length, dim)
+    scores = torch.matmul(stacked, key[0].transpose(1, 2)) * (dim**-0.5 if scaling is None else scaling)
+    scores = scores.masked_fill(_future(length, heads // groups, query.device), float("-inf"))
+    probabilities = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
+    out = torch.matmul(probabilities, value[0])  # (groups, heads/groups * L, dim)
+    return out.view(heads, length, dim).transpose(0, 1).unsqueeze(0)
+
+
+@functools.lru_cache(maxsize=64)
+def _future(length: int, repeats: int, device: torch.device) -> torch.Tensor:
+    """(repeats * length, length) bool mask of the positions after each query row's own."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1).repeat(repeats, 1)
 
 
 def use_packed_sdpa(model: torch.nn.Module) -> bool:

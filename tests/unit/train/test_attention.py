@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import torch
 
+from pipeline.train import attention
 from pipeline.train.attention import PACKED_SDPA, example_bounds, use_packed_sdpa
 
 
@@ -28,9 +29,17 @@ def test_example_bounds_finds_each_example_of_a_row() -> None:
     assert example_bounds(None, 4) is None
 
 
-@pytest.mark.parametrize("lengths", [(7, 5, 9), (300, 20)])  # 300: the flash kernel's branch on CPU
-def test_packed_row_matches_each_example_alone(tiny_model: Any, lengths: tuple[int, ...]) -> None:
-    """Logits and gradients of a packed row equal those of the examples run one by one."""
+@pytest.mark.parametrize(
+    ("lengths", "short_kernel"),
+    [((7, 5, 9), True), ((7, 5, 9), False), ((300, 20), True)],  # 300: the flash kernel's branch on CPU
+    ids=["short-kernel", "sdpa-math", "flash-and-short"],
+)
+def test_packed_row_matches_each_example_alone(
+    tiny_model: Any, lengths: tuple[int, ...], short_kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logits and gradients of a packed row equal those of the examples run one by one (tiny_model's query heads
+    share key/value heads, as SmolLM2's do)."""
+    monkeypatch.setitem(attention._SHORT_KERNEL, "enabled", short_kernel)
     examples, row, positions = _row(*lengths)
     alone = torch.cat([tiny_model(e, use_cache=False).logits for e in examples], dim=1)
     alone.square().mean().backward()
