@@ -5,8 +5,9 @@ position_ids that restart at 0. flash-attn's varlen kernel handles such rows on 
 instead builds a block-diagonal mask over the whole row and pays attention over all of it (quadratic in the
 row length, not in each example's).
 `packed_sdpa` runs PyTorch's SDPA once per example, causal, on that example's own slice: the same result,
-with no mask (short examples while training on CPU: two batched multiplies, `_short_causal_attention`). Anything that is not such a row (padded batches, generation with a KV cache) goes to
-transformers' own SDPA function unchanged.
+with no mask (short examples while training on CPU: two batched multiplies, `_short_causal_attention`).
+Anything that is not such a row (padded batches, generation with a KV cache) goes to transformers' own SDPA
+function unchanged.
 """
 
 from __future__ import annotations
