@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ def main() -> None:
     from pipeline.models.artifacts import load_target
     from pipeline.models.merged_view import adapter_merged
 
-    run = args.run or max((ROOT / "runs").glob("lora-small-*/adapter"), key=os.path.getmtime).parent
+    runs = sorted((ROOT / "runs").glob("lora-small-*/adapter"), key=os.path.getmtime)
+    if args.run is None and not runs:
+        sys.exit("no lora-small run under runs/: run `make finetune` first, or pass --run RUN_FOLDER")
+    run = args.run or runs[-1].parent
     loaded = load_target(str(run))
     model, tokenizer = loaded.model, loaded.tokenizer
     tokenizer.padding_side = "left"

@@ -79,7 +79,7 @@ def _ratio(rates: dict[str, float], baseline: str) -> str:
 
 def _plot(results: list[dict[str, Any]], target: Path) -> None:
     """Left: tokens/s against max_length for the real 135M model, one line per variant. Right: ours over each
-    TRL variant at the largest length every model shape ran, one bar group per shape."""
+    TRL variant at max_length 1024 (the length every model shape runs), one bar group per shape."""
     import matplotlib
 
     matplotlib.use("Agg")
