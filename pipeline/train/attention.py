@@ -65,12 +65,13 @@ def packed_sdpa(
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
     plain = _SHORT_KERNEL["enabled"] and _plain_causal(query, key, value, kwargs)
+    sizes = [end - start for start, end in itertools.pairwise(bounds)]
     pieces = []
-    for start, end in itertools.pairwise(bounds):
-        short_on_cpu = (
-            query.device.type == "cpu" and end - start < _SHORT_BELOW_TOKENS and torch.is_grad_enabled()
-        )
-        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+    # One split, not a slice per example: a slice's backward writes its gradient into a zeroed copy of the
+    # whole row, so n slices cost n row-sized fills and additions; a split's backward is one concatenation.
+    parts = zip(sizes, query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), strict=True)
+    for length, q, k, v in parts:
+        short_on_cpu = query.device.type == "cpu" and length < _SHORT_BELOW_TOKENS and torch.is_grad_enabled()
         if short_on_cpu and plain:
             pieces.append(_short_causal_attention(q, k, v, kwargs.get("scaling")))
             continue
@@ -104,22 +105,25 @@ def _short_causal_attention(
     """Causal attention of one example, (1, heads, L, dim) in, (1, L, heads, dim) out, as two batched multiplies.
 
     The query heads that share a key/value head are stacked as extra rows of one multiply instead of copying
-    the key and value per head; scores are softmaxed in fp32 (as autocast does), probabilities multiplied in
-    the value's dtype."""
+    the key and value per head; scaling and the causal mask ride in the first multiply (baddbmm adds the
+    mask's -inf above the diagonal), scores are softmaxed in fp32 (as autocast does), probabilities multiplied
+    in the value's dtype."""
     _, heads, length, dim = query.shape
     groups = key.shape[1]
     stacked = query[0].reshape(groups, heads // groups * length, dim)
-    scores = torch.matmul(stacked, key[0].transpose(1, 2)) * (dim**-0.5 if scaling is None else scaling)
-    scores = scores.masked_fill(_future(length, heads // groups, query.device), float("-inf"))
+    future = _future(length, heads // groups, query.dtype, query.device)
+    scale = dim**-0.5 if scaling is None else scaling
+    scores = torch.baddbmm(future, stacked, key[0].transpose(1, 2), alpha=scale)
     probabilities = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
     out = torch.matmul(probabilities, value[0])  # (groups, heads/groups * L, dim)
     return out.view(heads, length, dim).transpose(0, 1).unsqueeze(0)
 
 
-@functools.lru_cache(maxsize=64)
-def _future(length: int, repeats: int, device: torch.device) -> torch.Tensor:
-    """(repeats * length, length) bool mask of the positions after each query row's own."""
-    return torch.ones(length, length, dtype=torch.bool, device=device).triu(1).repeat(repeats, 1)
+@functools.lru_cache(maxsize=128)
+def _future(length: int, repeats: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(repeats * length, length) additive mask: -inf at the positions after each query row's own, else 0."""
+    mask = torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu(1)
+    return mask.repeat(repeats, 1)
 
 
 def use_packed_sdpa(model: torch.nn.Module) -> bool:
