@@ -84,7 +84,9 @@ def _trainer_class() -> type[DPOTrainer]:
     from peft.helpers import disable_input_dtype_casting
     from trl import DPOTrainer
 
-    class PipelineDPOTrainer(DPOTrainer):  # type: ignore[misc]
+    from pipeline.train.flop_count import CachedFlopCount
+
+    class PipelineDPOTrainer(CachedFlopCount, DPOTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
             mixed = bool(self.args.bf16 or self.args.fp16)
             with disable_input_dtype_casting(self.model, active=mixed):

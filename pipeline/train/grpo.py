@@ -63,13 +63,14 @@ def build_grpo_trainer(
 
     from pipeline.models.adapters import peft_config_for
     from pipeline.train.dpo import drop_reference_adapter
+    from pipeline.train.flop_count import CachedFlopCount
     from pipeline.train.patches.registry import record
 
     record("packed_sdpa", False, "trl's GRPO batches pad prompts and completions")
     functions, _weights = reward_functions(recipe)
     full = recipe.adapter.method == "full"
 
-    class PipelineGRPOTrainer(GRPOTrainer):  # type: ignore[misc]
+    class PipelineGRPOTrainer(CachedFlopCount, GRPOTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
             output = super().train(*args, **kwargs)
             drop_reference_adapter(self.model)

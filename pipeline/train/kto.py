@@ -51,6 +51,7 @@ def build_kto_trainer(
 
     from pipeline.models.adapters import peft_config_for
     from pipeline.train.dpo import drop_reference_adapter, reference_copy
+    from pipeline.train.flop_count import CachedFlopCount
     from pipeline.train.patches.registry import record
     from pipeline.train.patches.trl_lm_head import score_trained_positions_only
 
@@ -58,7 +59,7 @@ def build_kto_trainer(
     record("packed_sdpa", False, "trl's KTO collator pads its rows")
     full = recipe.adapter.method == "full"
 
-    class PipelineKTOTrainer(KTOTrainer):  # type: ignore[misc]
+    class PipelineKTOTrainer(CachedFlopCount, KTOTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
             output = super().train(*args, **kwargs)
             drop_reference_adapter(self.model)  # trl's frozen copy of a continued adapter is not saved

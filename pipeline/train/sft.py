@@ -83,9 +83,10 @@ def _trainer_class(group_by_length: bool) -> type[SFTTrainer]:
     from peft.helpers import disable_input_dtype_casting
     from trl import SFTTrainer
 
+    from pipeline.train.flop_count import CachedFlopCount
     from pipeline.train.patches.trainer_sampler import sampler_mixins
 
-    class PipelineSFTTrainer(*sampler_mixins(group_by_length), SFTTrainer):  # type: ignore[misc]
+    class PipelineSFTTrainer(CachedFlopCount, *sampler_mixins(group_by_length), SFTTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
             # Mixed precision runs every forward under autocast, which casts each LoRA input to bf16 for
             # its matmul anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of
