@@ -37,6 +37,7 @@ class Setting:
     dropout: float = 0.0  # LoRA dropout
     peft_casts: bool = False  # peft's fp32 cast of every adapter input (lora-small skips it under autocast)
     short_kernel: bool = True  # short examples' attention as two multiplies, not SDPA's math kernel
+    lora_addmm: bool = True  # LoRA updates added inside their B multiply (pipeline.train.patches.peft_lora)
 
 
 LORA_SMALL = Setting()
@@ -48,6 +49,7 @@ TRL = Setting(
     weights="float32",
     attention="sdpa",
     peft_casts=True,
+    lora_addmm=False,
 )
 SETTINGS: dict[str, Setting] = {
     "trl-defaults": TRL,
@@ -58,6 +60,7 @@ SETTINGS: dict[str, Setting] = {
     "+ lean CPU LM head": (s5 := dataclasses.replace(s4, lean_head=True)),
     "+ bf16 weights": (s6 := dataclasses.replace(s5, weights="bfloat16")),
     "+ no peft input casts": (s7 := dataclasses.replace(s6, peft_casts=False)),
+    "+ LoRA update in one multiply": dataclasses.replace(s7, lora_addmm=True),
     "lora-small": LORA_SMALL,
     "lora-small: LoRA dropout 0.05": dataclasses.replace(LORA_SMALL, dropout=0.05),
     "lora-small: grouped padded": dataclasses.replace(LORA_SMALL, batching="grouped", padding_free=False),
@@ -137,6 +140,8 @@ def _time(model: Any, batches: list[Any], setting: Setting, pad_id: int) -> floa
     from peft.helpers import disable_input_dtype_casting
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from pipeline.train.patches.peft_lora import lora_updates_in_one_multiply
+
     _prepare(model, setting)
     collate = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=setting.padding_free)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -145,6 +150,7 @@ def _time(model: Any, batches: list[Any], setting: Setting, pad_id: int) -> floa
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting.autocast))
         stack.enter_context(disable_input_dtype_casting(model, active=not setting.peft_casts))
+        stack.enter_context(lora_updates_in_one_multiply(model, active=setting.lora_addmm))
         for examples in batches:
             batch = collate(examples)
             loss = model(**batch, use_cache=False, fused_lm_head=True).loss

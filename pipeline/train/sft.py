@@ -78,12 +78,14 @@ def build_trainer(
 
 
 def _trainer_class(group_by_length: bool) -> type[SFTTrainer]:
-    """SFTTrainer whose adapters take their inputs as they come while mixed precision autocasts every forward,
-    and whose group_by_length batches come in random order (pipeline.train.patches.trainer_sampler)."""
+    """SFTTrainer whose adapters take their inputs as they come while mixed precision autocasts every forward
+    and add their updates in one multiply on CPU (pipeline.train.patches.peft_lora), and whose group_by_length
+    batches come in random order (pipeline.train.patches.trainer_sampler)."""
     from peft.helpers import disable_input_dtype_casting
     from trl import SFTTrainer
 
     from pipeline.train.flop_count import CachedFlopCount
+    from pipeline.train.patches.peft_lora import lora_updates_in_one_multiply
     from pipeline.train.patches.trainer_sampler import sampler_mixins
 
     class PipelineSFTTrainer(CachedFlopCount, *sampler_mixins(group_by_length), SFTTrainer):  # type: ignore[misc]
@@ -92,7 +94,11 @@ def _trainer_class(group_by_length: bool) -> type[SFTTrainer]:
             # its matmul anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of
             # every linear layer's input, one kept for backward (bench/RESULTS.md: 1.03x per step, less memory).
             mixed = bool(self.args.bf16 or self.args.fp16)
-            with disable_input_dtype_casting(self.model, active=mixed):
+            cpu = self.args.device.type == "cpu"
+            with (
+                disable_input_dtype_casting(self.model, active=mixed),
+                lora_updates_in_one_multiply(self.model, active=cpu),
+            ):
                 return super().train(*args, **kwargs)
 
     return PipelineSFTTrainer
