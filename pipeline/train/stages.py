@@ -21,22 +21,34 @@ def build_trainer(
     eval_dataset: Dataset | None,
     callbacks: list[Any] | None = None,
 ) -> Trainer:
-    """The trainer of the recipe's stage (pipeline.train.sft, .dpo, .kto or .grpo), built over the prepared data."""
-    if recipe.train.stage == "dpo":
+    """The trainer of the recipe's stage (pipeline.train.sft, .dpo, .kto or .grpo), built over the prepared data;
+    on CPU the process keeps freed memory for the steps to reuse (train.keep_freed_memory)."""
+    builder = _builder(recipe.train.stage)
+    trainer = builder(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
+    if recipe.train.keep_freed_memory and trainer.args.device.type == "cpu":
+        from pipeline.train.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    return trainer
+
+
+def _builder(stage: str) -> Any:
+    """The build function of one training stage."""
+    if stage == "dpo":
         from pipeline.train.dpo import build_dpo_trainer
 
-        return build_dpo_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
-    if recipe.train.stage == "grpo":
+        return build_dpo_trainer
+    if stage == "grpo":
         from pipeline.train.grpo import build_grpo_trainer
 
-        return build_grpo_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
-    if recipe.train.stage == "kto":
+        return build_grpo_trainer
+    if stage == "kto":
         from pipeline.train.kto import build_kto_trainer
 
-        return build_kto_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
+        return build_kto_trainer
     from pipeline.train.sft import build_trainer as build_sft_trainer
 
-    return build_sft_trainer(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
+    return build_sft_trainer
 
 
 def build_stage_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> Any:
