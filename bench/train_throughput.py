@@ -1,10 +1,12 @@
 """Training throughput: plain TRL vs TRL padding_free vs our lora-small path, alternating in one invocation.
 
-All three train the packaged SmolLM2-135M-Instruct with LoRA r=16, alpha=32, dropout 0.05 on all linear
-layers, max_length 512, fp32 weights, the same batch, the same number of optimizer steps and the same loss
+All three train the packaged SmolLM2-135M-Instruct with lora-small's LoRA settings (r=16, alpha=32, dropout
+0, all linear layers), max_length 512, the same batch, the same number of optimizer steps and the same loss
 mask (the same pre-tokenized rows with assistant masks: trl turns them into labels for every variant).
-Precision is each side's default: TRL's SFTConfig turns bf16 autocast on (on CPU too), lora-small computes
-in fp32 on CPU and bf16 on GPUs.
+Weights and precision are each side's default: the plain script loads fp32 weights and TRL's SFTConfig
+turns bf16 autocast on (on CPU too); lora-small loads `native` weights (bf16 where the CPU or GPU has it).
+Variant (d) is ours with --lever overrides on top, to time one lever against lora-small in the same
+invocation (e.g. --variants cd --lever train.keep_freed_memory=false).
 
 Measured per run, over the optimizer steps after the first (warm-up: allocator, lazy init), from the end
 of one step to the end of the next, so fetching and collating each batch is inside the timed span:
@@ -35,7 +37,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {"a": "plain TRL (defaults)", "b": "TRL padding_free=True", "c": "ours (lora-small)"}
+VARIANTS = {
+    "a": "plain TRL (defaults)",
+    "b": "TRL padding_free=True",
+    "c": "ours (lora-small)",
+    "d": "ours, lever changed",
+}
 HELD_OUT = 32
 _MAX_LENGTH = [512]  # --max-length, set once by main() in each process
 # Held-out losses count as equal within this (nats): (a) and (b) train on the same examples with the same
@@ -171,11 +178,12 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.train.stages import build_trainer
 
     steps, batch, output = args.steps, args.batch, args.output / variant
-    overrides = args.set if variant == "c" else []
+    ours = variant in "cd"
+    overrides = [*args.set, *(args.lever if variant == "d" else [])] if ours else []
     recipe, tokenizer, dataset, held_out = _dataset(steps, batch, overrides, _shape(args, variant))
     model = _model(recipe, args.random_init)
     parameters = sum(p.numel() for p in model.parameters())
-    if variant == "c":
+    if ours:
         trainer = build_trainer(recipe, output, model, tokenizer, dataset, None)
     else:
         trainer = _plain_trainer(variant, recipe, model, tokenizer, dataset, output)
@@ -192,7 +200,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     eval_loss = float("nan") if args.random_init else _held_out_loss(trainer.model, recipe, held_out, False)
     return {
         "variant": variant,
-        "name": VARIANTS[variant] + (f" {' '.join(overrides)}" if variant == "c" and overrides else ""),
+        "name": VARIANTS[variant] + (f" {' '.join(overrides)}" if overrides else ""),
         "steps": result.global_step,
         **meter.rates(),
         "peak_rss_mb": round(peak_mb),
@@ -231,7 +239,7 @@ def _roofline_figures(
     shape = data_shape(dataset, recipe.train)
     if shape is None:
         return {}
-    head_share = shape.trained_share if variant == "c" and recipe.train.score_trained_only else 1.0
+    head_share = shape.trained_share if variant in "cd" and recipe.train.score_trained_only else 1.0
     model = trainer.model
     per_token = flops_per_token(model, shape, head_share)
     device = "cuda" if next(model.parameters()).is_cuda else "cpu"
@@ -247,7 +255,7 @@ def _roofline_figures(
 def _shape(args: argparse.Namespace, variant: str) -> list[str]:
     """Recipe overrides: the model folder, and the weight dtype (--dtype; else TRL's float32 for the plain
     script, whose documented default it is, and the recipe's own for ours)."""
-    dtype = args.dtype or ("float32" if variant != "c" else None)
+    dtype = args.dtype or ("float32" if variant in "ab" else None)
     data = [f"data.train={args.data}"] if args.data else []
     return (
         data
@@ -282,7 +290,8 @@ def _child(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.batch),
     ]
     command += ["--output", str(args.output), "--max-length", str(args.max_length)]
-    command += [f"--set={item}" for item in args.set] + (["--data", str(args.data)] if args.data else [])
+    command += [f"--set={item}" for item in args.set] + [f"--lever={item}" for item in args.lever]
+    command += ["--data", str(args.data)] if args.data else []
     command += (["--dtype", args.dtype] if args.dtype else []) + ["--peak-tflops", str(args.peak_tflops)]
     command += (["--model", args.model] if args.model else []) + (
         ["--random-init"] if args.random_init else []
@@ -317,7 +326,9 @@ def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         key: peak,
         "eval_loss": eval_loss,
     }
-    if set(median) == set(VARIANTS):
+    if "c" in median and "d" in median:
+        summary["ours_over_lever_changed"] = round(median["c"] / median["d"], 3)
+    if {"a", "b", "c"} <= set(median):
         ratios = {
             "ours_over_plain": median["c"] / median["a"],
             "ours_over_padding_free": median["c"] / median["b"],
@@ -345,9 +356,15 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512, help="train.max_length of every variant")
     parser.add_argument("--data", type=Path, help="training JSONL for every variant (default: lora-small's)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 3 steps, 1 round")
-    parser.add_argument("--variants", default="abc", help="which variants to run, e.g. 'c' or 'bc'")
+    parser.add_argument("--variants", default="abc", help="which variants to run, e.g. 'c', 'bc' or 'cd'")
     parser.add_argument(
         "--set", action="append", default=[], help="recipe override for ours, e.g. train.padding_free=true"
+    )
+    parser.add_argument(
+        "--lever",
+        action="append",
+        default=[],
+        help="override for variant d only, e.g. train.padding_free=false",
     )
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "bench")
