@@ -3,9 +3,10 @@
 glibc's malloc serves every allocation above its mmap threshold (128 KiB, rising with use up to 32 MiB) with
 a fresh mapping and unmaps it when freed, and trims the heap top back to the kernel. A training step frees
 and reallocates the same activation, gradient and logit buffers every step, so each step faults all of them
-in again: ~30,000 page faults per lora-small step on 2 cores, none with the thresholds raised, 1.04-1.11x
-per step in paired processes and the same peak RSS (bench/RESULTS.md). PyTorch's CPU allocator has no cache
-of its own; jemalloc or tcmalloc preloaded do the same job for users who have them.
+in again: ~30,000 page faults per lora-small step on 2 cores, none with the thresholds raised: 1.10x per
+lora-small run for 35 MB more peak RSS (up to 0.5 GB more with 4,096-token rows, whose varying shapes
+fragment the kept memory; bench/RESULTS.md). PyTorch's CPU allocator has no cache of its own; jemalloc or
+tcmalloc preloaded do the same job for users who have them.
 """
 
 from __future__ import annotations

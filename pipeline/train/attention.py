@@ -23,7 +23,7 @@ PACKED_SDPA = "packed_sdpa"
 # On CPU, PyTorch's flash kernel has a fixed cost per call that plain multiplies do not: measured on 2 cores
 # (bf16, 9 heads of 64, forward + backward), SDPA's math kernel is 1.5x faster at 64-128 tokens and slower
 # from ~256, where it also starts to hold a full attention matrix per head for the backward pass.
-# `_short_causal_attention` is those multiplies with less around them (1.07x per lora-small step over the
+# `_short_causal_attention` is those multiplies with less around them (1.11x per lora-small step over the
 # math kernel, bench/RESULTS.md). Without gradients (evaluation) the flash kernel is faster at every length
 # (48 tokens: 0.13 vs 0.68 ms) and gives the bit-identical result of scoring the example alone, so the short
 # paths are used only while training.

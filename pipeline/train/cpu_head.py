@@ -3,7 +3,7 @@
 trl's fused LM head (`trl.kernels.ChunkedLogProbFunction`) runs a Triton kernel on GPUs and, elsewhere, a
 torch re-statement of that kernel that walks each 32k-column logit tile about fifteen times (scaling by
 1.0, masks built from aranges, a separate pass per statistic) and recomputes every tile in backward; this
-module makes a lora-small step 1.10x faster on 2 CPU cores (bench/RESULTS.md). `CpuLogProbs.apply` takes the same arguments and returns the
+module makes a lora-small step 1.19x faster on 2 CPU cores (bench/RESULTS.md). `CpuLogProbs.apply` takes the same arguments and returns the
 same five outputs for the case SFTTrainer uses (log-probabilities with gradient; entropy and top-1 for its
 metrics): one matmul and one fused log-softmax per block of rows. Blocks of more than one are
 recomputed in backward (activation checkpointing), so memory stays bounded like trl's.

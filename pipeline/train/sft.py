@@ -92,7 +92,7 @@ def _trainer_class(group_by_length: bool) -> type[SFTTrainer]:
         def train(self, *args: Any, **kwargs: Any) -> Any:
             # Mixed precision runs every forward under autocast, which casts each LoRA input to bf16 for
             # its matmul anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of
-            # every linear layer's input, one kept for backward (bench/RESULTS.md: 1.03x per step, less memory).
+            # every linear layer's input, one kept for backward (bench/RESULTS.md: 1.10x per step, less memory).
             mixed = bool(self.args.bf16 or self.args.fp16)
             cpu = self.args.device.type == "cpu"
             with (

@@ -35,6 +35,10 @@ def canary() -> str | None:
         return "peft.tuners.lora.layer.Linear.forward cannot be read"
     if _FORMULA not in source:
         return "peft.tuners.lora.layer.Linear.forward no longer adds lora_B(lora_A(dropout(x))) * scaling"
+    if (
+        "self.lora_variant" not in source
+    ):  # how peft tells DoRA and the other variants apart, which _plain reads
+        return "peft.tuners.lora.layer.Linear.forward no longer dispatches variants through self.lora_variant"
     return None
 
 
@@ -88,12 +92,10 @@ def _plain(layer: Any, x: torch.Tensor) -> bool:
         if name not in layer.lora_A:
             continue
         a, b = layer.lora_A[name], layer.lora_B[name]
-        if name in layer.lora_variant or not isinstance(layer.lora_dropout[name], torch.nn.Identity):
+        variant = name in layer.lora_variant or layer.use_dora.get(name, False)
+        if variant or not isinstance(layer.lora_dropout[name], torch.nn.Identity):
             return False
-        if b.bias is not None:
-            return False
-        if not autocast and {x.dtype, layer.base_layer.weight.dtype, a.weight.dtype, b.weight.dtype} != {
-            x.dtype
-        }:
+        dtypes = {x.dtype, layer.base_layer.weight.dtype, a.weight.dtype, b.weight.dtype}
+        if b.bias is not None or (not autocast and len(dtypes) > 1):
             return False
     return True
