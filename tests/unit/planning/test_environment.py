@@ -48,6 +48,7 @@ def test_json_carries_the_same_facts_without_the_token(monkeypatch: pytest.Monke
     assert data["precision"]["auto"] in ("fp32", "bf16")
     assert set(data["speed_levers"]) == {
         "bnb_cpu",
+        "peft_lora",
         "torch_cpu",
         "trainer_sampler",
         "transformers_attention",

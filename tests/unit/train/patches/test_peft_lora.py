@@ -55,23 +55,36 @@ def _logits_and_grads(
     return logits.detach(), [p.grad.clone() for n, p in model.named_parameters() if p.requires_grad]
 
 
+def _distance(found: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """Relative distance of a list of tensors from a reference list (one norm over all of them)."""
+    squared = sum(float((f.float() - r.float()).norm() ** 2) for f, r in zip(found, reference, strict=True))
+    return (squared / sum(float(r.float().norm() ** 2) for r in reference)) ** 0.5
+
+
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 def test_same_logits_and_gradients_as_peft(
     tiny_model: Any, autocast: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every plain LoRA layer takes the one-multiply path; logits and every LoRA gradient match peft's."""
+    """Every plain LoRA layer takes the one-multiply path. In fp32 its logits and LoRA gradients are peft's;
+    under bf16 autocast (where the two round at different points) they are no further from the fp32 result
+    than peft's own."""
     model = _adapted(tiny_model)
     ids = torch.randint(3, 60, (2, 11), generator=torch.Generator().manual_seed(1))
-    expected_logits, expected_grads = _logits_and_grads(model, ids, autocast)
+    exact_logits, exact_grads = _logits_and_grads(model, ids, autocast=False)
+    peft_logits, peft_grads = _logits_and_grads(model, ids, autocast)
     with lora_updates_in_one_multiply(model, active=True):
         calls = _peft_calls(monkeypatch)  # after the canary has read peft's own forward
         logits, grads = _logits_and_grads(model, ids, autocast)
     assert calls == [] and registry.active_patches()["lora_addmm"] == "on"
-    tolerance = 3e-2 if autocast else 1e-5
-    assert torch.allclose(logits, expected_logits, atol=tolerance, rtol=tolerance)
-    assert len(grads) == len(expected_grads) > 0
-    for grad, expected in zip(grads, expected_grads, strict=True):
-        assert torch.allclose(grad, expected, atol=tolerance * expected.abs().max(), rtol=tolerance)
+    assert len(grads) == len(peft_grads) > 0
+    if not autocast:
+        assert _distance([logits], [peft_logits]) < 1e-6
+        assert _distance(grads, peft_grads) < 1e-5
+    else:
+        peft_error = _distance(peft_grads, exact_grads)
+        assert 0 < peft_error < 0.1
+        assert _distance(grads, exact_grads) < 2 * peft_error
+        assert _distance([logits], [exact_logits]) < 2 * _distance([peft_logits], [exact_logits])
     assert not _replaced(model)  # peft's forward is back
 
 
