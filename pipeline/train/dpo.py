@@ -81,20 +81,14 @@ def _trainer_class() -> type[DPOTrainer]:
     """DPOTrainer whose adapters take their inputs as they come under autocast and add their updates in one
     multiply on CPU (see pipeline.train.sft), and which drops the frozen reference copy of a continued adapter
     once trained, so only the trained adapter is saved and evaluated."""
-    from peft.helpers import disable_input_dtype_casting
     from trl import DPOTrainer
 
     from pipeline.train.flop_count import CachedFlopCount
-    from pipeline.train.patches.peft_lora import lora_updates_in_one_multiply
+    from pipeline.train.sft import adapter_levers
 
     class PipelineDPOTrainer(CachedFlopCount, DPOTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
-            mixed = bool(self.args.bf16 or self.args.fp16)
-            cpu = self.args.device.type == "cpu"
-            with (
-                disable_input_dtype_casting(self.model, active=mixed),
-                lora_updates_in_one_multiply(self.model, active=cpu),
-            ):
+            with adapter_levers(self.model, self.args):
                 output = super().train(*args, **kwargs)
             drop_reference_adapter(self.model)
             return output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,24 +83,32 @@ def _trainer_class(group_by_length: bool) -> type[SFTTrainer]:
     """SFTTrainer whose adapters take their inputs as they come while mixed precision autocasts every forward
     and add their updates in one multiply on CPU (pipeline.train.patches.peft_lora), and whose group_by_length
     batches come in random order (pipeline.train.patches.trainer_sampler)."""
-    from peft.helpers import disable_input_dtype_casting
     from trl import SFTTrainer
 
     from pipeline.train.flop_count import CachedFlopCount
-    from pipeline.train.patches.peft_lora import lora_updates_in_one_multiply
     from pipeline.train.patches.trainer_sampler import sampler_mixins
 
     class PipelineSFTTrainer(CachedFlopCount, *sampler_mixins(group_by_length), SFTTrainer):  # type: ignore[misc]
         def train(self, *args: Any, **kwargs: Any) -> Any:
-            # Mixed precision runs every forward under autocast, which casts each LoRA input to bf16 for
-            # its matmul anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of
-            # every linear layer's input, one kept for backward (bench/RESULTS.md: 1.10x per step, less memory).
-            mixed = bool(self.args.bf16 or self.args.fp16)
-            cpu = self.args.device.type == "cpu"
-            with (
-                disable_input_dtype_casting(self.model, active=mixed),
-                lora_updates_in_one_multiply(self.model, active=cpu),
-            ):
+            with adapter_levers(self.model, self.args):
                 return super().train(*args, **kwargs)
 
     return PipelineSFTTrainer
+
+
+@contextlib.contextmanager
+def adapter_levers(model: Any, args: Any) -> Iterator[None]:
+    """While a trainer trains: no peft input casts under mixed precision, LoRA updates in one multiply on CPU."""
+    from peft.helpers import disable_input_dtype_casting
+
+    from pipeline.train.patches.peft_lora import lora_updates_in_one_multiply
+
+    # Mixed precision runs every forward under autocast, which casts each LoRA input to bf16 for its matmul
+    # anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of every linear layer's
+    # input, one kept for backward (bench/RESULTS.md: 1.10x per step, less memory).
+    mixed = bool(args.bf16 or args.fp16)
+    with (
+        disable_input_dtype_casting(model, active=mixed),
+        lora_updates_in_one_multiply(model, active=args.device.type == "cpu"),
+    ):
+        yield

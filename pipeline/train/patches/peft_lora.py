@@ -35,9 +35,8 @@ def canary() -> str | None:
         return "peft.tuners.lora.layer.Linear.forward cannot be read"
     if _FORMULA not in source:
         return "peft.tuners.lora.layer.Linear.forward no longer adds lora_B(lora_A(dropout(x))) * scaling"
-    if (
-        "self.lora_variant" not in source
-    ):  # how peft tells DoRA and the other variants apart, which _plain reads
+    # How peft tells DoRA and the other variants apart, which _plain reads.
+    if "self.lora_variant" not in source:
         return "peft.tuners.lora.layer.Linear.forward no longer dispatches variants through self.lora_variant"
     return None
 
