@@ -178,7 +178,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     from pipeline.train.stages import build_trainer
 
     steps, batch, output = args.steps, args.batch, args.output / variant
-    ours = variant in "cd"
+    ours = variant in ("c", "d")
     overrides = [*args.set, *(args.lever if variant == "d" else [])] if ours else []
     recipe, tokenizer, dataset, held_out = _dataset(steps, batch, overrides, _shape(args, variant))
     model = _model(recipe, args.random_init)
@@ -239,7 +239,7 @@ def _roofline_figures(
     shape = data_shape(dataset, recipe.train)
     if shape is None:
         return {}
-    head_share = shape.trained_share if variant in "cd" and recipe.train.score_trained_only else 1.0
+    head_share = shape.trained_share if variant in ("c", "d") and recipe.train.score_trained_only else 1.0
     model = trainer.model
     per_token = flops_per_token(model, shape, head_share)
     device = "cuda" if next(model.parameters()).is_cuda else "cpu"
@@ -255,7 +255,7 @@ def _roofline_figures(
 def _shape(args: argparse.Namespace, variant: str) -> list[str]:
     """Recipe overrides: the model folder, and the weight dtype (--dtype; else TRL's float32 for the plain
     script, whose documented default it is, and the recipe's own for ours)."""
-    dtype = args.dtype or ("float32" if variant in "ab" else None)
+    dtype = args.dtype or ("float32" if variant in ("a", "b") else None)
     data = [f"data.train={args.data}"] if args.data else []
     return (
         data

@@ -193,6 +193,31 @@ def make_recipe(tmp_path: Path, tiny_model_dir: Path, chat_files: tuple[Path, Pa
     return _make
 
 
+@pytest.fixture
+def tiny_trainer(
+    make_recipe: Callable[..., Path], tiny_model_dir: Path, tiny_tokenizer: Any
+) -> Callable[..., Any]:
+    """Build, as finetune does (pipeline.train.stages), the trainer of a tiny recipe whose train section is
+    merged over the defaults, over `rows` copies of one 5-token example with its last 3 tokens trained."""
+
+    def _build(rows: int = 2, **train: Any) -> Any:
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM
+
+        from pipeline.config.loader import load_recipe
+        from pipeline.train.stages import build_trainer
+
+        path = make_recipe(train=train)
+        recipe = load_recipe(str(path), ["train.report_to=[none]"])
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        data = Dataset.from_dict(
+            {"input_ids": [[4, 5, 6, 7, 8]] * rows, "assistant_masks": [[0, 0, 1, 1, 1]] * rows}
+        )
+        return build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, data, None)
+
+    return _build
+
+
 def run_cli(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int | str | None, str]:

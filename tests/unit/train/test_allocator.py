@@ -5,12 +5,9 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from pipeline.config.loader import load_recipe
 
 # A 64 MiB buffer allocated, touched and freed per "step": above glibc's largest automatic mmap threshold
 # (32 MiB), so by default each is a fresh mapping whose 16,384 pages fault in when touched; kept, a step
@@ -52,22 +49,12 @@ def test_reallocated_buffers_fault_no_pages_in() -> None:
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_cpu_training_follows_the_recipe_switch(
-    keep: bool, make_recipe: Any, tiny_model_dir: Path, tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+    keep: bool, tiny_trainer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """stages.build_trainer keeps freed memory for a CPU run unless train.keep_freed_memory is false."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-
     import pipeline.train.allocator as allocator
-    from pipeline.train.stages import build_trainer
 
     calls: list[int] = []
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
-    path = make_recipe(train={"keep_freed_memory": keep})
-    recipe = load_recipe(str(path), ["train.report_to=[none]"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    rows = Dataset.from_dict(
-        {"input_ids": [[4, 5, 6, 7]]},
-    )
-    build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None)
+    tiny_trainer(keep_freed_memory=keep)
     assert calls == ([1] if keep else [])

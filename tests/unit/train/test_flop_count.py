@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 import torch
 from transformers import Trainer
 
-from pipeline.config.loader import load_recipe
 from pipeline.train.flop_count import CachedFlopCount
 
 
@@ -50,20 +48,9 @@ def test_same_count_as_transformers_with_one_walk_per_model(
     assert holder.floating_point_ops(inputs) == expected and len(other_calls) == 1 and len(calls) == 1
 
 
-def test_a_training_run_counts_parameters_once(
-    make_recipe: Any, tiny_model_dir: Path, tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_training_run_counts_parameters_once(tiny_trainer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Three steps of SFT: total_flos is the sum over steps of 6 x tokens x parameters, from a single count."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.train.sft import build_trainer
-
-    path = make_recipe(train={"max_steps": 3, "batch_size": 2})
-    recipe = load_recipe(str(path), ["train.report_to=[none]"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    rows = Dataset.from_dict({"input_ids": [[4, 5, 6, 7, 8]] * 6, "assistant_masks": [[0, 0, 1, 1, 1]] * 6})
-    trainer = build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None)
+    trainer = tiny_trainer(rows=6, max_steps=3, batch_size=2)
     calls = _counting(trainer.model, monkeypatch)
     trainer.train()
     parameters = trainer.model.num_parameters(exclude_embeddings=True)

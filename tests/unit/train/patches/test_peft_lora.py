@@ -4,7 +4,6 @@ everything the restatement does not cover keeps peft's own forward."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,20 +127,10 @@ def test_inactive_or_changed_peft_leaves_the_model_alone(
     assert len(warnings) == 1 and "'lora_addmm' is off" in warnings[0] and "peft " in warnings[0]
 
 
-def test_training_on_cpu_turns_it_on(make_recipe: Any, tiny_model_dir: Path, tiny_tokenizer: Any) -> None:
-    """build_trainer's trainer fuses while it trains on CPU, and hands back peft's forward after."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.config.loader import load_recipe
-    from pipeline.train.sft import build_trainer
-
-    path = make_recipe(train={"max_steps": 1})
-    recipe = load_recipe(str(path), ["train.report_to=[none]"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    rows = Dataset.from_dict({"input_ids": [[4, 5, 6, 7, 8]] * 2, "assistant_masks": [[0, 0, 1, 1, 1]] * 2})
+def test_training_on_cpu_turns_it_on(tiny_trainer: Any) -> None:
+    """The SFT trainer fuses while it trains on CPU, and hands back peft's forward after."""
     registry.reset()
-    trainer = build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None)
+    trainer = tiny_trainer(max_steps=1)
     trainer.train()
     assert registry.active_patches()["lora_addmm"] == "on"
     assert not _replaced(trainer.model)
