@@ -33,7 +33,7 @@ from pipeline.data.near_duplicates import (
     signatures,
     word_hashes,
 )
-from pipeline.data.pii import PLACEHOLDERS, find_pii, mask, redact
+from pipeline.data.pii import PLACEHOLDERS, redact_record, scan_pii
 from pipeline.data.workers import default_num_proc, map_chunks
 from pipeline.errors import DataError
 
@@ -84,7 +84,7 @@ def _sign_chunk(
     part = records[start : start + CHUNK]
     normal = [normalize(record_text(r)) for r in part]
     hashes = [hashlib.blake2b(n.encode("utf-8"), digest_size=12).hexdigest() for n in normal]
-    return hashes, signatures([word_hashes(n) for n in normal]), scan_pii(part)
+    return hashes, signatures([word_hashes(n) for n in normal]), scan_pii(part, EXAMPLES_SHOWN)
 
 
 def fingerprints(
@@ -227,44 +227,6 @@ def _where(records: list[dict[str, Any]], index: int) -> str:
     return str(records[index].get("location", f"record {index}"))
 
 
-def _fields(record: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, text) per field; turns are named by role and number ('assistant turn 1'), since message
-    indices shift when data.system_prompt adds a system turn."""
-    if "text" in record:
-        return [("text", record["text"])]
-    seen: Counter[str] = Counter()
-    fields = []
-    for message in record["messages"]:
-        seen[message["role"]] += 1
-        fields.append((f"{message['role']} turn {seen[message['role']]}", message["content"]))
-    return fields
-
-
-def scan_pii(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts of personal data and secrets per kind, with masked examples and their locations."""
-    counts: Counter[str] = Counter()
-    examples: dict[str, list[str]] = {}
-    affected = 0
-    for record in records:
-        hit = False
-        for field, text in _fields(record):
-            for finding in find_pii(text):
-                hit = True
-                counts[finding.kind] += 1
-                shown = examples.setdefault(finding.kind, [])
-                if len(shown) < EXAMPLES_SHOWN:
-                    shown.append(f"{record.get('location', 'record')} ({field}): {mask(finding.value)}")
-        affected += hit
-    return {"counts": dict(counts), "records": affected, "examples": examples}
-
-
-def redact_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the record with personal data and secrets replaced by placeholders."""
-    if "text" in record:
-        return {**record, "text": redact(record["text"])}
-    return {**record, "messages": [{**m, "content": redact(m["content"])} for m in record["messages"]]}
-
-
 @dataclass
 class HygieneResult:
     """The cleaned splits and what was found and done."""
@@ -289,7 +251,7 @@ def check_splits(
     prints = fingerprints(train, "Hygiene", threshold, num_proc)
     report["duplicates"] = duplicates(train, threshold, prints)
     report["contamination"] = contamination(train, evaluation, threshold, prints)
-    report["pii"] = {"train": prints.pii, "eval": scan_pii(evaluation)}
+    report["pii"] = {"train": prints.pii, "eval": scan_pii(evaluation, EXAMPLES_SHOWN)}
     removed = set(report["duplicates"].pop("drop"))
     train_matches = report["contamination"].pop("train_matches")
     if dedup:

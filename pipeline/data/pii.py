@@ -1,5 +1,8 @@
-"""Personal data and secrets in text: find them (with checksums where the format has one), mask them for
-reports, and replace them with placeholders.
+"""Personal data and secrets in text and records: find them (with checksums where the format has one), mask
+them for reports, and replace them with placeholders.
+
+Tool-call arguments and `tools` schemas are JSON values: texts_in and redact_value reach every string (and
+integer, as its digits) inside them.
 
 Kinds, in the order they claim text (an earlier kind wins where matches overlap):
 private_key (PEM blocks), hf_token (hf_...), openai_key (sk-...), aws_access_key (AKIA/ASIA...),
@@ -9,9 +12,13 @@ iban (mod-97 checked), payment_card (13-19 digits, Luhn checked), email, phone.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
+# What of a record's tools the template shows as free text; names stay, since calls and templates use them.
+TOOL_TEXT = ("description", "parameters")
 PLACEHOLDERS = {
     "private_key": "[PRIVATE_KEY]",
     "hf_token": "[HF_TOKEN]",
@@ -134,3 +141,101 @@ def redact(text: str, findings: list[Finding] | None = None) -> str:
     for finding in sorted(findings, key=lambda f: -f.start):
         text = text[: finding.start] + PLACEHOLDERS[finding.kind] + text[finding.end :]
     return text
+
+
+def texts_in(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(path, text) of every string inside a JSON value, and of every integer as its digits (a card number
+    may be one); paths read like `arguments.contact.email` and `tools[0].function.description`."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        yield path, str(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from texts_in(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from texts_in(item, f"{path}[{index}]")
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of a JSON value with every finding in its strings replaced by placeholders; an integer that
+    is one becomes its placeholder (a string), since keeping the number would keep the value."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = str(value)
+        return value if not find_pii(digits) else redact(digits)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    return value
+
+
+def _fields(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) per field: turns (tool outputs among them), tool-call arguments and the descriptions
+    and parameter schemas of the record's tools. Turns are named by role and number ('assistant turn 1'),
+    since message indices shift when data.system_prompt adds a system turn."""
+    if "text" in record:
+        return [("text", record["text"])]
+    seen: Counter[str] = Counter()
+    fields = []
+    for message in record["messages"]:
+        seen[message["role"]] += 1
+        turn = f"{message['role']} turn {seen[message['role']]}"
+        fields.append((turn, message["content"]))
+        for index, call in enumerate(message.get("tool_calls", [])):
+            fields += texts_in(call["function"]["arguments"], f"{turn} tool_calls[{index}].arguments")
+    for index, tool in enumerate(record.get("tools") or []):
+        function = tool["function"]
+        for key in TOOL_TEXT:
+            fields += texts_in(function.get(key), f"tools[{index}].function.{key}")
+    return fields
+
+
+def scan_pii(records: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """Counts of personal data and secrets per kind, with up to `limit` masked examples per kind and their
+    locations."""
+    counts: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    affected = 0
+    for record in records:
+        hit = False
+        for field, text in _fields(record):
+            for finding in find_pii(text):
+                hit = True
+                counts[finding.kind] += 1
+                shown = examples.setdefault(finding.kind, [])
+                if len(shown) < limit:
+                    shown.append(f"{record.get('location', 'record')} ({field}): {mask(finding.value)}")
+        affected += hit
+    return {"counts": dict(counts), "records": affected, "examples": examples}
+
+
+def redact_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the record with personal data and secrets replaced by placeholders."""
+    if "text" in record:
+        return {**record, "text": redact(record["text"])}
+    messages = []
+    for message in record["messages"]:
+        clean = {**message, "content": redact(message["content"])}
+        if message.get("tool_calls"):
+            clean["tool_calls"] = [
+                {**c, "function": {**c["function"], "arguments": redact_value(c["function"]["arguments"])}}
+                for c in message["tool_calls"]
+            ]
+        messages.append(clean)
+    if not record.get("tools"):
+        return {**record, "messages": messages}
+    tools = [
+        {
+            **t,
+            "function": {
+                **t["function"],
+                **{k: redact_value(t["function"][k]) for k in TOOL_TEXT if k in t["function"]},
+            },
+        }
+        for t in record["tools"]
+    ]
+    return {**record, "messages": messages, "tools": tools}

@@ -16,7 +16,8 @@ from pipeline.config.loader import load_recipe
 from pipeline.data.hygiene import apply_hygiene, check_splits
 from pipeline.data.hygiene_report import hygiene_report, summary_lines
 from pipeline.data.pii import find_pii, iban_valid, luhn_valid, mask, redact
-from pipeline.data.splits import load_splits
+from pipeline.data.records import convert
+from pipeline.data.splits import Splits, load_splits
 from pipeline.errors import DataError
 
 LONG = (
@@ -212,3 +213,68 @@ def test_near_duplicate_counts_are_examples_and_clusters(tmp_path: Path) -> None
     assert len(kept) == 33 and all(len(kept & set(members)) == 1 for members in expected)
     lines = "\n".join(summary_lines(result.report))
     assert "10 example(s) in 3 cluster(s); dedup would drop 7" in lines
+
+
+def tool_record() -> dict[str, Any]:
+    """A converted record with an email in a nested tool-call argument, a card number as an integer
+    argument, a phone number in the tool's output and an IBAN in the tool's description."""
+    raw = {
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "send_invoice",
+                    "description": f"Pays into {SECRETS['iban']} unless told otherwise.",
+                    "parameters": {"type": "object", "properties": {"to": {"type": "object"}}},
+                },
+            }
+        ],
+        "messages": [
+            {"role": "user", "content": "Send the invoice to Jane."},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {
+                            "name": "send_invoice",
+                            "arguments": json.dumps(
+                                {"to": {"email": SECRETS["email"]}, "card": 4111111111111111, "copies": 2}
+                            ),
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": f"Sent; Jane's phone: {SECRETS['phone']}"},
+            {"role": "assistant", "content": "Done."},
+        ],
+    }
+    return {**convert(raw, "messages"), "location": "tools.jsonl:1"}
+
+
+def test_redact_reaches_tool_call_arguments_tool_outputs_and_tool_descriptions() -> None:
+    record = tool_record()
+    result = check_splits(Splits(train=[record], eval=[]), redact_pii=True)
+    pii = result.report["pii"]["train"]
+    kinds = ("email", "payment_card", "phone", "iban")
+    assert pii["counts"] == dict.fromkeys(kinds, 1) and pii["records"] == 1
+    assert pii["examples"]["email"] == [
+        f"tools.jsonl:1 (assistant turn 1 tool_calls[0].arguments.to.email): {mask(SECRETS['email'])}"
+    ]
+    assert pii["examples"]["payment_card"][0].startswith(
+        "tools.jsonl:1 (assistant turn 1 tool_calls[0].arguments.card)"
+    )
+    assert pii["examples"]["iban"][0].startswith("tools.jsonl:1 (tools[0].function.description)")
+    assert result.report["redacted"] == {**dict.fromkeys(SECRETS, 0), **dict.fromkeys(kinds, 1)}
+    (clean,) = result.splits.train
+    call = clean["messages"][1]["tool_calls"][0]
+    assert call["function"] == {
+        "name": "send_invoice",
+        "arguments": {"to": {"email": "[EMAIL]"}, "card": "[CARD]", "copies": 2},
+    }
+    assert call["id"] == "call_1" and clean["messages"][2]["content"] == "Sent; Jane's phone: [PHONE]"
+    assert clean["tools"][0]["function"]["description"] == "Pays into [IBAN] unless told otherwise."
+    assert clean["tools"][0]["function"]["name"] == "send_invoice"
+    assert record["messages"][1]["tool_calls"][0]["function"]["arguments"]["to"]["email"] == SECRETS["email"]
