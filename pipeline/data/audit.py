@@ -146,8 +146,12 @@ def stats_lines(stats: AuditStats, split: str) -> list[str]:
 
 def tool_lines(records: list[dict[str, Any]]) -> list[str]:
     """Tool-calling counts of a split's records (none when it has no tools, calls or untrained turns)."""
-    stats = tool_stats(records)
-    if not any(stats.values()):
+    return tool_count_lines(tool_stats(records))
+
+
+def tool_count_lines(stats: dict[str, int] | None) -> list[str]:
+    """The tool-calling line of tools.tool_stats counts (none when all are zero or there are none)."""
+    if not stats or not any(stats.values()):
         return []
     return [
         f"tool calling: {stats['records_with_tools']} record(s) with tools, {stats['tool_call_turns']} "
@@ -233,10 +237,13 @@ def write_run_page(
     max_length: int,
     examples: int = 8,
     note: str | None = None,
+    tools: dict[str, int] | None = None,
 ) -> AuditStats:
     """The audit page of a run's tokenized train split (what finetune trained on), written to path; `note`
-    heads the statistics (a streamed split's page shows its first records only)."""
+    heads the statistics (a streamed split's page shows its first records only); `tools`: the split's
+    tool-calling counts (the hygiene report's "tools"), shown as `pipeline data audit` shows them."""
     stats = compute_stats(dataset, max_length)
     rows = [dataset[i] for i in range(min(examples, len(dataset)))]
-    write_html(path, rows, tokenizer, [*([note] if note else []), *stats_lines(stats, "train")])
+    lines = [*([note] if note else []), *stats_lines(stats, "train"), *tool_count_lines(tools)]
+    write_html(path, rows, tokenizer, lines)
     return stats

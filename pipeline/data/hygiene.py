@@ -34,6 +34,7 @@ from pipeline.data.near_duplicates import (
     word_hashes,
 )
 from pipeline.data.pii import PLACEHOLDERS, redact_record, scan_pii
+from pipeline.data.tools import tool_stats
 from pipeline.data.workers import default_num_proc, map_chunks
 from pipeline.errors import DataError
 
@@ -245,7 +246,8 @@ def check_splits(
 ) -> HygieneResult:
     """Report duplicates, contamination and personal data; with dedup, drop duplicates in train (and train
     copies of eval examples); with redact_pii, replace personal data; raise DataError on contamination
-    unless allowed."""
+    unless allowed. The report's "tools" counts the tool calling of the train split that is kept (for the
+    run's audit page, which a rerun from the prepared-data cache draws without reading the records)."""
     train, evaluation = list(splits.train), list(splits.eval)
     report: dict[str, Any] = {"train_examples": len(train), "eval_examples": len(evaluation)}
     prints = fingerprints(train, "Hygiene", threshold, num_proc)
@@ -276,6 +278,7 @@ def check_splits(
         )
     if not train:
         raise DataError("data.train: no training records left after deduplication; check the data.")
+    report["tools"] = tool_stats(train)
     return HygieneResult(replace(splits, train=train, eval=evaluation), report)
 
 

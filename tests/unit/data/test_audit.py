@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONVERSATIONS, build_tiny_tokenizer
+from conftest import CONVERSATIONS, build_tiny_tokenizer, write_jsonl
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -118,3 +119,44 @@ def test_finetune_writes_the_audit_page_into_the_run_folder(make_recipe: Any) ->
     page = (finetune(recipe).run_dir / "data-audit.html").read_text(encoding="utf-8")
     assert "train: 24 examples" in page
     assert "It serializes an object to a JSON string.&lt;|im_end|&gt;" in _trained_text(page)
+
+
+def test_the_run_page_shows_the_tool_calling_counts_data_audit_prints(
+    make_recipe: Any, tmp_path: Path
+) -> None:
+    from pipeline.data.audit import write_run_page
+    from pipeline.train.inputs import prepare_inputs
+
+    call = {"type": "function", "function": {"name": "lookup", "arguments": {"name": "json.dumps"}}}
+    with_tools = [
+        {"role": "user", "content": "What does json.dumps do?"},
+        {"role": "assistant", "content": "", "tool_calls": [call, call]},
+        {"role": "tool", "content": "Serialize obj to a JSON formatted str."},
+        {"role": "tool", "content": "Serialize obj to a JSON formatted str."},
+        {"role": "assistant", "content": "It serializes an object to a JSON string."},
+    ]
+    records = [{"messages": with_tools}] * 3 + [{"messages": m} for m in CONVERSATIONS]
+    train = write_jsonl(tmp_path / "tools" / "train.jsonl", records)
+    recipe = load_recipe(str(make_recipe(data={"train": str(train)}, model={"chat_template": "chatml"})))
+    console = Console(file=io.StringIO(), width=400)
+    audit(recipe, 0, "train", None, console)
+    printed = [line for line in console.file.getvalue().splitlines() if line.startswith("tool calling")]
+    assert printed == [
+        "tool calling: 0 record(s) with tools, 3 tool-call turn(s) (6 call(s), trained), 6 tool output(s) "
+        "(never trained), 0 assistant turn(s) marked train: false"
+    ]
+    inputs = prepare_inputs(recipe)
+    assert inputs.hygiene["tools"] == {
+        "records_with_tools": 0,
+        "tool_call_turns": 3,
+        "tool_calls": 6,
+        "tool_outputs": 6,
+        "untrained": 0,
+    }
+    path = tmp_path / "data-audit.html"
+    write_run_page(
+        path, inputs.train, inputs.tokenizer, recipe.train.max_length, tools=inputs.hygiene["tools"]
+    )
+    assert f"<li>{html.escape(printed[0])}</li>" in path.read_text(encoding="utf-8")
+    write_run_page(path, inputs.train, inputs.tokenizer, recipe.train.max_length)
+    assert "tool calling" not in path.read_text(encoding="utf-8")
