@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from pipeline.config.schema import AdapterSpec, Recipe
@@ -53,6 +54,31 @@ def build_peft_config(spec: AdapterSpec, extra_modules_to_save: list[str] | None
         use_rslora=spec.use_rslora,
         init_lora_weights=INIT_WEIGHTS[spec.init],
         bias="none",
+    )
+
+
+@lru_cache(maxsize=4)
+def all_linear_targets(
+    name: str, revision: str | None = None, trust_remote_code: bool = False
+) -> frozenset[str]:
+    """Short names (q_proj, ...) of the layers adapter.target_modules: all-linear puts LoRA on: every linear
+    (or GPT-2 Conv1D) layer but the output head, as peft picks them; built from config.json on torch's meta
+    device, so no weight loads."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    from pipeline.models.assets import resolve_model
+
+    folder = str(resolve_model(name, revision))
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    head = model.get_output_embeddings()
+    return frozenset(
+        n.rsplit(".", 1)[-1]
+        for n, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head
     )
 
 

@@ -7,9 +7,12 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import TrainingError
+
+if TYPE_CHECKING:
+    from pipeline.config.schema import Recipe
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +171,45 @@ def check_resumable(checkpoint: Path, method: str, max_steps: int) -> int:
             "nothing left to train, raise train.max_steps or start a new run."
         )
     return step
+
+
+def _described(rank: int, dora: bool, targets: str) -> str:
+    return f"rank {rank}{' DoRA' if dora else ''} on {targets}"
+
+
+def check_adapter_shape(checkpoint: Path, recipe: Recipe) -> None:
+    """One-line TrainingError, before any weight loads, when a LoRA checkpoint's rank, target modules or DoRA
+    differ from what the recipe's adapter section builds (loading its weights and optimizer state would
+    fail deep inside torch); a run continuing a parent adapter (model.adapter) trains the parent's shape."""
+    from pipeline.models.adapters import all_linear_targets
+    from pipeline.models.serving import adapter_targets
+
+    adapter, path = recipe.adapter, Path(checkpoint) / "adapter_config.json"
+    if adapter.method != "lora" or recipe.model.adapter or not path.is_file():
+        return  # FSDP and ZeRO layouts keep no adapter_config.json beside their shards
+    config = json.loads(path.read_text(encoding="utf-8"))
+    rank, dora = int(config.get("r") or 0), bool(config.get("use_dora"))
+    held = adapter_targets(config)  # None: a regular expression, which only the model can resolve
+    asked = adapter.target_modules
+    if isinstance(asked, list):
+        wanted: frozenset[str] | None = frozenset(t.rsplit(".", 1)[-1] for t in asked)
+    elif asked.lower() == "all-linear":
+        model = recipe.model
+        wanted = all_linear_targets(model.name, model.revision, model.trust_remote_code)
+    else:
+        wanted = None
+    fixes = []
+    if rank != adapter.r:
+        fixes.append(f"adapter.r: {rank}")
+    if held is not None and wanted is not None and set(held) != wanted:
+        fixes.append(f"adapter.target_modules: [{', '.join(held)}]")
+    if dora != adapter.use_dora:
+        fixes.append(f"adapter.use_dora: {str(dora).lower()}")
+    if fixes:
+        held_text = ",".join(held) if held is not None else str(config.get("target_modules"))
+        asked_text = asked if isinstance(asked, str) else ",".join(asked)
+        raise TrainingError(
+            f"{checkpoint}: holds a LoRA adapter of {_described(rank, dora, held_text)}; the "
+            f"recipe asks {_described(adapter.r, adapter.use_dora, asked_text)}; resume with "
+            f"{', '.join(fixes)} (the settings it was trained with) or start a new run."
+        )

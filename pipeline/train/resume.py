@@ -13,6 +13,7 @@ from pipeline.errors import RecipeError, TrainingError
 from pipeline.files import safe_child
 from pipeline.train.checkpoints import (
     HOLDS,
+    check_adapter_shape,
     check_resumable,
     is_checkpoint,
     latest_checkpoint,
@@ -86,6 +87,7 @@ def resume_point(
     if run_dir is None:  # resume_source named a checkpoint outside this tool's run folders
         foreign = Path(run)
         check_resumable(foreign, recipe.adapter.method, recipe.train.max_steps)
+        check_adapter_shape(foreign, recipe)
         return None, foreign, {}
     previous = read_manifest(run_dir)
     if previous.get("times", {}).get("finished"):
@@ -108,6 +110,7 @@ def resume_point(
             f"`pipeline finetune {recipe.path or recipe.name}`."
         )
     check_resumable(checkpoint, recipe.adapter.method, recipe.train.max_steps)
+    check_adapter_shape(checkpoint, recipe)
     for moved in set_aside_incomplete(run_dir, checkpoint):
         log.warning("Set aside the checkpoint %s (newer than the one resumed from).", moved)
     return run_dir, checkpoint, previous
@@ -237,4 +240,5 @@ def recipe_for_finetune(
     loaded = load_recipe(recipe or "lora-small", overrides)
     if resume and resume != LATEST and run_dir is None:  # a foreign checkpoint is checked before weights load
         check_resumable(Path(resume), loaded.adapter.method, loaded.train.max_steps)
+        check_adapter_shape(Path(resume), loaded)
     return loaded, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,73 @@ def test_an_incomplete_foreign_checkpoint_fails_before_any_weight_loads(tmp_path
         recipe_for_finetune("lora-small", [], str(folder), None)
     with pytest.raises(RecipeError, match="name the recipe that continues it"):
         recipe_for_finetune(None, [], str(folder), None)
+
+
+# What peft saves for target_modules: all-linear on the tiny 2-layer Llama (full names, in no order).
+TINY_ALL_LINEAR = [
+    f"model.layers.{layer}.{block}.{name}"
+    for layer in (1, 0)
+    for block, names in (
+        ("mlp", ("up_proj", "gate_proj", "down_proj")),
+        ("self_attn", ("v_proj", "q_proj", "k_proj", "o_proj")),
+    )
+    for name in names
+]
+
+
+def _lora_checkpoint(folder: Path, r: int, targets: list[str], use_dora: bool = False) -> Path:
+    _checkpoint(folder, 4)
+    settings = {
+        "peft_type": "LORA",
+        "r": r,
+        "target_modules": targets,
+        "use_dora": use_dora,
+        "rank_pattern": {},
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(settings))
+    return folder
+
+
+def test_another_adapter_shape_stops_in_one_line_before_any_weight_loads(
+    make_recipe: Any, tmp_path: Path
+) -> None:
+    folder = _lora_checkpoint(tmp_path / "trl-out" / "checkpoint-4", 8, ["q_proj", "v_proj"])
+    with pytest.raises(TrainingError) as error:  # the weights are b"x": loading any would fail otherwise
+        recipe_for_finetune(str(make_recipe()), ["adapter.r=16", "train.max_steps=10"], str(folder), None)
+    assert str(error.value) == (
+        f"{folder}: holds a LoRA adapter of rank 8 on q_proj,v_proj; the recipe asks rank 16 on all-linear; "
+        "resume with adapter.r: 8, adapter.target_modules: [q_proj, v_proj] (the settings it was trained "
+        "with) or start a new run."
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fix"),
+    [
+        ([], None),  # the recipe's all-linear, resolved from config.json, is what peft saved
+        (["adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"], None),
+        (
+            ["adapter.target_modules=[q_proj,v_proj]"],
+            "adapter.target_modules: [down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj]",
+        ),
+        (["adapter.use_dora=true"], "adapter.use_dora: false"),
+        (["model.adapter=elsewhere", "adapter.r=8"], None),  # a parent adapter sets the shape, not adapter.*
+        (["adapter.method=full"], None),  # check_resumable refuses that one
+    ],
+)
+def test_the_adapter_shape_is_compared_by_module_kind(
+    make_recipe: Any, tmp_path: Path, overrides: list[str], fix: str | None
+) -> None:
+    from pipeline.config.loader import load_recipe
+    from pipeline.train.checkpoints import check_adapter_shape
+
+    recipe = load_recipe(str(make_recipe()), overrides)
+    folder = _lora_checkpoint(tmp_path / "checkpoint-4", 4, TINY_ALL_LINEAR)
+    if fix is None:
+        check_adapter_shape(folder, recipe)
+        return
+    with pytest.raises(
+        TrainingError, match=r"holds a LoRA adapter of rank 4 on down_proj,gate_proj,"
+    ) as error:
+        check_adapter_shape(folder, recipe)
+    assert f"; resume with {fix} (the settings" in str(error.value)
