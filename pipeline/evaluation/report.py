@@ -17,6 +17,8 @@ from pipeline.evaluation import plots
 from pipeline.evaluation.document import Code, Image, Section, Table, to_html, to_markdown
 from pipeline.files import write_json, write_text
 
+SIMILARITY_MEAN = "answer similarity (mean cosine)"
+
 
 def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, float | None, str]]:
     """(metric, base, adapted, better) rows; better says which direction is an improvement.
@@ -34,7 +36,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
     rows = [
         ("perplexity (trained tokens)", ("perplexity",), "lower"),
         ("perplexity (all tokens)", ("perplexity_all_tokens",), "lower"),
-        ("answer similarity (mean cosine)", ("similarity", "mean"), "higher"),
+        (SIMILARITY_MEAN, ("similarity", "mean"), "higher"),
         ("perplexity per example (median)", ("perplexity_per_example", "median"), "lower"),
         ("answer similarity (median)", ("similarity", "median"), "higher"),
         ("answer similarity (10th percentile)", ("similarity", "p10"), "higher"),
@@ -74,6 +76,42 @@ def _delta(base: float | None, adapted: float | None) -> str:
     return "-" if base is None or adapted is None else f"{adapted - base:+.4g}"
 
 
+def _interval(interval: list[float] | None, percent: bool = False) -> str:
+    if not interval:
+        return "-"
+    low, high = interval
+    return f"[{low:.0%}, {high:.0%}]" if percent else f"[{low:.3f}, {high:.3f}]"
+
+
+def table_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """comparison_rows as text (metric, base, adapted, delta, better), with the 95% confidence interval of
+    the mean answer similarity under its row: over a few generated answers, one answer moves the mean."""
+    rows = []
+    for name, base, adapted, better in comparison_rows(metrics):
+        rows.append((name, _fmt(base), _fmt(adapted), _delta(base, adapted), better))
+        sides = [metrics.get(side, {}).get("similarity") or {} for side in ("base", "adapted")]
+        if name == SIMILARITY_MEAN and any(side.get("mean_ci95") for side in sides):
+            count = sides[1].get("n", sides[0].get("n"))
+            base_ci, adapted_ci = (_interval(side.get("mean_ci95")) for side in sides)
+            rows.append(
+                (f"95% confidence interval of the mean ({count} answers)", base_ci, adapted_ci, "", "")
+            )
+    return rows
+
+
+def closer_text(metrics: dict[str, Any]) -> str | None:
+    """The share of answers closer to the reference than the base's, with its 95% confidence interval
+    (Wilson) and the number of answers; None without a comparison."""
+    comparison = metrics.get("comparison", {})
+    rate = comparison.get("adapted_closer_rate")
+    if rate is None:
+        return None
+    count = (metrics.get("adapted", {}).get("similarity") or {}).get("n")
+    interval = comparison.get("adapted_closer_rate_ci95")
+    detail = f"95% confidence interval {_interval(interval, percent=True)}, " if interval else ""
+    return f"{rate:.0%} ({detail}{count} answers)"
+
+
 def base_note(metrics: dict[str, Any]) -> str | None:
     """One line saying the base metrics came from the cache, or that there are none; None otherwise."""
     if "base" not in metrics:
@@ -97,18 +135,15 @@ def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | Non
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "metric" else "right")
-    for name, base, adapted, better in comparison_rows(metrics):
-        cells = [_fmt(base), _fmt(adapted), _delta(base, adapted)] if with_base else [_fmt(adapted)]
-        table.add_row(name, *cells, better)
+    for name, base, adapted, delta, better in table_rows(metrics):
+        table.add_row(name, *([base, adapted, delta] if with_base else [adapted]), better)
     console.print(table)
     note = base_note(metrics)
     if note:
         console.print(note)
-    comparison = metrics.get("comparison", {})
-    if comparison.get("adapted_closer_rate") is not None:
-        console.print(
-            f"adapted answer closer to the reference than the base's: {comparison['adapted_closer_rate']:.0%}"
-        )
+    closer = closer_text(metrics)
+    if closer:
+        console.print(f"adapted answer closer to the reference than the base's: {closer}")
     gate = metrics.get("gate")
     if gate:
         verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
@@ -119,14 +154,14 @@ def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | Non
 def _summary_section(metrics: dict[str, Any]) -> Section:
     if "base" not in metrics:
         return _adapted_section(metrics)
-    rows = [[name, _fmt(b), _fmt(a), _delta(b, a), better] for name, b, a, better in comparison_rows(metrics)]
+    rows = [list(row) for row in table_rows(metrics)]
     comparison = metrics.get("comparison", {})
-    for label, key in (
-        ("examples with lower perplexity after training", "perplexity_improved_rate"),
-        ("answers closer to the reference than the base's", "adapted_closer_rate"),
-    ):
-        if comparison.get(key) is not None:
-            rows.append([label, "", f"{comparison[key]:.0%}", "", "higher"])
+    improved = comparison.get("perplexity_improved_rate")
+    if improved is not None:
+        rows.append(["examples with lower perplexity after training", "", f"{improved:.0%}", "", "higher"])
+    closer = closer_text(metrics)
+    if closer:
+        rows.append(["answers closer to the reference than the base's", "", closer, "", "higher"])
     rewards = comparison.get("preference") or {}
     for label, key, better in (
         ("reward accuracy (implicit reward, chosen > rejected)", "reward_accuracy", "higher"),
@@ -148,7 +183,7 @@ def _summary_section(metrics: dict[str, Any]) -> Section:
 
 
 def _adapted_section(metrics: dict[str, Any]) -> Section:
-    rows = [[name, _fmt(a), better] for name, _b, a, better in comparison_rows(metrics)]
+    rows = [[name, adapted, better] for name, _base, adapted, _delta, better in table_rows(metrics)]
     adapted = metrics.get("adapted", {})
     text = (
         f"Model {metrics.get('model', '?')} after training, evaluated on {adapted.get('examples', '?')} held-out "

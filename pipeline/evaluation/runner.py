@@ -19,7 +19,7 @@ from pipeline.data.formatting import Messages, Tools, prompt_messages
 from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
-from pipeline.evaluation.embedding import closer_rate, similarities, summarize
+from pipeline.evaluation.embedding import closer_summary, similarities, summarize
 from pipeline.evaluation.gate import check_gate
 from pipeline.evaluation.perplexity import perplexity
 from pipeline.evaluation.preference import (
@@ -216,7 +216,7 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
         if base_ppl and adapted.get("perplexity")
         else None,
         "perplexity_improved_rate": sum(a < b for b, a in pairs) / len(pairs) if pairs else None,
-        "adapted_closer_rate": closer_rate(
+        **closer_summary(
             base.get("per_example", {}).get("similarity", []),
             adapted.get("per_example", {}).get("similarity", []),
         ),

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from pipeline.config.loader import validate_recipe_dict
@@ -165,3 +166,54 @@ def test_reused_base_metrics_are_named_in_the_report_and_console(tmp_path: Path)
     console = Console(record=True, width=120)
     print_summary(metrics, tmp_path, console)
     assert "base metrics reused from cache ab12 (computed 2026-11-30T00:00:00+00:00)" in console.export_text()
+
+
+def test_the_mean_similarity_and_the_closer_share_carry_their_95_percent_intervals(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from pipeline.evaluation.report import print_summary
+    from pipeline.evaluation.runner import write_results
+
+    recipe = validate_recipe_dict({"data": {"train": "x.jsonl"}}, "demo.yaml", name="demo")
+    metrics = _metrics()
+    metrics["base"]["similarity"] = {
+        "mean": 0.4,
+        "mean_ci95": [0.35, 0.45],
+        "median": 0.4,
+        "p10": 0.2,
+        "n": 8,
+    }
+    metrics["adapted"]["similarity"] = {
+        "mean": 0.6,
+        "mean_ci95": [0.5, 0.7],
+        "median": 0.6,
+        "p10": 0.5,
+        "n": 8,
+    }
+    metrics["base"]["per_example"] = {"similarity": [0.5] * 8}
+    metrics["adapted"]["per_example"] = {"similarity": [0.9] * 6 + [0.1] * 2}
+    written = write_results(tmp_path, recipe, metrics, None)
+
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["comparison"]["adapted_closer_rate"] == 0.75
+    assert saved["comparison"]["adapted_closer_rate_ci95"] == pytest.approx([0.4093, 0.9285], abs=1e-4)
+    assert saved["adapted"]["similarity"]["mean_ci95"] == [0.5, 0.7]
+    markdown = (tmp_path / "report.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| answer similarity (mean cosine)")]
+    following = markdown.splitlines()[markdown.splitlines().index(rows[0]) + 1]
+    assert (
+        following
+        == "| 95% confidence interval of the mean (8 answers) | [0.350, 0.450] | [0.500, 0.700] |  |  |"
+    )
+    closer = "75% (95% confidence interval [41%, 93%], 8 answers)"
+    assert f"| answers closer to the reference than the base's |  | {closer} |  | higher |" in markdown
+    assert closer in (tmp_path / "report.html").read_text()
+
+    console = Console(record=True, width=160)
+    print_summary(written, tmp_path, console)
+    shown = console.export_text()
+    assert f"adapted answer closer to the reference than the base's: {closer}" in shown
+    assert re.search(
+        r"95% confidence interval of the mean \(8 answers\)\s+│\s+\[0\.350, 0\.450\]\s+│\s+\[0\.500, 0\.700\]",
+        shown,
+    )
