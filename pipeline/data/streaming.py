@@ -23,6 +23,7 @@ from pipeline.data.sources import local_files, read_file, renamed
 from pipeline.data.splits import valid_records
 from pipeline.data.tokenize import settle_failures
 from pipeline.errors import DataError, PipelineError
+from pipeline.ranks import world_size
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -123,7 +124,7 @@ def _rows(
 
 def open_stream(data: DataSpec, tokenizer: PreTrainedTokenizerBase, train: TrainSpec) -> IterableDataset:
     """The training split as a datasets.IterableDataset of input_ids and assistant_masks (plus num_tokens,
-    num_trained, location), sharded for WORLD_SIZE ranks x stream_workers(data) data-loader workers."""
+    num_trained, location), sharded for the run's ranks x stream_workers(data) data-loader workers."""
     from datasets import Features, IterableDataset
 
     options = {
@@ -132,8 +133,7 @@ def open_stream(data: DataSpec, tokenizer: PreTrainedTokenizerBase, train: Train
         "on_invalid": data.on_invalid,
         "keep_untrained": False,
     }
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    shards = plan_parts(stream_files(data), world * stream_workers(data))
+    shards = plan_parts(stream_files(data), world_size() * stream_workers(data))
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the workers are the parallelism; avoids fork warnings
     return IterableDataset.from_generator(
         partial(_rows, data=data, tokenizer=tokenizer, options=options),

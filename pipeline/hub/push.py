@@ -19,6 +19,7 @@ import yaml
 from pipeline.config.loader import validate_recipe_dict
 from pipeline.config.schema import HubSpec, Recipe
 from pipeline.errors import HubError
+from pipeline.ranks import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +192,6 @@ def _warn_local_base(files: dict[str, Path]) -> None:
             "unless they have that folder; train from a Hub id to make it portable.",
             base,
         )
-
-
-def is_main_process() -> bool:
-    """True in a single process and on rank 0 of a distributed launch."""
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
 
 
 def push_after_training(run_dir: Path, hub: HubSpec) -> PushResult | None:

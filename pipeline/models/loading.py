@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,16 +96,15 @@ def _on_gpu(model: PreTrainedModel) -> bool:
 
 
 def default_device_map() -> dict[str, int] | None:
-    """This process's GPU ({"": LOCAL_RANK}) so evaluation before training runs there too; None on CPU and
+    """This process's GPU ({"": local rank}) so evaluation before training runs there too; None on CPU and
     under FSDP/DeepSpeed, which place (and shard) the weights themselves."""
     import torch
 
-    sharded = any(
-        os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("FSDP", "DEEPSPEED")
-    )
-    if not torch.cuda.is_available() or sharded:
+    from pipeline.ranks import local_rank, sharding_requested
+
+    if not torch.cuda.is_available() or sharding_requested():
         return None
-    return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    return {"": local_rank()}
 
 
 def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any = None) -> PreTrainedModel:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from pipeline.config.schema import Recipe
 from pipeline.models.precision import resolved_precision
+from pipeline.ranks import is_distributed, sharding_requested
 
 
 def training_arguments(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> 
 
     train = recipe.train
     report_to = [r for r in train.report_to if r != "none"] or "none"
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = is_distributed()
     precision = resolved_precision(train.precision, recipe.model.quantization)
     kwargs: dict[str, Any] = {
         "output_dir": str(run_dir / "checkpoints"),
@@ -66,9 +66,8 @@ def training_arguments(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> 
         kwargs["ddp_timeout"] = train.distributed_timeout
     if distributed and not torch.cuda.is_available():
         kwargs["ddp_backend"] = "gloo"  # only when distributed: gloo in a single process crashes
-        from pipeline.train.distributed import sharding_requested, start
+        if sharding_requested() == "FSDP":  # accelerate alone would train DDP on CPU processes
+            from pipeline.train.patches.accelerate_fsdp_cpu import fsdp_on_cpu_processes
 
-        if sharding_requested() == "FSDP":  # FSDP on CPU processes: keep the state distributed.state() set up
-            start(train.distributed_timeout)
-            kwargs["accelerator_config"] = {"use_configured_state": True}
+            fsdp_on_cpu_processes()
     return kwargs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from pipeline.models.serving import (
     max_lora_rank,
     vllm_problems,
 )
+from pipeline.ranks import is_main_process
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -219,7 +219,7 @@ def run_checks(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, folder: Path
 ) -> dict:
     """All post-training checks; writes checks.json beside the folder and raises AssetError if one fails."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return {"skipped": "not the main process"}
     folder = Path(folder)
     full = recipe.adapter.method == "full"

@@ -1,8 +1,8 @@
 """Several processes, one run: who writes, who waits (and for how long), and the values every rank must agree on.
 
 `python -m pipeline finetune` is one process and every helper here is then a no-op. Under
-`accelerate launch` (DDP, FSDP, DeepSpeed; one or many nodes) the launcher sets WORLD_SIZE/RANK and
-these helpers use accelerate's PartialState, the same state the Trainer builds on later.
+`accelerate launch` (DDP, FSDP, DeepSpeed; one or many nodes) these helpers use accelerate's PartialState, the
+same state the Trainer builds on later; which rank this is comes from pipeline.ranks.
 
 No rank waits blindly: data preparation (once per machine) and the end of a run (rank 0 checks, evaluates and
 reports) exchange each rank's outcome, so a failure on any rank stops every rank with the same one-line error.
@@ -10,7 +10,6 @@ reports) exchange each rank's outcome, so a failure on any rank stops every rank
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pipeline import ranks
 from pipeline.errors import PipelineError, TrainingError
+from pipeline.ranks import is_distributed
+from pipeline.ranks import is_main_process as is_main_process  # workflow asks here
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -40,41 +42,13 @@ class RankFailed(PipelineError):
         self.exit_code = exit_code
 
 
-def world_size() -> int:
-    """Number of processes in this run, from the launcher's environment (1 when not launched)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_distributed() -> bool:
-    """True under a multi-process launch."""
-    return world_size() > 1
-
-
-def sharding_requested() -> str | None:
-    """'FSDP' or 'DEEPSPEED' when the launcher asked for sharded training (accelerate's environment), else None."""
-    for kind in ("FSDP", "DEEPSPEED"):
-        if os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
-            return kind
-    return None
-
-
 def state(timeout_s: int = DEFAULT_TIMEOUT_S) -> PartialState:
     """accelerate's process state, creating the process group on first use (gloo on CPU) with a collective
-    timeout of timeout_s seconds (later calls share the first one's group).
-
-    On a CPU-only machine accelerate marks the run MULTI_CPU and then never turns on the FSDP plugin the
-    launcher asked for (it trains plain DDP instead); FSDP2 itself shards over gloo, so the state is marked
-    as a multi-device run and accelerate's FSDP path takes over (TrainingArguments reuses this state).
-    """
+    timeout of timeout_s seconds (later calls share the first one's group)."""
     import torch
     from accelerate import PartialState
-    from accelerate.utils import DistributedType
 
-    cpu = not torch.cuda.is_available()
-    current = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s))
-    if cpu and sharding_requested() == "FSDP" and current.distributed_type == DistributedType.MULTI_CPU:
-        current.distributed_type = DistributedType.MULTI_GPU
-    return current
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
 
 
 def start(timeout_s: int) -> None:
@@ -95,11 +69,6 @@ def shutdown() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    """True on global rank 0 (the only writer of the run folder), and in a single process."""
-    return not is_distributed() or state().is_main_process
 
 
 def barrier() -> None:
@@ -140,8 +109,8 @@ def _gather(failure: tuple[str, int] | None, group: Any) -> list[tuple[int, tupl
     """Every rank's (rank, failure) through the given process group."""
     import torch.distributed as dist
 
-    gathered: list[Any] = [None] * world_size()
-    dist.all_gather_object(gathered, (dist.get_rank(), failure), group=group)
+    gathered: list[Any] = [None] * ranks.world_size()
+    dist.all_gather_object(gathered, (ranks.rank(), failure), group=group)
     return gathered
 
 
@@ -155,7 +124,8 @@ def once_per_machine(make: Callable[[], T], what: str, timeout_s: int) -> T:
         return make()
     import torch.distributed as dist
 
-    first = state().is_local_main_process
+    state()  # the process group the new group below joins
+    first = ranks.is_local_main_process()
     group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
     result, failure, own = _outcome(make) if first else (None, None, None)
     for turn in ("first", "rest"):
@@ -163,7 +133,7 @@ def once_per_machine(make: Callable[[], T], what: str, timeout_s: int) -> T:
             failures = _gather(failure, group)
         except RuntimeError:  # gloo's timeout (DistBackendError) or a rank that died
             raise TrainingError(
-                f"rank {dist.get_rank()} waited over {timeout_s} s for {what}, prepared once per machine "
+                f"rank {ranks.rank()} waited over {timeout_s} s for {what}, prepared once per machine "
                 "by its first rank; if that is only slow, raise train.data_wait_timeout (seconds)"
             ) from None
         _raise_first(failures, own)
@@ -182,8 +152,8 @@ def agree(make: Callable[[], T]) -> T:
         return make()
     from accelerate.utils import broadcast_object_list
 
-    main = state().is_main_process
-    result, failure, own = _outcome(make) if main else (None, None, None)
+    state()  # the process group the broadcast uses
+    result, failure, own = _outcome(make) if is_main_process() else (None, None, None)
     box: list[Any] = [(result, failure)]
     try:
         broadcast_object_list(box, from_process=0)
@@ -206,7 +176,7 @@ def peer_lost(exc: BaseException) -> TrainingError | None:
         why = "another rank did not answer within train.distributed_timeout"
     else:
         return None
-    return TrainingError(f"rank {os.environ.get('RANK', '?')} stopped: {why}")
+    return TrainingError(f"rank {ranks.rank()} stopped: {why}")
 
 
 def prepare_assets(spec: ModelSpec, timeout_s: int = DEFAULT_TIMEOUT_S) -> Path:

@@ -1,7 +1,7 @@
 """The package layout holds: layers point down, and private names of libraries are touched only in train/patches/.
 
 Layers, lowest first (a module may import its own package and any lower layer, never a peer or a higher one):
-errors -> files (and train.cpu_head, train.sampling: what the patches install) -> train.patches -> config ->
+errors, ranks -> files (and train.cpu_head, train.sampling: what the patches install) -> train.patches -> config ->
 models -> data -> train, inference -> evaluation -> hub, planning, export -> workflow -> cli -> __main__.
 """
 
@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 # train.cpu_head and train.sampling sit with files: a torch kernel and a sampler that train.patches installs.
 LAYERS = [
-    {"errors", "__init__"},
+    {"errors", "ranks", "__init__"},  # ranks: this process's rank and world size, which any layer may ask
     {"files", "train.cpu_head", "train.sampling"},
     {"train.patches"},
     {"config"},
@@ -79,9 +79,9 @@ def test_every_package_says_its_job_in_its_init() -> None:
         assert doc and len(doc.splitlines()) == 1, f"{init}: one docstring line saying the package's job"
 
 
-def test_top_level_holds_only_entry_points_workflow_errors_and_files() -> None:
+def test_top_level_holds_only_entry_points_workflow_errors_files_and_ranks() -> None:
     top = {p.name for p in PACKAGE.glob("*.py")}
-    assert top == {"__init__.py", "__main__.py", "workflow.py", "errors.py", "files.py"}
+    assert top == {"__init__.py", "__main__.py", "workflow.py", "errors.py", "files.py", "ranks.py"}
 
 
 def test_layers_point_down() -> None:

@@ -47,6 +47,7 @@ def test_json_carries_the_same_facts_without_the_token(monkeypatch: pytest.Monke
     assert data["cpu"]["native_bf16"] in (True, False)
     assert data["precision"]["auto"] in ("fp32", "bf16")
     assert set(data["speed_levers"]) == {
+        "accelerate_fsdp_cpu",
         "bnb_cpu",
         "peft_lora",
         "torch_cpu",

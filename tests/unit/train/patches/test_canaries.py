@@ -23,6 +23,7 @@ PATCH_MODULES = sorted(name for _, name, _ in pkgutil.iter_modules(patches.__pat
 
 def test_every_patch_module_is_covered() -> None:
     assert set(PATCH_MODULES) == {
+        "accelerate_fsdp_cpu",
         "bnb_cpu",
         "peft_lora",
         "torch_cpu",
