@@ -54,8 +54,8 @@ def _quiet_libraries() -> None:
     )
 
 
-for command in (train.finetune, train.validate):
-    app.command()(command)
+app.command(cls=train.KeepsArguments)(train.finetune)  # --launch passes the user's own arguments on
+app.command()(train.validate)
 app.command("eval")(evaluate.evaluate)
 for command in (
     train.plan,

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from pipeline.cli.options import OVERRIDES_HELP
 from pipeline.errors import PipelineError
 
+ARGV = "pipeline.argv"  # click's Context.meta key: the arguments a KeepsArguments command was given
+
+
+class KeepsArguments(TyperCommand):
+    """A typer command that keeps the arguments it was given, as given (ctx.meta[ARGV]), for passing on."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """Record args, then parse them as typer does."""
+        ctx.meta[ARGV] = list(args)
+        return super().parse_args(ctx, args)
+
 
 def finetune(
+    ctx: typer.Context,
     recipe: str = typer.Argument(
         None, help="Recipe name (recipes/<name>.yaml) or path; default lora-small.", show_default=False
     ),
@@ -57,12 +70,10 @@ def finetune(
 
     loaded, previous = recipe_for_finetune(recipe, overrides or [], resume, from_manifest)
     if launch or gpus:
-        from pipeline.train.launch import launch_config, run_launched
+        from pipeline.train.launch import finetune_arguments, launch_config, run_launched
 
-        again = [*([recipe] if recipe else []), *(overrides or [])]
-        again += [*(["--resume", resume] if resume else []), *(["--force"] if force else [])]
-        again += ["--from-manifest", from_manifest] if from_manifest else []
-        run_launched(loaded, launch_config(launch, gpus), gpus, again)
+        given: list[str] = ctx.meta[ARGV]  # registered with cls=KeepsArguments (pipeline.cli.app)
+        run_launched(loaded, launch_config(launch, gpus), gpus, finetune_arguments(given))
         return
     from pipeline.workflow import finetune as run_finetune
 

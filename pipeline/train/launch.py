@@ -1,8 +1,9 @@
 """`pipeline finetune RECIPE --launch CONFIG` / `--gpus N`: start the run through `accelerate launch` for the user.
 
 The command line is checked here first (recipe, accelerate config, devices), then accelerate's own launcher
-starts one `python -m pipeline finetune ...` per process with the same recipe and overrides, in this
-process, so the ranks write to this terminal and a failed rank ends in its own one-line error and exit code.
+starts one `python -m pipeline finetune ...` per process with the user's own arguments (less --launch/--gpus),
+in this process, so the ranks write to this terminal and a failed rank ends in its own one-line error and exit
+code.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pathlib import Path
 
 from pipeline.config.schema import Recipe
 from pipeline.errors import PipelineError, RecipeError
-from pipeline.train.distributed import is_distributed
+from pipeline.ranks import is_distributed
 from pipeline.train.preflight import check_launch_config, check_settings, launch_settings
 
 DDP_CONFIG = "ddp.yaml"  # recipes/accelerate/: what --gpus N launches without --launch
+# Options that start the processes; the processes themselves must not see them.
+LAUNCH_OPTIONS = ("--launch", "--gpus")
 
 
 class LaunchFailed(PipelineError):
@@ -38,6 +41,22 @@ def launch_config(launch: str | None, gpus: int | None) -> Path:
     from pipeline.config.loader import RECIPES_DIR
 
     return RECIPES_DIR / "accelerate" / DDP_CONFIG
+
+
+def finetune_arguments(argv: list[str]) -> list[str]:
+    """The user's `finetune` arguments as given, less --launch/--gpus and their values (`--launch X` or
+    `--launch=X`), for each launched process: an option finetune gains later passes through unchanged."""
+    kept: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--":  # the rest are arguments, never options
+            kept += [token, *tokens]
+            break
+        if token in LAUNCH_OPTIONS:
+            next(tokens, None)
+        elif not token.startswith(tuple(f"{name}=" for name in LAUNCH_OPTIONS)):
+            kept.append(token)
+    return kept
 
 
 def _free_port() -> int:

@@ -12,7 +12,7 @@ from conftest import run_cli
 
 from pipeline.errors import PipelineError
 from pipeline.train import distributed
-from pipeline.train.launch import _failure, launch_arguments, launch_config
+from pipeline.train.launch import _failure, finetune_arguments, launch_arguments, launch_config
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "recipes" / "accelerate"
@@ -87,6 +87,66 @@ def test_the_ranks_get_the_same_recipe_overrides_and_resume(
     assert args.config_file == str(CONFIGS / "cpu-ddp.yaml") and args.main_process_port > 0
     assert args.module and args.training_script == "pipeline"
     assert args.training_script_args == ["finetune", recipe, "train.max_steps=2", "--force"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "kept"),
+    [
+        (["r", "--launch", "c.yaml", "x=1", "--gpus", "2", "--force"], ["r", "x=1", "--force"]),
+        (["--launch=c.yaml", "r", "--gpus=2", "--resume", "latest"], ["r", "--resume", "latest"]),
+        (["r", "--launch", "c.yaml", "--", "--gpus", "x=1"], ["r", "--", "--gpus", "x=1"]),
+    ],
+)
+def test_launch_passes_the_users_arguments_on_less_its_own(argv: list[str], kept: list[str]) -> None:
+    assert finetune_arguments(argv) == kept
+
+
+def _finetune_options() -> dict[str, list[str]]:
+    """Each option in finetune's signature (--launch/--gpus aside) as a user would type it: a flag alone, or
+    the option and a value of its type."""
+    import inspect
+    import typing
+
+    from typer.models import OptionInfo
+
+    from pipeline.cli.train import finetune
+
+    types = typing.get_type_hints(finetune)
+    typed = {}
+    for name, parameter in inspect.signature(finetune).parameters.items():
+        info = parameter.default
+        if not isinstance(info, OptionInfo) or name in ("launch", "gpus"):
+            continue
+        option = info.param_decls[0] if info.param_decls else f"--{name.replace('_', '-')}"
+        value = {bool: [], int: ["3"]}.get(types[name], ["some-value"])
+        typed[name] = [option, *value]
+    return typed
+
+
+def test_every_finetune_option_survives_launch(
+    make_recipe: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each option in finetune's signature (so one added later is covered too) reaches the launched
+    processes as the user typed it, in the user's order."""
+    from pipeline.config.loader import load_recipe
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    launched: list[Any] = []
+    monkeypatch.setattr("accelerate.commands.launch.launch_command", launched.append)
+    recipe = str(make_recipe())
+    # --resume and --from-manifest need earlier runs: the recipe they would resolve to is the plain one.
+    monkeypatch.setattr(
+        "pipeline.train.resume.recipe_for_finetune", lambda name, overrides, *_: (load_recipe(name), None)
+    )
+    options = _finetune_options()
+    assert set(options) >= {"resume", "force", "from_manifest"}
+    given = [token for typed in options.values() for token in typed]
+    argv = ["finetune", "--gpus", "1", *given[:2], recipe, "train.max_steps=2", *given[2:]]
+    code, err = run_cli([*argv, "--launch", str(CONFIGS / "cpu-ddp.yaml")], monkeypatch, capsys)
+    assert code in (0, None), err
+    (args,) = launched
+    assert args.training_script_args == ["finetune", *given[:2], recipe, "train.max_steps=2", *given[2:]]
+    assert args.num_processes == 1
 
 
 def test_launching_from_inside_a_launched_process_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
