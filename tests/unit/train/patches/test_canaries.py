@@ -16,8 +16,16 @@ import pytest
 import torch
 
 import pipeline.train.patches as patches
+from pipeline.cli.app import DRIFT_MODULES
 from pipeline.train.patches import registry
 
+# A deprecation about our calls or inside the patched libraries fails a canary: what a library deprecates is
+# what it drops next, private names first. The CLI shows the same warnings once (pipeline.cli.app.show_drift).
+DRIFT = rf"({'|'.join(DRIFT_MODULES)})(\.|$)"
+pytestmark = [
+    pytest.mark.filterwarnings(f"error::DeprecationWarning:{DRIFT}"),
+    pytest.mark.filterwarnings(f"error::FutureWarning:{DRIFT}"),
+]
 PATCH_MODULES = sorted(name for _, name, _ in pkgutil.iter_modules(patches.__path__) if name != "registry")
 
 
