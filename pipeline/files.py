@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.errors import RecipeError
 
@@ -53,6 +53,17 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def path_exists(text: str | Path, kind: Literal["any", "file", "dir"] = "any") -> bool:
+    """True when text names an existing path (a file or a folder when kind says so). A string that cannot be a
+    path on this system, such as a name longer than its limit (a long `data.system_prompt=...` override), is
+    none, where pathlib raises OSError."""
+    path = Path(text)
+    try:
+        return path.is_file() if kind == "file" else path.is_dir() if kind == "dir" else path.exists()
+    except OSError:  # ENAMETOOLONG; pathlib answers False only for a missing path
+        return False
 
 
 def safe_child(root: Path, name: str, what: str) -> Path:

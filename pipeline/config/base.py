@@ -6,13 +6,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.files import path_exists
+
 
 def resolve_beside(relative: str, folder: Path | None) -> str:
     """A path as given if it exists (or is absolute), else relative to `folder` (a recipe file's folder)."""
-    if Path(relative).is_absolute() or folder is None or Path(relative).exists():
+    if Path(relative).is_absolute() or folder is None or path_exists(relative):
         return relative
     candidate = folder / relative
-    return str(candidate) if candidate.exists() or any(ch in relative for ch in "*?[") else relative
+    return str(candidate) if path_exists(candidate) or any(ch in relative for ch in "*?[") else relative
 
 
 # Upper bounds that catch typos (`max_length: 1e20`) without limiting any real run.

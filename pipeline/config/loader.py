@@ -27,6 +27,7 @@ from pipeline.config.schema import (
 from pipeline.config.strict_yaml import load_yaml_file, parse_yaml
 from pipeline.config.templates import is_template_name
 from pipeline.errors import RecipeError
+from pipeline.files import path_exists
 
 __all__ = [
     "RECIPES_DIR",
@@ -53,8 +54,8 @@ RECIPES_DIR = Path(os.environ.get("PIPELINE_RECIPES", Path(__file__).resolve().p
 def find_recipe(name_or_path: str) -> Path:
     """Find a recipe by name (recipes/<name>.yaml, searched recursively) or by path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_absolute():
-        if not path.is_file():
+    if path.suffix in (".yaml", ".yml") or path_exists(path) or path.is_absolute():
+        if not path_exists(path, "file"):
             raise RecipeError(
                 f"{name_or_path}: recipe file not found; `pipeline recipes` lists the available ones."
             )

@@ -10,7 +10,7 @@ from typing import Any
 
 from pipeline.config.schema import Recipe
 from pipeline.errors import RecipeError, TrainingError
-from pipeline.files import safe_child
+from pipeline.files import path_exists, safe_child
 from pipeline.train.checkpoints import (
     HOLDS,
     check_adapter_shape,
@@ -131,7 +131,7 @@ def normalize_resume_argv(argv: list[str]) -> list[str]:
         bare = (
             following is None
             or following.startswith("-")
-            or ("=" in following and not Path(following).is_dir())
+            or ("=" in following and not path_exists(following, "dir"))
         )
         if arg == "--resume" and bare:
             normalized.append(LATEST)
@@ -215,7 +215,7 @@ def recipe_for_finetune(
     from pipeline.config.loader import load_recipe
     from pipeline.train.manifest import recipe_from_manifest
 
-    if recipe is not None and "=" in recipe and not Path(recipe).exists():
+    if recipe is not None and "=" in recipe and not path_exists(recipe):
         recipe, overrides = None, [recipe, *overrides]  # typer gave the first override to RECIPE
     if from_manifest:
         if resume or recipe or overrides:
