@@ -60,11 +60,6 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w]+", " ", unicodedata.normalize("NFKC", text).casefold()).split())
 
 
-def text_hash(text: str) -> str:
-    """A short stable hash of the normalised text."""
-    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=12).hexdigest()
-
-
 @dataclass
 class Fingerprints:
     """What duplicates and contamination are judged on, computed once per split: the normalised-text hash
