@@ -1,7 +1,7 @@
 """The package layout holds: layers point down, and private names of libraries are touched only in train/patches/.
 
 Layers, lowest first (a module may import its own package and any lower layer, never a peer or a higher one):
-errors, ranks -> files (and train.cpu_head, train.sampling: what the patches install) -> train.patches -> config ->
+errors, ranks -> files (and train.cpu_head, train.sampling: what the patches install) -> train.patches -> config -> runs ->
 models -> data -> train, inference -> evaluation -> hub, planning, export -> workflow -> cli -> __main__.
 """
 
@@ -21,6 +21,7 @@ LAYERS = [
     {"files", "train.cpu_head", "train.sampling"},
     {"train.patches"},
     {"config"},
+    {"runs"},
     {"models"},
     {"data"},
     {"train", "inference"},

@@ -1,0 +1,1 @@
+"""Run folders as typed records: manifest, metrics and the live event log, read through RunRecord."""
