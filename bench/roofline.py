@@ -40,7 +40,7 @@ def _lora_small(steps: int) -> tuple[Any, Any]:
     from train_throughput import _dataset  # type: ignore[import-not-found]
 
     from pipeline.models.loading import load_base_model
-    from pipeline.train.stages import build_trainer
+    from pipeline.train.stages.build import build_trainer
 
     recipe, tokenizer, dataset, _ = _dataset(steps, 8, [], [])
     model = load_base_model(recipe.model)

@@ -118,10 +118,7 @@ def _model(recipe: Any, weights: str, dropout: float) -> Any:
 
 
 def _prepare(model: Any, setting: Setting) -> None:
-    """Switch recomputation, attention kernels and LM head path of the shared model to the setting's."""
-    from pipeline.train.attention import use_short_example_kernel
-    from pipeline.train.patches.trl_lm_head import score_trained_positions_only
-
+    """Switch recomputation and the attention kernel of the shared model to the setting's."""
     base = model.get_base_model()
     if setting.recompute:  # as transformers.Trainer does for PEFT models under gradient checkpointing
         base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -130,8 +127,6 @@ def _prepare(model: Any, setting: Setting) -> None:
         base.activation_checkpointing_disable()
         base.disable_input_require_grads()
     base.set_attn_implementation(setting.attention)
-    score_trained_positions_only(setting.compact_head, lean_cpu_kernel=setting.lean_head)
-    use_short_example_kernel(setting.short_kernel)
 
 
 def _time(model: Any, batches: list[Any], setting: Setting, pad_id: int) -> float:
@@ -140,7 +135,9 @@ def _time(model: Any, batches: list[Any], setting: Setting, pad_id: int) -> floa
     from peft.helpers import disable_input_dtype_casting
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from pipeline.train.attention import short_example_kernel
     from pipeline.train.patches.peft_lora import lora_updates_in_one_multiply
+    from pipeline.train.patches.trl_lm_head import trained_positions_only
 
     _prepare(model, setting)
     collate = DataCollatorForLanguageModeling(pad_token_id=pad_id, padding_free=setting.padding_free)
@@ -151,6 +148,8 @@ def _time(model: Any, batches: list[Any], setting: Setting, pad_id: int) -> floa
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting.autocast))
         stack.enter_context(disable_input_dtype_casting(model, active=not setting.peft_casts))
         stack.enter_context(lora_updates_in_one_multiply(model, active=setting.lora_addmm))
+        stack.enter_context(trained_positions_only(setting.compact_head, lean_cpu_kernel=setting.lean_head))
+        stack.enter_context(short_example_kernel(setting.short_kernel))
         for examples in batches:
             batch = collate(examples)
             loss = model(**batch, use_cache=False, fused_lm_head=True).loss

@@ -175,7 +175,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train one variant in this process and return its measurements."""
     import torch
 
-    from pipeline.train.stages import build_trainer
+    from pipeline.train.stages.build import build_trainer
 
     steps, batch, output = args.steps, args.batch, args.output / variant
     ours = variant in ("c", "d")

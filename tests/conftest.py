@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from patch_state import leaked_patches
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # An unexpected exception fails its test with the traceback (the CLI would log it and print one line).
@@ -17,6 +18,15 @@ os.environ.setdefault("PIPELINE_TRACEBACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_patch_left_behind() -> Any:
+    """Fail a test that leaves a library patched (every speed lever must restore what it changed)."""
+    yield
+    leaked = leaked_patches()
+    assert not leaked, "patched library state left behind: " + "; ".join(leaked)
+
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
@@ -205,7 +215,7 @@ def tiny_trainer(
         from transformers import AutoModelForCausalLM
 
         from pipeline.config.loader import load_recipe
-        from pipeline.train.stages import build_trainer
+        from pipeline.train.stages.build import build_trainer
 
         path = make_recipe(train=train)
         recipe = load_recipe(str(path), ["train.report_to=[none]"])

@@ -75,9 +75,10 @@ def finetune(
         given: list[str] = ctx.meta[ARGV]  # registered with cls=KeepsArguments (pipeline.cli.app)
         run_launched(loaded, launch_config(launch, gpus), gpus, finetune_arguments(given))
         return
+    from pipeline.train.progress import ProgressBar
     from pipeline.workflow import finetune as run_finetune
 
-    run_finetune(loaded, resume=resume, force=force, previous=previous)
+    run_finetune(loaded, resume=resume, force=force, previous=previous, callbacks=[ProgressBar()])
 
 
 def validate(

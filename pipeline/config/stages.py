@@ -13,7 +13,10 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import MAX_TOKENS, Spec
 
-STAGES = ("sft", "dpo", "kto", "grpo")
+# The names train.stage accepts; each has its module in pipeline.train.stages (the stage registry), and a test
+# checks that the two agree.
+StageName = Literal["sft", "dpo", "kto", "grpo"]
+STAGES: tuple[str, ...] = get_args(StageName)
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
     "sigmoid",

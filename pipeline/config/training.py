@@ -7,10 +7,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, MAX_TOKENS, Spec
+from pipeline.config.stages import StageName
 
 
 class TrainSpec(Spec):
-    stage: Literal["sft", "dpo", "kto", "grpo"] = Field(
+    stage: StageName = Field(
         "sft",
         description="What training optimizes: sft (supervised, on conversations), dpo (preference pairs, "
         "settings in the dpo section), kto (completions labelled good or bad; the kto section) or grpo "

@@ -146,29 +146,33 @@ def convert_preference(record: Any, fmt: str, system_prompt: str | None = None) 
     return convert_pair(record, system_prompt)
 
 
-def record_stage(record: dict[str, Any]) -> str:
-    """The stage a loaded record trains: dpo (a pair), kto (a labelled completion), grpo (a prompt) or sft."""
+def record_kind(record: dict[str, Any]) -> str:
+    """The kind of a loaded record (a key of KINDS): prompts, pairs, labelled (completions) or conversations."""
     if "prompt_only" in record:
-        return "grpo"
-    return "dpo" if "rejected" in record else "kto" if "label" in record else "sft"
+        return "prompts"
+    return "pairs" if "rejected" in record else "labelled" if "label" in record else "conversations"
 
 
-WANTED = {
-    "grpo": "prompts (prompt and an optional answer)",
-    "dpo": "preference pairs (prompt, chosen, rejected)",
-    "kto": "labelled completions (prompt, completion, label)",
-    "sft": "conversations, prompt/completion or text",
+KINDS = {
+    "prompts": "prompts (prompt and an optional answer)",
+    "pairs": "preference pairs (prompt, chosen, rejected)",
+    "labelled": "labelled completions (prompt, completion, label)",
+    "conversations": "conversations, prompt/completion or text",
 }
 
 
-def check_stage_records(stage: str, records: list[dict[str, Any]]) -> None:
-    """Every record suits the stage (WANTED); DataError at the first that does not, naming both."""
+def check_stage_records(
+    stage: str, kind: str, records: list[dict[str, Any]], stages_by_kind: dict[str, list[str]]
+) -> None:
+    """Every record is of the kind the stage trains on (KINDS); DataError at the first that is not, naming
+    both and the stages (stages_by_kind: kind -> stage names) that would train on it."""
     for record in records:
-        kind = record_stage(record)
-        if kind != stage:
+        found = record_kind(record)
+        if found != kind:
+            fitting = " or ".join(stages_by_kind.get(found, [])) or "another stage"
             raise DataError(
-                f"{record.get('location', 'record')}: train.stage is {stage}, which trains on {WANTED[stage]}, "
-                f"but this record holds {WANTED[kind]}; set train.stage: {kind} or give {stage} data "
+                f"{record.get('location', 'record')}: train.stage is {stage}, which trains on {KINDS[kind]}, "
+                f"but this record holds {KINDS[found]}; set train.stage: {fitting} or give {stage} data "
                 "(docs/preference.md)."
             )
 

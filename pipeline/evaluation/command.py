@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 
 from pipeline.config.loader import (
@@ -23,6 +22,7 @@ from pipeline.config.loader import (
 from pipeline.config.schema import DataSpec, Recipe
 from pipeline.errors import RecipeError
 from pipeline.models.artifacts import TargetRef, resolve_target
+from pipeline.runs.record import RECIPE, load_run
 
 console = Console(stderr=True)
 
@@ -33,16 +33,6 @@ class EvalOutcome:
 
     out_dir: Path
     metrics: dict[str, Any]
-
-
-def _run_recipe_name(run_dir: Path) -> str:
-    """The recipe name of a run: metrics.json's 'recipe', else the folder name without its UTC time."""
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.is_file():
-        name = json.loads(metrics_file.read_text(encoding="utf-8")).get("recipe")
-        if isinstance(name, str) and name:
-            return name
-    return re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", run_dir.name)
 
 
 def _from_dict(raw: dict[str, Any], overrides: list[str], source: str, name: str, anchor: Path) -> Recipe:
@@ -60,16 +50,13 @@ def eval_recipe(ref: TargetRef, recipe: str | None, data: str | None, overrides:
         overrides = [*overrides, f"data.eval=[{{path: {json.dumps(where)}}}]"]  # JSON quoting is valid YAML
     if recipe:
         loaded = load_recipe(recipe, overrides)
-    elif ref.run_dir is not None and (ref.run_dir / "recipe.yaml").is_file():
-        path = ref.run_dir / "recipe.yaml"
-        name = _run_recipe_name(ref.run_dir)
+    elif (run := load_run(ref.run_dir) if ref.run_dir is not None else None) and run.recipe is not None:
+        name = run.name
         try:
             anchor = find_recipe(name)
         except RecipeError:
             anchor = RECIPES_DIR / f"{name}.yaml"
-        loaded = _from_dict(
-            yaml.safe_load(path.read_text(encoding="utf-8")) or {}, overrides, str(path), name, anchor
-        )
+        loaded = _from_dict(run.recipe, overrides, str(run.folder / RECIPE), name, anchor)
     elif data:
         raw = {"model": ref.base.model_dump(mode="json"), "data": {"train": data}}
         loaded = _from_dict(raw, overrides, "pipeline eval", Path(data).stem, Path(data).resolve())

@@ -7,6 +7,7 @@ token of the sequence. The first token of a sequence has no prediction, so N cou
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     import torch
     from transformers import PreTrainedModel
@@ -152,20 +153,17 @@ def _token_nll(model: PreTrainedModel, batch: Batch) -> Any:
     return nll.double().cpu()
 
 
-def packs_rows(model: PreTrainedModel) -> bool:
-    """Whether the model scores packed rows exactly: SDPA (switched to per-example `packed_sdpa`) or flash
-    attention (varlen from position ids); eager attention, other kernels and sliding-window models get padded
-    batches."""
-    from pipeline.train.attention import PACKED_SDPA, use_packed_sdpa
-    from pipeline.train.patches.transformers_attention import attention_implementation
+@contextlib.contextmanager
+def packed_rows(model: PreTrainedModel) -> Iterator[bool]:
+    """While the block runs, whether the model scores packed rows exactly: SDPA (switched to per-example
+    `packed_sdpa` for the block only) or flash attention (varlen from position ids); eager attention, other
+    kernels and sliding-window models get padded batches."""
+    from pipeline.train.attention import packed_attention
 
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if getattr(config, "sliding_window", None):  # per-example causal SDPA would ignore the window
-        return False
-    implementation = attention_implementation(model)
-    if implementation in (PACKED_SDPA, "flash_attention_2", "flash_attention_3"):
-        return True
-    return use_packed_sdpa(model)
+    # Per-example causal SDPA would ignore a sliding window.
+    with packed_attention(model, active=not getattr(config, "sliding_window", None)) as packed:
+        yield packed
 
 
 def _order(windows: list[Window], batch_size: int) -> list[list[Window]]:
@@ -221,8 +219,8 @@ def perplexity(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            make_batch = _packed if packs_rows(model) else _padded
+        with torch.inference_mode(), packed_rows(model) as packed:
+            make_batch = _packed if packed else _padded
             for group in _order(windows, batch_size):
                 batch = make_batch(group, ids, masks, all_tokens)
                 if not batch.keep.any():

@@ -16,6 +16,7 @@ from pipeline.config.schema import Recipe
 from pipeline.evaluation import plots
 from pipeline.evaluation.document import Code, Image, Section, Table, to_html, to_markdown
 from pipeline.files import write_json, write_text
+from pipeline.runs.metrics import METRICS, check_metrics
 
 SIMILARITY_MEAN = "answer similarity (mean cosine)"
 
@@ -300,7 +301,8 @@ def write_report(out_dir: Path, recipe: Recipe, metrics: dict[str, Any], rows: l
     """Write metrics.json, eval_examples.jsonl, plots/*.png, report.md and the self-contained report.html."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", metrics)
+    check_metrics(metrics, out_dir / METRICS)  # a key that does not fit the record fails before writing
+    write_json(out_dir / METRICS, metrics)
     if rows:
         lines = (json.dumps({k: None if _nan(v) else v for k, v in r.items()}) + "\n" for r in rows)
         write_text(out_dir / "eval_examples.jsonl", "".join(lines))

@@ -32,6 +32,7 @@ from pipeline.evaluation.preference import (
 )
 from pipeline.inference.generation import Sampling, generate
 from pipeline.models.merged_view import adapter_merged, can_merge
+from pipeline.runs.metrics import SCHEMA_VERSION as METRICS_SCHEMA
 from pipeline.train.rewards import score
 
 if TYPE_CHECKING:
@@ -253,6 +254,6 @@ def write_results(
     rows = example_rows(metrics, data) if data is not None else []
     for side in ("base", "adapted"):
         metrics.get(side, {}).pop("per_example", None)
-    metrics.setdefault("schema_version", 1)
+    metrics.setdefault("schema_version", METRICS_SCHEMA)
     write_report(out_dir, recipe, metrics, rows)
     return metrics

@@ -9,12 +9,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from pipeline.errors import AssetError, RecipeError
 from pipeline.export.gguf_writer import check_dtype, check_supported
 from pipeline.files import atomic_dir, write_json, write_text
 from pipeline.models.artifacts import TargetRef, resolve_target
+from pipeline.runs.record import load_run
 
 if TYPE_CHECKING:
     from pipeline.export.gguf_writer import WrittenGguf
@@ -51,11 +50,8 @@ def _config(ref: TargetRef) -> Any:
 
 def _system_prompt(ref: TargetRef) -> str | None:
     """The recipe's data.system_prompt, which training put in front of conversations without one."""
-    recipe = ref.run_dir / "recipe.yaml" if ref.run_dir is not None else None
-    if recipe is None or not recipe.is_file():
-        return None
-    data = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("data") or {}
-    return data.get("system_prompt") or None
+    run = load_run(ref.run_dir) if ref.run_dir is not None else None
+    return run.system_prompt() if run is not None else None
 
 
 def default_output(ref: TargetRef, fmt: str, dtype: str) -> Path:

@@ -10,6 +10,7 @@ from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.evaluation.report import comparison_rows
 from pipeline.files import write_text
 from pipeline.models.precision import resolve_dtype, resolved_precision
+from pipeline.train.stages.registry import stage as training_stage
 
 if TYPE_CHECKING:
     from huggingface_hub import EvalResult, ModelCard
@@ -23,14 +24,6 @@ METRIC_TYPES = {
     "ROUGE-L F1": "rouge",
     "chrF": "chrf",
     "BLEU": "bleu",
-}
-
-
-STAGE_NAMES = {
-    "sft": "supervised fine-tuning",
-    "dpo": "direct preference optimization (DPO) on preference pairs",
-    "kto": "KTO on completions labelled desirable or not",
-    "grpo": "GRPO on prompts with reward functions",
 }
 
 
@@ -262,7 +255,7 @@ def build_model_card(
 # {title}
 
 A {method} {what} for [`{base}`]({"https://huggingface.co/" + base if is_hub_id(base) else base}){pinned},
-trained with {STAGE_NAMES[recipe.train.stage]} by this project's `pipeline finetune {recipe.name}`.
+trained with {training_stage(recipe.train.stage).card} by this project's `pipeline finetune {recipe.name}`.
 {recipe.description}
 {continued}
 ## Training data

@@ -14,12 +14,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from pipeline.config.loader import validate_recipe_dict
 from pipeline.config.schema import HubSpec, Recipe
 from pipeline.errors import HubError
 from pipeline.ranks import is_main_process
+from pipeline.runs.record import RECIPE, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +56,11 @@ def _token() -> str:
 
 
 def _load_run(run_dir: Path) -> tuple[Recipe, dict]:
-    import json
-
-    recipe_file, metrics_file = run_dir / "recipe.yaml", run_dir / "metrics.json"
-    if not recipe_file.is_file():
+    run = RunRecord.load(run_dir)
+    if run.recipe is None:
         raise HubError(f"{run_dir}: no recipe.yaml; give a run folder written by `pipeline finetune`.")
-    raw = yaml.safe_load(recipe_file.read_text(encoding="utf-8"))
-    recipe = validate_recipe_dict(raw, str(recipe_file), name=run_dir.name.rsplit("-", 2)[0])
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-    return recipe, metrics
+    recipe = validate_recipe_dict(run.recipe, str(run_dir / RECIPE), name=run.name)
+    return recipe, run.metrics.as_dict() if run.metrics is not None else {}
 
 
 def _model_folder(run_dir: Path, merged: bool) -> Path:

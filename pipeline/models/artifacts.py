@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import yaml
-
 from pipeline.config.schema import ModelSpec
 from pipeline.errors import AssetError
 from pipeline.models.assets import resolve_model
+from pipeline.runs.record import load_run
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -52,11 +51,8 @@ def _adapter_base(adapter_dir: Path, fallback: ModelSpec | None) -> ModelSpec:
 
 
 def _run_model_spec(run_dir: Path) -> ModelSpec | None:
-    recipe_file = run_dir / "recipe.yaml"
-    if not recipe_file.is_file():
-        return None
-    data = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}
-    return ModelSpec.model_validate(data.get("model", {}))
+    run = load_run(run_dir)
+    return run.model_spec() if run is not None else None
 
 
 def split_revision(target: str, revision: str | None = None) -> tuple[str, str | None]:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import ModelSpec, Recipe
-from pipeline.errors import AssetError, RecipeError
+from pipeline.errors import AssetError, PipelineError, RecipeError
 from pipeline.models.artifacts import resolve_target
+from pipeline.runs.manifest import MANIFEST, Manifest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -105,10 +106,9 @@ def parent_info(parent: Parent | None) -> dict[str, Any] | None:
         "run": str(parent.run_dir.resolve()) if parent.run_dir else None,
         "sha256": digest.hexdigest(),
     }
-    manifest = parent.run_dir / "manifest.json" if parent.run_dir else None
-    if manifest is not None and manifest.is_file():
+    if parent.run_dir is not None and (parent.run_dir / MANIFEST).is_file():
         try:
-            info["recipe_name"] = json.loads(manifest.read_text(encoding="utf-8")).get("recipe_name")
-        except (OSError, ValueError):
+            info["recipe_name"] = Manifest.read(parent.run_dir).recipe_name
+        except PipelineError:
             info["recipe_name"] = None
     return info

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.errors import RecipeError
+from pipeline.train.stages.registry import stage as training_stage
 
 Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
@@ -271,14 +272,11 @@ def estimate(
         )
     # DPO runs chosen and rejected rows of every pair in one batch; KTO each completion and a mismatched
     # one for its KL estimate: twice the rows SFT runs, with activations kept for backward.
-    rows_per_example = 2 if train.stage in ("dpo", "kto") else 1
+    stage = training_stage(train.stage)
+    rows_per_example = stage.rows_per_example
     settings = recipe.stage_settings
-    if (
-        full
-        and train.stage in ("dpo", "kto")
-        and settings is not None
-        and not settings.precompute_ref_log_probs
-    ):
+    precomputed = bool(getattr(settings, "precompute_ref_log_probs", False))
+    if full and stage.reference and not precomputed:
         rows.append(("reference model", int(base / split), "a frozen copy of the base for the reference"))
     tokens = batch * rows_per_example * train.max_length
     lora_dropout = not full and recipe.adapter.dropout > 0

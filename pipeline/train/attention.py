@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -81,9 +82,16 @@ def packed_sdpa(
     return torch.cat(pieces, dim=1), None  # sdpa_attention_forward returns (batch, seq, heads, dim)
 
 
-def use_short_example_kernel(enabled: bool = True) -> None:
-    """Train short examples on CPU through `_short_causal_attention` (the default) or SDPA's math kernel."""
+@contextlib.contextmanager
+def short_example_kernel(enabled: bool = True) -> Iterator[None]:
+    """Inside the block, short examples train on CPU through `_short_causal_attention` (enabled, the default
+    outside any block) or SDPA's math kernel (bench/train_levers.py's A/B); the previous choice after."""
+    previous = _SHORT_KERNEL["enabled"]
     _SHORT_KERNEL["enabled"] = enabled
+    try:
+        yield
+    finally:
+        _SHORT_KERNEL["enabled"] = previous
 
 
 def _plain_causal(
@@ -126,14 +134,25 @@ def _future(length: int, repeats: int, dtype: torch.dtype, device: torch.device)
     return mask.repeat(repeats, 1)
 
 
-def use_packed_sdpa(model: torch.nn.Module) -> bool:
-    """Switch a model that uses SDPA to `packed_sdpa` (for padding-free or packed rows); True if switched."""
+@contextlib.contextmanager
+def packed_attention(model: torch.nn.Module, active: bool = True) -> Iterator[bool]:
+    """Inside the block (when active), a model that uses SDPA runs `packed_sdpa` (padding-free or packed rows);
+    yields whether the model attends per example. The model's own implementation is back when the block ends.
+
+    Flash attention handles packed rows itself (yields True, nothing switched); eager attention is the user's
+    explicit choice (yields False)."""
     from pipeline.train.patches.transformers_attention import attention_implementation
 
-    if attention_implementation(model) != "sdpa":
-        return False  # flash attention handles packed rows itself; eager is the user's explicit choice
+    implementation = attention_implementation(model)
+    if not active or implementation != "sdpa":
+        yield active and implementation in (PACKED_SDPA, "flash_attention_2", "flash_attention_3")
+        return
     model.set_attn_implementation(register_packed_sdpa())  # type: ignore[operator]
-    return True
+    try:
+        yield True
+    finally:
+        model.set_attn_implementation(implementation)  # type: ignore[operator]
+        _last_bounds[:] = [None, None]  # no position ids of this model's last batch kept alive
 
 
 def register_packed_sdpa() -> str:

@@ -15,7 +15,7 @@ def check_against_libraries(recipe: Recipe) -> None:
     """Build trl's config for the recipe's stage (SFTConfig, DPOConfig) and peft's LoraConfig now, so a bad
     combination fails before weights load."""
     from pipeline.models.adapters import build_peft_config
-    from pipeline.train.stages import build_stage_config
+    from pipeline.train.stages.build import build_stage_config
 
     source = str(recipe.path or recipe.name)
     try:

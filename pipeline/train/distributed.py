@@ -77,20 +77,27 @@ def barrier() -> None:
         state().wait_for_everyone()
 
 
-def _outcome(make: Callable[[], T]) -> tuple[T | None, tuple[str, int] | None, BaseException | None]:
-    """(result, (one-line error, exit code) or None, the exception to re-raise here) of make()."""
+def one_line(exc: BaseException) -> tuple[str, int, BaseException]:
+    """(the one-line error the CLI prints, its exit code, the exception to raise) for any exception: a
+    PipelineError's own line, a full disk as a StorageError, anything else as an internal error."""
     from pipeline.train.guards import storage_error
 
+    if isinstance(exc, PipelineError):
+        return (str(exc).splitlines()[0] if str(exc) else type(exc).__name__), exc.exit_code, exc
+    known = storage_error(exc) if isinstance(exc, Exception) else None
+    if known is not None:
+        return str(known), known.exit_code, known
+    summary = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"internal error ({type(exc).__name__}: {summary})", 70, exc
+
+
+def _outcome(make: Callable[[], T]) -> tuple[T | None, tuple[str, int] | None, BaseException | None]:
+    """(result, (one-line error, exit code) or None, the exception to re-raise here) of make()."""
     try:
         return make(), None, None
-    except PipelineError as exc:
-        return None, (str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code), exc
     except Exception as exc:
-        known = storage_error(exc)
-        if known is not None:
-            return None, (str(known), known.exit_code), known
-        summary = (str(exc).strip().splitlines() or [""])[0][:300]
-        return None, (f"internal error ({type(exc).__name__}: {summary})", 70), exc
+        message, code, raised = one_line(exc)
+        return None, (message, code), raised
 
 
 def _raise_first(failures: list[tuple[int, tuple[str, int] | None]], own: BaseException | None) -> None:

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
 from pipeline.data.hygiene import apply_hygiene, log_hygiene
-from pipeline.data.pairs import check_stage_records, pair_dataset
+from pipeline.data.pairs import pair_dataset
 from pipeline.data.prepared import Deferred, dataset_folder, load_prepared, prepared_key, store_prepared
 from pipeline.data.splits import Splits, load_sources, load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
 from pipeline.models.parent import attach_parent, parent_of
 from pipeline.train.guards import check_target_modules
+from pipeline.train.stages.registry import check_records, stage
 
 if TYPE_CHECKING:
     from datasets import Dataset, IterableDataset
@@ -93,9 +94,9 @@ def _prepare(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, held_out: bool)
     splits = load_splits(recipe.data)
     hygiene = apply_hygiene(recipe.data, splits)
     splits = hygiene.splits
-    check_stage_records(recipe.train.stage, [*splits.train, *splits.eval])
+    check_records(recipe.train.stage, [*splits.train, *splits.eval])
     on_invalid = recipe.data.on_invalid
-    prompts_only = recipe.train.stage == "grpo"  # nothing to train in the SFT view: keep every prompt
+    prompts_only = stage(recipe.train.stage).data == "prompts"  # nothing to train in the SFT view: keep all
     train = tokenize_records(
         splits.train,
         tokenizer,

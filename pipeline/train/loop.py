@@ -1,5 +1,5 @@
-"""Train: build the trainer for a recipe, run it with the progress bar, the non-finite guard and the signal
-handler, and report what came out. `workflow.finetune`, `pipeline tokens` and the tests call it."""
+"""Train: build the trainer for a recipe, run it with the event log, the non-finite guard and the signal (or
+stop request) handler, and report what came out. `workflow.finetune`, `pipeline tokens` and the tests call it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config.schema import Recipe
 from pipeline.data.streaming import unwrap_worker_error
 from pipeline.errors import PipelineError
+from pipeline.runs.events import EventLog
+from pipeline.train.events import EventEmitter
 from pipeline.train.guards import NonFiniteGuard
-from pipeline.train.progress import RichProgressCallback
 from pipeline.train.resume import resume_command
-from pipeline.train.signals import StopOnSignal
-from pipeline.train.stages import build_trainer
+from pipeline.train.signals import StopOnSignal, StopRequest
+from pipeline.train.stages.build import build_trainer
 from pipeline.train.throughput import ThroughputMeter
 from pipeline.train.trackers import tracking_to
 
@@ -42,16 +43,20 @@ def train_model(
     checkpoint: Path | None = None,
     callbacks: list[Any] | None = None,
     eval_dataset: Dataset | None = None,
+    events: EventLog | None = None,
+    stop: StopRequest | None = None,
 ) -> Trained:
     """Train on `dataset` (from `checkpoint` when resuming); Ctrl-C/SIGTERM checkpoint and stop with the
     resume command, a non-finite loss stops before the weights update. With train.eval_steps the held-out
-    loss on `eval_dataset` is logged every eval_steps (and early stopping watches it when asked)."""
+    loss on `eval_dataset` is logged every eval_steps (and early stopping watches it when asked). `events`
+    receives started, step, held-out evaluation, checkpoint and trained events; a set `stop` ends training
+    after the current step as Ctrl-C does."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
-    stopper = StopOnSignal()
+    stopper = StopOnSignal(stop)
     train = recipe.train
     meter = ThroughputMeter(train, dataset)
-    extra = [*(callbacks or []), meter]
+    extra = [*(callbacks or []), meter, *([EventEmitter(events)] if events is not None else [])]
     if train.early_stopping_patience and eval_dataset is not None:
         extra.append(EarlyStoppingCallback(train.early_stopping_patience, train.early_stopping_threshold))
     # Tracker callbacks read their settings when the trainer is built, and log while it trains.
@@ -63,11 +68,9 @@ def train_model(
             tokenizer,
             dataset,
             eval_dataset if train.eval_steps else None,
-            callbacks=[RichProgressCallback(), NonFiniteGuard(), stopper, *extra],
+            callbacks=[NonFiniteGuard(), stopper, *extra],
         )
-        trainer.remove_callback(
-            PrinterCallback
-        )  # the progress bar shows the loss; no raw log dicts on stdout
+        trainer.remove_callback(PrinterCallback)  # the events carry the loss; no raw log dicts on stdout
         started = time.perf_counter()
         with stopper.active():
             try:

@@ -19,14 +19,14 @@ from pipeline.config.schema import DataSpec, ModelSpec, Recipe
 from pipeline.errors import RecipeError
 from pipeline.files import write_json
 from pipeline.models.parent import parent_info, parent_of
+from pipeline.ranks import world_size
+from pipeline.runs.manifest import MANIFEST, Manifest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from pipeline.data.splits import Splits
 
-MANIFEST = "manifest.json"
-FORMAT = 1
 PACKAGES = (
     "transformers",
     "trl",
@@ -159,7 +159,7 @@ def environment() -> dict[str, Any]:
         "cuda": torch.version.cuda if cuda else None,
         "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({platform.machine()})",
         "device_count": torch.cuda.device_count() if cuda else 1,
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": world_size(),
         "platform": platform.platform(),
         "packages": versions,
     }
@@ -195,91 +195,72 @@ def check_no_secrets(recipe: Recipe) -> None:
             )
 
 
-def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+def build_manifest(recipe: Recipe, splits: Splits, tokenizer: PreTrainedTokenizerBase) -> Manifest:
     """The manifest of a run about to train: configuration, inputs, environment and command."""
     check_no_secrets(recipe)
     resolved = recipe.to_dict()
-    return {
-        "format": FORMAT,
-        "recipe_name": recipe.name,
-        "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
-        "recipe": resolved,
-        "recipe_sha256": canonical_hash(resolved),
-        "data": {
-            "files": data_files(recipe.data),
-            "records": {
-                "train": "streamed" if recipe.data.streaming else len(splits.train),
-                "eval": len(splits.eval),
+    return Manifest.model_validate(
+        {
+            "recipe_name": recipe.name,
+            "recipe_path": str(recipe.path.resolve()) if recipe.path else None,
+            "recipe": resolved,
+            "recipe_sha256": canonical_hash(resolved),
+            "data": {
+                "files": data_files(recipe.data),
+                "records": {
+                    "train": "streamed" if recipe.data.streaming else len(splits.train),
+                    "eval": len(splits.eval),
+                },
+                "skipped": dict(splits.skipped),
             },
-            "skipped": dict(splits.skipped),
-        },
-        "tokenizer": tokenizer_info(tokenizer),
-        "model": model_info(recipe.model),
-        "parent": parent_info(parent_of(recipe)),
-        "environment": environment(),
-        "seeds": {"train": recipe.train.seed, "data": recipe.data.seed},
-        "command": [redact(arg) for arg in sys.argv],
-        "cwd": os.getcwd(),
-        "git": git_commit(),
-        "times": {"started": now(), "finished": None, "seconds": {}},
-        "resumed": [],
-    }
+            "tokenizer": tokenizer_info(tokenizer),
+            "model": model_info(recipe.model),
+            "parent": parent_info(parent_of(recipe)),
+            "environment": environment(),
+            "seeds": {"train": recipe.train.seed, "data": recipe.data.seed},
+            "command": [redact(arg) for arg in sys.argv],
+            "cwd": os.getcwd(),
+            "git": git_commit(),
+            "times": {"started": now(), "finished": None, "seconds": {}},
+            "resumed": [],
+        }
+    )
 
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> Path:
+def write_manifest(run_dir: Path, manifest: Manifest) -> Path:
     """Write run_dir/manifest.json atomically (secrets redacted) and return its path."""
     path = Path(run_dir) / MANIFEST
-    write_json(path, json.loads(redact(json.dumps(manifest))))
+    write_json(path, json.loads(redact(json.dumps(manifest.to_json()))))
     return path
 
 
 def finish_manifest(
-    run_dir: Path, manifest: dict[str, Any], seconds: dict[str, float], levers: dict[str, str] | None = None
+    run_dir: Path, manifest: Manifest, seconds: dict[str, float], levers: dict[str, str] | None = None
 ) -> Path:
     """Stamp the finish time, per-phase wall times (seconds) and the speed levers the run had on ("on" or
     "off: why", from pipeline.train.patches.registry) into the manifest and write it."""
     if levers is not None:
-        manifest["speed_levers"] = levers
-    manifest["times"]["finished"] = now()
-    manifest["times"]["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
+        manifest.speed_levers = levers
+    manifest.times.finished = now()
+    manifest.times.seconds = {name: round(value, 3) for name, value in seconds.items()}
     return write_manifest(run_dir, manifest)
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> Manifest:
     """Read a manifest.json (or the one inside a run folder), with one-line errors."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(
-            f"{path}: no such manifest; give runs/<run>/manifest.json of an earlier run."
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RecipeError(
-            f"{path}: not a readable manifest ({exc}); give runs/<run>/manifest.json."
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("recipe"), dict):
-        raise RecipeError(f"{path}: not a pipeline manifest (format {FORMAT} with a 'recipe' section).")
-    return data
+    return Manifest.read(path)
 
 
-def recipe_from_manifest(path: Path) -> tuple[Recipe, dict[str, Any]]:
+def recipe_from_manifest(path: Path) -> tuple[Recipe, Manifest]:
     """The exact recipe a manifest recorded (relative paths resolve from the original recipe file)."""
     manifest = read_manifest(path)
-    recipe_path = Path(manifest["recipe_path"]) if manifest.get("recipe_path") else None
-    name = str(manifest.get("recipe_name", "recipe"))
+    recipe_path = Path(manifest.recipe_path) if manifest.recipe_path else None
+    name = manifest.recipe_name
     if not SAFE_NAME.match(name):
         raise RecipeError(
             f"{path}: recipe_name '{name}' would write outside the runs folder; use a plain name."
         )
-    recipe = validate_recipe_dict(
-        manifest["recipe"],
-        source=f"{path}: recipe",
-        name=name,
-        path=recipe_path,
-    )
+    recipe = validate_recipe_dict(manifest.recipe, source=f"{path}: recipe", name=name, path=recipe_path)
     return recipe, manifest
 
 
@@ -302,20 +283,15 @@ def summarize(changes: list[str], shown: int = 6) -> str:
     return "; ".join(changes[:shown]) + more
 
 
-def _stamp(entry: dict[str, Any]) -> Any:
-    """What tells a data file's content: its SHA-256, or a streamed file's size and modification time."""
-    return entry.get("sha256") or (entry.get("bytes"), entry.get("mtime_ns"))
-
-
-def differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def differences(previous: Manifest, current: Manifest) -> list[str]:
     """What changed between two manifests that shapes training: recipe, data, tokenizer, model, world size."""
     found = []
-    old, new = _flatten(previous.get("recipe", {})), _flatten(current.get("recipe", {}))
+    old, new = _flatten(previous.recipe), _flatten(current.recipe)
     for key in sorted(set(old) | set(new)):
         if not key.startswith(NOT_TRAINING) and old.get(key) != new.get(key):
             found.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
-    old_files = {f.get("path", f["source"]): _stamp(f) for f in previous.get("data", {}).get("files", [])}
-    new_files = {f.get("path", f["source"]): _stamp(f) for f in current.get("data", {}).get("files", [])}
+    old_files = {f.path or f.source: f.stamp() for f in previous.data.files}
+    new_files = {f.path or f.source: f.stamp() for f in current.data.files}
     for path in sorted(set(old_files) | set(new_files)):
         if path not in new_files:
             found.append(f"data file {path} is no longer used")
@@ -324,15 +300,13 @@ def differences(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
         elif old_files[path] != new_files[path]:
             how = "sha256" if isinstance(new_files[path], str) else "size or modification time"
             found.append(f"data file {path} changed ({how})")
-    for section, label in (("tokenizer", "tokenizer"), ("model", "model weights")):
-        if previous.get(section, {}).get("sha256") != current.get(section, {}).get("sha256"):
-            found.append(f"{label} changed (sha256)")
-    if previous.get("tokenizer", {}).get("chat_template_sha256") != current.get("tokenizer", {}).get(
-        "chat_template_sha256"
-    ):
+    if previous.tokenizer.sha256 != current.tokenizer.sha256:
+        found.append("tokenizer changed (sha256)")
+    if previous.model.sha256 != current.model.sha256:
+        found.append("model weights changed (sha256)")
+    if previous.tokenizer.chat_template_sha256 != current.tokenizer.chat_template_sha256:
         found.append("chat template changed")
-    old_world = previous.get("environment", {}).get("world_size")
-    new_world = current.get("environment", {}).get("world_size")
+    old_world, new_world = previous.environment.world_size, current.environment.world_size
     if old_world != new_world:
         found.append(f"world size: {old_world} -> {new_world}")
     return found

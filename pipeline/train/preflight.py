@@ -27,7 +27,7 @@ def check_settings(recipe: Recipe, launch: str | None = None) -> None:
     check_against_libraries(recipe)
     parent_of(recipe)  # model.adapter exists, is LoRA and fits model.name
     if recipe.train.stage == "grpo":  # user reward files import now, not after the weights load
-        from pipeline.train.grpo import reward_functions
+        from pipeline.train.stages.grpo import reward_functions
 
         reward_functions(recipe)
     check_trackers(recipe.train.report_to, source)

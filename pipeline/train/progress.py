@@ -1,4 +1,4 @@
-"""A rich progress bar for training, and a callback that keeps the log history for reports."""
+"""The terminal's view of a run: a rich progress bar driven by the run's events (pipeline.runs.events)."""
 
 from __future__ import annotations
 
@@ -12,19 +12,22 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from transformers import TrainerCallback
+
+from pipeline.runs.events import Started, Step
 
 
-class RichProgressCallback(TrainerCallback):
-    """Shows steps, loss and time left on the main process; silent elsewhere."""
+class ProgressBar:
+    """An event callback: steps, loss and time left while training; nothing before or after."""
 
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self.task: Any = None
         self.last_loss: float | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if state.is_world_process_zero:
+    def __call__(self, event: Any) -> None:
+        """Start on `started`, advance on `step`, close on any event after training."""
+        if isinstance(event, Started):
+            self.close()
             self.progress = Progress(
                 TextColumn("[bold]training"),
                 BarColumn(),
@@ -35,19 +38,18 @@ class RichProgressCallback(TrainerCallback):
             )
             self.progress.start()
             self.task = self.progress.add_task(
-                "train", total=state.max_steps, completed=state.global_step, loss="-"
+                "train", total=event.total_steps, completed=event.step, loss="-"
             )
+        elif isinstance(event, Step) and self.progress is not None:
+            if event.loss is not None:
+                self.last_loss = event.loss
+            loss = f"{self.last_loss:.4f}" if self.last_loss is not None else "-"
+            self.progress.update(self.task, completed=event.step, loss=loss)
+        elif event.kind not in ("evaluation", "checkpoint"):
+            self.close()
 
-    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
-        if self.progress is not None and logs and "loss" in logs:
-            self.last_loss = float(logs["loss"])
-            self.progress.update(self.task, loss=f"{self.last_loss:.4f}")
-
-    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def close(self) -> None:
+        """Take the bar off the terminal (idempotent)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

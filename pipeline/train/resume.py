@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from pipeline.config.schema import Recipe
-from pipeline.errors import RecipeError, TrainingError
+from pipeline.errors import PipelineError, RecipeError, TrainingError
 from pipeline.files import path_exists, safe_child
+from pipeline.runs.manifest import MANIFEST, Manifest
 from pipeline.train.checkpoints import (
     HOLDS,
     check_adapter_shape,
@@ -19,7 +18,7 @@ from pipeline.train.checkpoints import (
     latest_checkpoint,
     set_aside_incomplete,
 )
-from pipeline.train.manifest import MANIFEST, differences, now, read_manifest, summarize
+from pipeline.train.manifest import differences, now, read_manifest, summarize
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,8 @@ def runs_of(recipe: Recipe) -> list[Path]:
 
     def started(path: Path) -> tuple[str, float]:
         try:
-            stamp = str(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["times"]["started"])
-        except (OSError, ValueError, KeyError, TypeError):
+            stamp = read_manifest(path).times.started
+        except PipelineError:
             stamp = ""
         return stamp, path.stat().st_mtime
 
@@ -77,20 +76,20 @@ def find_run(recipe: Recipe, run: str) -> tuple[Path | None, Path | None]:
 
 
 def resume_point(
-    recipe: Recipe, run: str, manifest: dict[str, Any], force: bool
-) -> tuple[Path | None, Path, dict[str, Any]]:
+    recipe: Recipe, run: str, manifest: Manifest, force: bool
+) -> tuple[Path | None, Path, Manifest | None]:
     """(run folder, checkpoint, earlier manifest) to continue from; refuses changed inputs unless forced.
 
-    A checkpoint from outside this tool's run folders gives no run folder and an empty earlier manifest.
+    A checkpoint from outside this tool's run folders gives no run folder and no earlier manifest.
     """
     run_dir, checkpoint = find_run(recipe, run)
     if run_dir is None:  # resume_source named a checkpoint outside this tool's run folders
         foreign = Path(run)
         check_resumable(foreign, recipe.adapter.method, recipe.train.max_steps)
         check_adapter_shape(foreign, recipe)
-        return None, foreign, {}
+        return None, foreign, None
     previous = read_manifest(run_dir)
-    if previous.get("times", {}).get("finished"):
+    if previous.times.finished:
         raise TrainingError(
             f"{run_dir}: this run already finished; start a new one with `pipeline finetune "
             f"{recipe.path or recipe.name}`."
@@ -160,10 +159,10 @@ def new_run_dir(recipe: Recipe) -> Path:
 
 def open_run(
     recipe: Recipe,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     resume: str | None = None,
     force: bool = False,
-    previous: dict[str, Any] | None = None,
+    previous: Manifest | None = None,
 ) -> tuple[Path, Path | None]:
     """(run folder, checkpoint to resume from or None); previous: the manifest that --from-manifest repeats.
 
@@ -171,18 +170,18 @@ def open_run(
     """
     if resume:
         run_dir, checkpoint, earlier = resume_point(recipe, resume, manifest, force)
-        if run_dir is None:  # a checkpoint of another run (plain transformers/TRL): a new run continues it
-            manifest["resumed_from"] = {"checkpoint": str(checkpoint.resolve()), "at": now()}
+        if run_dir is None or earlier is None:  # another run's checkpoint (plain transformers/TRL): a new run
+            manifest.resumed_from = {"checkpoint": str(checkpoint.resolve()), "at": now()}
             return new_run_dir(recipe), checkpoint
-        manifest["times"]["started"] = earlier.get("times", {}).get("started", manifest["times"]["started"])
-        if "resumed_from" in earlier:
-            manifest["resumed_from"] = earlier["resumed_from"]
-        manifest["resumed"] = [
-            *earlier.get("resumed", []),
+        manifest.times.started = earlier.times.started
+        if earlier.resumed_from is not None:
+            manifest.resumed_from = earlier.resumed_from
+        manifest.resumed = [
+            *earlier.resumed,
             {
                 "at": now(),
                 "checkpoint": checkpoint.name,
-                "command": manifest["command"],
+                "command": manifest.command,
                 "forced": force,
                 "differences": differences(earlier, manifest),
             },
@@ -197,9 +196,9 @@ def open_run(
             )
         if changed:
             log.warning("Re-running with changed inputs (--force): %s.", summarize(changed, 50))
-        manifest["rerun_of"] = {
-            "command": previous.get("command"),
-            "started": previous.get("times", {}).get("started"),
+        manifest.rerun_of = {
+            "command": previous.command,
+            "started": previous.times.started,
             "differences": changed,
         }
     return new_run_dir(recipe), None
@@ -207,7 +206,7 @@ def open_run(
 
 def recipe_for_finetune(
     recipe: str | None, overrides: list[str], resume: str | None, from_manifest: str | None
-) -> tuple[Recipe, dict[str, Any] | None]:
+) -> tuple[Recipe, Manifest | None]:
     """The recipe `pipeline finetune` trains, and the manifest it re-runs (--from-manifest) if any.
 
     `--resume RUN` without a recipe argument resumes with the recipe recorded in RUN's manifest.

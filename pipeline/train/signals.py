@@ -1,4 +1,5 @@
-"""Ctrl-C / SIGTERM during training: finish the current step, save a checkpoint, stop, say how to resume."""
+"""Ctrl-C / SIGTERM / a stop request during training: finish the current step, save a checkpoint, stop, say how
+to resume."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
@@ -37,15 +38,23 @@ def any_rank(flag: bool, device: Any) -> bool:
     return bool(value.item())
 
 
+class StopRequest(Protocol):
+    """What finetune(stop=...) accepts: anything with is_set(), such as a threading.Event."""
+
+    def is_set(self) -> bool: ...
+
+
 class StopOnSignal(TrainerCallback):
-    """Records SIGINT/SIGTERM; at the end of the current optimizer step asks the Trainer to save and stop.
+    """Records SIGINT/SIGTERM (or a set stop request); at the end of the current optimizer step asks the
+    Trainer to save and stop.
 
     A second signal gives up at once (KeyboardInterrupt) without waiting for the step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: StopRequest | None = None) -> None:
         self.signum: int | None = None
         self.stopped_at: int | None = None
+        self.stop = stop
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -79,15 +88,19 @@ class StopOnSignal(TrainerCallback):
             self.restore()
 
     def raise_if_stopped(self, resume_command: str) -> None:
-        """Raise Interrupted (exit 130 for SIGINT, 143 for SIGTERM) if a signal stopped training early."""
+        """Raise Interrupted (exit 130 for SIGINT or a stop request, 143 for SIGTERM) if training stopped early."""
         if self.signum is not None and self.stopped_at is not None:
+            requested = self.stop is not None and self.stop.is_set() and self.signum == signal.SIGINT
+            why = "stop requested" if requested else signal.Signals(self.signum).name
             raise Interrupted(
-                f"{signal.Signals(self.signum).name}: training stopped at step {self.stopped_at} and saved "
+                f"{why}: training stopped at step {self.stopped_at} and saved "
                 f"checkpoint-{self.stopped_at}; resume with: {resume_command}",
                 self.signum,
             )
 
     def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        if self.signum is None and self.stop is not None and self.stop.is_set():
+            self.signum = signal.SIGINT  # a stop request ends the run as Ctrl-C does
         if any_rank(self.signum is not None, args.device):
             self.signum = self.signum or signal.SIGTERM  # another rank got it; stop the same way
             self.stopped_at = state.global_step

@@ -6,20 +6,21 @@ it projects all positions and zeroes the ignored ones afterwards, because on com
 a varying number of rows would recompile the tiles every batch. Eager CPU has no such cost, and with
 assistant-only loss about half of the positions carry no loss: the LM head (vocab 49152 x hidden 576 on
 SmolLM2, ~20% of the forward FLOPs, run three times per step by the chunked backward) then does twice the
-work it needs. `score_trained_positions_only()` makes trl take its own compact path on CPU too, and hands
+work it needs. `trained_positions_only()` makes trl take its own compact path on CPU too, and hands
 the scoring to pipeline.train.cpu_head (trl's CPU fallback kernel walks every logit tile many times). The loss,
 the gradients and the logged metrics are the same (tests/unit/train/test_sft.py, test_cpu_head.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 from pipeline.train.patches.registry import record, turned_off
 
 LIBRARY = "trl"
-_STATE = {"enabled": False}
 
 
 def canary() -> str | None:
@@ -41,13 +42,14 @@ def canary() -> str | None:
     return None
 
 
-def score_trained_positions_only(enabled: bool = True, lean_cpu_kernel: bool = True) -> bool:
-    """Make trl's fused LM head score only loss-carrying positions on CPU (enabled) or all (not); True if active.
+@contextlib.contextmanager
+def trained_positions_only(enabled: bool = True, lean_cpu_kernel: bool = True) -> Iterator[bool]:
+    """While the block runs, trl's fused LM head scores only loss-carrying positions on CPU (enabled) or all
+    (not); yields whether the compact path is active. trl's module is restored as it was when the block ends.
 
-    With lean_cpu_kernel (and enabled) the CPU scoring itself runs through pipeline.train.cpu_head.
-    Process-wide: the last call wins (build_trainer calls it with the recipe's train.score_trained_only).
-    Returns False, warns and changes nothing when the installed trl no longer has the hooks this relies on,
-    so a trl upgrade can only lose the speed-up, never break training.
+    With lean_cpu_kernel (and enabled) the CPU scoring itself runs through pipeline.train.cpu_head. When the
+    installed trl no longer has the hooks this relies on, it warns, changes nothing and yields False, so a trl
+    upgrade can only lose the speed-up, never break training.
     """
     import trl.trainer.utils as trl_utils
 
@@ -55,29 +57,26 @@ def score_trained_positions_only(enabled: bool = True, lean_cpu_kernel: bool = T
     if problem is not None:
         if enabled:
             turned_off("compact_lm_head", LIBRARY, problem, "the LM head scores every position on CPU")
-        return False
-    current = trl_utils._use_triton
-    if not hasattr(current, "original"):
-        original = current
+        yield False
+        return
+    saved = (trl_utils._use_triton, trl_utils._ChunkedLogProbFunction)
+    original = saved[0]
 
-        def use_compact_rows(device: Any) -> bool:
-            # In trl.trainer.utils this only picks compact vs all rows; the kernel module keeps its own reference.
-            return (_STATE["enabled"] and device.type == "cpu") or original(device)
+    def use_compact_rows(device: Any) -> bool:
+        # In trl.trainer.utils this only picks compact vs all rows; the kernel module keeps its own reference.
+        return device.type == "cpu" or original(device)
 
-        use_compact_rows.original = original  # type: ignore[attr-defined]
+    if enabled:
         trl_utils._use_triton = use_compact_rows
-    _STATE["enabled"] = enabled
+    lean = enabled and lean_cpu_kernel
+    if lean:
+        from pipeline.train.cpu_head import CpuLogProbs
+
+        CpuLogProbs.original = saved[1]
+        trl_utils._ChunkedLogProbFunction = CpuLogProbs
     record("compact_lm_head", enabled)
-    _use_lean_cpu_kernel(trl_utils, enabled and lean_cpu_kernel)
-    record("lean_cpu_head", enabled and lean_cpu_kernel)
-    return enabled
-
-
-def _use_lean_cpu_kernel(trl_utils: Any, enabled: bool) -> None:
-    """Route trl's fused-head kernel through pipeline.train.cpu_head (CPU only; it defers to trl elsewhere)."""
-    from pipeline.train.cpu_head import CpuLogProbs
-
-    current = trl_utils._ChunkedLogProbFunction
-    if current is not CpuLogProbs:
-        CpuLogProbs.original = current
-    trl_utils._ChunkedLogProbFunction = CpuLogProbs if enabled else CpuLogProbs.original
+    record("lean_cpu_head", lean)
+    try:
+        yield enabled
+    finally:
+        trl_utils._use_triton, trl_utils._ChunkedLogProbFunction = saved

@@ -1,4 +1,5 @@
-"""One trainer builder per stage (train.stage): the SFT, DPO, KTO and GRPO trainers over trl's, picked by the recipe."""
+"""Build the trainer of a recipe's stage (train.stage) from its registry record: trl's trainer with the
+pipeline's mixin, the stage's config and inputs, and the recipe's LoRA config."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
+from pipeline.train.stages.mixin import Levers, PipelineTrainer
+from pipeline.train.stages.registry import Stage, stage
 
 if TYPE_CHECKING:
-    from datasets import Dataset
+    from datasets import Dataset, IterableDataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 
@@ -17,54 +20,48 @@ def build_trainer(
     run_dir: Path,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    train_dataset: Dataset,
+    train_dataset: Dataset | IterableDataset,
     eval_dataset: Dataset | None,
     callbacks: list[Any] | None = None,
 ) -> Trainer:
-    """The trainer of the recipe's stage (pipeline.train.sft, .dpo, .kto or .grpo), built over the prepared data;
-    on CPU the process keeps freed memory for the steps to reuse (train.keep_freed_memory)."""
-    builder = _builder(recipe.train.stage)
-    trainer = builder(recipe, run_dir, model, tokenizer, train_dataset, eval_dataset, callbacks)
-    if recipe.train.keep_freed_memory and trainer.args.device.type == "cpu":
-        from pipeline.train.allocator import keep_freed_memory
+    """The trainer of the recipe's stage over the prepared data, with its LoRA config (None for full
+    fine-tuning); a model that already carries an adapter (model.adapter) trains that adapter further.
 
-        keep_freed_memory()
+    The speed levers apply while it trains (pipeline.train.stages.mixin); the registry of patches records
+    which were on (manifest.json lists them)."""
+    from accelerate.utils import is_peft_model
+
+    from pipeline.models.adapters import peft_config_for
+
+    record = stage(recipe.train.stage)
+    continued = is_peft_model(model)
+    full = recipe.adapter.method == "full"
+    trainer = trainer_class(record, recipe)(
+        model=model,
+        args=record.build_config(recipe, run_dir, False),
+        processing_class=tokenizer,
+        peft_config=None if continued or full else peft_config_for(recipe, model, tokenizer),
+        callbacks=callbacks,
+        **record.trainer_inputs(recipe, model, train_dataset, eval_dataset),
+    )
+    train = recipe.train
+    trainer.levers = Levers(
+        padded=record.padded(recipe),
+        score_trained_only=train.score_trained_only,
+        keep_freed_memory=train.keep_freed_memory,
+    )
     return trainer
 
 
-def _builder(stage: str) -> Any:
-    """The build function of one training stage."""
-    if stage == "dpo":
-        from pipeline.train.dpo import build_dpo_trainer
+def trainer_class(record: Stage, recipe: Recipe) -> type[Trainer]:
+    """trl's trainer of the stage with the pipeline's mixin (and the stage's own mixins for this recipe)."""
+    import trl
 
-        return build_dpo_trainer
-    if stage == "grpo":
-        from pipeline.train.grpo import build_grpo_trainer
-
-        return build_grpo_trainer
-    if stage == "kto":
-        from pipeline.train.kto import build_kto_trainer
-
-        return build_kto_trainer
-    from pipeline.train.sft import build_trainer as build_sft_trainer
-
-    return build_sft_trainer
+    base = getattr(trl, record.trainer)
+    bases = (PipelineTrainer, *record.mixins(recipe), base)
+    return type(f"Pipeline{record.trainer}", bases, {"__module__": __name__})
 
 
 def build_stage_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> Any:
-    """The trl config (SFTConfig, DPOConfig, KTOConfig, GRPOConfig) of the recipe's stage."""
-    if recipe.train.stage == "dpo":
-        from pipeline.train.dpo import build_dpo_config
-
-        return build_dpo_config(recipe, run_dir, dry_run)
-    if recipe.train.stage == "grpo":
-        from pipeline.train.grpo import build_grpo_config
-
-        return build_grpo_config(recipe, run_dir, dry_run)
-    if recipe.train.stage == "kto":
-        from pipeline.train.kto import build_kto_config
-
-        return build_kto_config(recipe, run_dir, dry_run)
-    from pipeline.train.sft import build_sft_config
-
-    return build_sft_config(recipe, run_dir, dry_run)
+    """The trl config (SFTConfig, DPOConfig, KTOConfig, GRPOConfig, ...) of the recipe's stage."""
+    return stage(recipe.train.stage).build_config(recipe, run_dir, dry_run)

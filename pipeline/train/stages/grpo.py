@@ -1,8 +1,8 @@
-"""Glue around trl's GRPOTrainer: the GRPOConfig a recipe implies, its reward functions, and the trainer.
+"""GRPO (train.stage: grpo) over trl's GRPOTrainer: the GRPOConfig a recipe implies and its reward functions.
 
 Generation runs through transformers (on CPU too); vLLM generation is trl's `use_vllm`, for GPU users who run
 trl directly (docs/preference.md). With grpo.beta 0 (the default) there is no reference at all; with beta > 0
-the reference is handled as for DPO (pipeline.train.dpo).
+the reference is the adapter-disabled base.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
 from pipeline.train.arguments import training_arguments
+from pipeline.train.stages.registry import Stage
 
 if TYPE_CHECKING:
     from datasets import Dataset
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
 # The data set columns trl reads: the prompt, and the answer reward functions compare with.
 COLUMNS = ["prompt", "answer"]
@@ -48,41 +48,23 @@ def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
     return resolve_rewards(recipe.grpo_settings, recipe.eval.embedding_model, beside, source)
 
 
-def build_grpo_trainer(
-    recipe: Recipe,
-    run_dir: Path,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    train_dataset: Dataset,
-    eval_dataset: Dataset | None,
-    callbacks: list[Any] | None = None,
-) -> GRPOTrainer:
-    """A GRPOTrainer over the recipe's prompts with its rewards and LoRA config (or the continued adapter)."""
-    from accelerate.utils import is_peft_model
-    from trl import GRPOTrainer
-
-    from pipeline.models.adapters import peft_config_for
-    from pipeline.train.dpo import drop_reference_adapter
-    from pipeline.train.flop_count import CachedFlopCount
-    from pipeline.train.patches.registry import record
-
-    record("packed_sdpa", False, "trl's GRPO batches pad prompts and completions")
+def _inputs(recipe: Recipe, model: Any, train: Dataset, eval_dataset: Dataset | None) -> dict[str, Any]:
     functions, _weights = reward_functions(recipe)
-    full = recipe.adapter.method == "full"
+    return {
+        "reward_funcs": functions,
+        "train_dataset": train.select_columns(COLUMNS),
+        "eval_dataset": eval_dataset.select_columns(COLUMNS) if eval_dataset is not None else None,
+    }
 
-    class PipelineGRPOTrainer(CachedFlopCount, GRPOTrainer):  # type: ignore[misc]
-        def train(self, *args: Any, **kwargs: Any) -> Any:
-            output = super().train(*args, **kwargs)
-            drop_reference_adapter(self.model)
-            return output
 
-    return PipelineGRPOTrainer(
-        model=model,
-        reward_funcs=functions,
-        args=build_grpo_config(recipe, run_dir),
-        train_dataset=train_dataset.select_columns(COLUMNS),
-        eval_dataset=eval_dataset.select_columns(COLUMNS) if eval_dataset is not None else None,
-        processing_class=tokenizer,
-        peft_config=None if is_peft_model(model) or full else peft_config_for(recipe, model, tokenizer),
-        callbacks=callbacks,
-    )
+STAGE = Stage(
+    name="grpo",
+    trainer="GRPOTrainer",
+    data="prompts",
+    rows_per_example=1,
+    evaluation="rewards",
+    card="GRPO on prompts with reward functions",
+    build_config=build_grpo_config,
+    trainer_inputs=_inputs,
+    padded=lambda recipe: "trl's GRPO batches pad prompts and completions",
+)

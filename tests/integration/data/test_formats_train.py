@@ -18,7 +18,7 @@ from pipeline.data.splits import load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
 from pipeline.models.saving import save_adapter
-from pipeline.train.sft import build_trainer
+from pipeline.train.stages.build import build_trainer
 
 TEMPLATE = Path(__file__).resolve().parents[3] / "recipes" / "templates" / "chatml.jinja"
 ANSWER = "It joins path segments."

@@ -13,7 +13,7 @@ from conftest import build_tiny_tokenizer
 
 from pipeline.config.loader import load_recipe
 from pipeline.train.inputs import load_model, prepare_inputs
-from pipeline.train.sft import build_trainer
+from pipeline.train.stages.build import build_trainer
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 SYSTEM = "Answer briefly."

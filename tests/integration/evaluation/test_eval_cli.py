@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from pipeline.config.loader import load_recipe
+from pipeline.runs.metrics import SCHEMA_VERSION as METRICS_SCHEMA
 from pipeline.workflow import finetune
 
 README = Path(__file__).resolve().parents[3] / "docs" / "evaluation.md"  # the metrics.json table
@@ -88,7 +89,7 @@ def _check_run_folder(run_dir: Path) -> None:
         "report.html must be self-contained"
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["schema_version"] == 1
+    assert metrics["schema_version"] == METRICS_SCHEMA == 2
     for side in ("base", "adapted"):
         assert metrics[side]["tokens"] > 0 and metrics[side]["perplexity"] > 1
         assert metrics[side]["generation"]["tokens_per_second"] > 0

@@ -21,7 +21,7 @@ from pipeline.errors import AssetError, RecipeError
 from pipeline.models.loading import load_base_model, load_tokenizer
 from pipeline.models.merge import merge_run
 from pipeline.models.saving import save_adapter
-from pipeline.train.sft import build_trainer
+from pipeline.train.stages.build import build_trainer
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pipeline.models.merge import merge_run
 from pipeline.models.probes import compare_logits
 from pipeline.models.saving import save_adapter
 from pipeline.train.checks import adapter_file_problems, run_checks, serving_warnings
-from pipeline.train.sft import build_trainer
+from pipeline.train.stages.build import build_trainer
 from pipeline.workflow import finetune
 
 NO_EVAL = {"enabled": False}

@@ -14,6 +14,8 @@ import pytest
 import torch
 from launched import errors, launch, tiny_recipe
 
+from pipeline.runs.events import read_events
+
 # Per-device batch 2 on 2 ranks = global batch 4. group_by_length off: its mega-batches are sized by the
 # per-process batch, so the sample order would differ from the 1-process batch-4 run by design.
 TRAIN = {"batch_size": 2, "max_steps": 3, "group_by_length": False}
@@ -71,6 +73,12 @@ def test_two_processes_write_one_run_folder_that_reloads(
     assert not any(p.name.startswith(".") for p in run_dir.iterdir()), "temporary folders left behind"
     output = ddp_run["result"].stdout + ddp_run["result"].stderr
     assert "find_unused_parameters" not in output, "DDP searched LoRA's graph for unused parameters"
+    # Rank 0 alone writes the event log: each step once, the world size both ranks trained with.
+    events = read_events(run_dir)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "prepared" and kinds[-1] == "finished" and kinds.count("started") == 1
+    assert [e.step for e in events if e.kind == "step"] == [1, 2, 3]
+    assert next(e for e in events if e.kind == "started").world_size == 2
 
     weights = adapter_weights(run_dir / "adapter")
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items()), "LoRA B never trained"

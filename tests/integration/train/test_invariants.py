@@ -4,7 +4,7 @@ Gradient accumulation is exact because the loss is a token average over the whol
 transformers counts the trained tokens of all accumulated micro-batches first (num_items_in_batch),
 each micro-batch loss is its token sum divided by that count, and the gradients add up to the gradient
 of the step's token mean. Across processes, average_tokens_across_devices=True (set in
-pipeline.train.sft) gathers that count from every rank; see tests/integration/train/test_ddp.py.
+pipeline.train.arguments) gathers that count from every rank; see tests/integration/train/test_ddp.py.
 Padding-free rows and group_by_length keep this exact: group_by_length sizes its mega-batches by
 batch_size x grad_accum, which is 4 in both runs below, so both see the same examples in each step.
 """

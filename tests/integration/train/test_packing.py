@@ -11,7 +11,7 @@ from pipeline.config.loader import load_recipe
 from pipeline.data.splits import load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
-from pipeline.train.sft import build_trainer
+from pipeline.train.stages.build import build_trainer
 
 
 def _loss_and_batch(

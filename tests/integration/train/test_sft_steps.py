@@ -12,7 +12,7 @@ from pipeline.data.splits import load_splits
 from pipeline.data.tokenize import tokenize_records
 from pipeline.models.loading import load_base_model, load_tokenizer
 from pipeline.models.saving import save_adapter
-from pipeline.train.sft import build_trainer
+from pipeline.train.stages.build import build_trainer
 
 
 def _trained(make_recipe: Any, tmp_path: Path) -> tuple[Any, Any, dict[str, torch.Tensor], Path]:

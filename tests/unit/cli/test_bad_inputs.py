@@ -645,7 +645,14 @@ def _escaping_manifest(c: Ctx) -> str:
     import json
 
     recipe = yaml.safe_load(Path(c.recipe()).read_text())
-    return c.manifest(json.dumps({"format": 1, "recipe_name": "../../escaped", "recipe": recipe}))
+    manifest = {
+        "format": 1,
+        "recipe_name": "../../escaped",
+        "recipe": recipe,
+        "model": {"name": recipe["model"]["name"]},
+        "times": {"started": "2026-12-07T00:00:00+00:00"},
+    }
+    return c.manifest(json.dumps(manifest))
 
 
 def _data_path(self: Ctx, records: list[Any]) -> str:

@@ -63,22 +63,30 @@ def test_bad_pairs_name_the_field(record: dict[str, Any], message: str) -> None:
         convert_pair(record)
 
 
+STAGES_BY_KIND = {"pairs": ["dpo"], "labelled": ["kto"], "conversations": ["sft"], "prompts": ["grpo"]}
+
+
+def check(stage: str, records: list[dict[str, Any]]) -> None:
+    kind = {"dpo": "pairs", "kto": "labelled", "sft": "conversations"}[stage]
+    check_stage_records(stage, kind, records, STAGES_BY_KIND)
+
+
 def test_stage_and_records_must_agree() -> None:
     pair = {**convert_pair({"prompt": "q?", "chosen": "a", "rejected": "b"}), "location": "p.jsonl:3"}
     chat = {"messages": [USER, GOOD], "prompt_turns": 0, "location": "c.jsonl:7"}
-    check_stage_records("dpo", [pair])
-    check_stage_records("sft", [chat])
+    check("dpo", [pair])
+    check("sft", [chat])
     labelled = {
         **convert_unpaired({"prompt": "q?", "completion": "a", "label": "True"}),
         "location": "k.csv:2",
     }
     assert labelled["label"] is True
-    check_stage_records("kto", [labelled])
+    check("kto", [labelled])
     with pytest.raises(DataError, match=r"c\.jsonl:7: train\.stage is dpo, which trains on preference pairs"):
-        check_stage_records("dpo", [pair, chat])
+        check("dpo", [pair, chat])
     with pytest.raises(DataError, match=r"p\.jsonl:3: train\.stage is sft.*set train\.stage: dpo"):
-        check_stage_records("sft", [chat, pair])
+        check("sft", [chat, pair])
     with pytest.raises(
         DataError, match=r"k\.csv:2: train\.stage is dpo.*labelled completions.*set train\.stage: kto"
     ):
-        check_stage_records("dpo", [labelled])
+        check("dpo", [labelled])

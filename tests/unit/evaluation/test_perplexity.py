@@ -10,7 +10,7 @@ import torch
 from conftest import CONVERSATIONS
 
 from pipeline.data.formatting import tokenize_conversation, tokenize_text
-from pipeline.evaluation.perplexity import Window, distribution, packs_rows, perplexity, plan_windows
+from pipeline.evaluation.perplexity import Window, distribution, packed_rows, perplexity, plan_windows
 
 
 def _rows(tokenizer: Any) -> list[dict[str, Any]]:
@@ -68,9 +68,11 @@ def test_bf16_packed_rows_equal_one_example_at_a_time_exactly(
             count = int((labels[0, 1:] != -100).sum())
             plain_nll += float(model(input_ids=ids, labels=labels).loss) * count
             plain_count += count
-    assert packs_rows(model)
+    with packed_rows(model) as packed:
+        assert packed
     result = perplexity(model, rows, batch_size=8, window=512)
     assert result["perplexity"] == pytest.approx(math.exp(plain_nll / plain_count), rel=1e-6)
+    assert model.config._attn_implementation == "sdpa"  # scoring never leaves the model switched
 
 
 def test_eager_attention_and_sliding_windows_get_padded_batches(
@@ -80,9 +82,11 @@ def test_eager_attention_and_sliding_windows_get_padded_batches(
 
     windowed = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     windowed.config.sliding_window = 16  # what Mistral/Gemma configs carry; per-example SDPA would ignore it
-    assert not packs_rows(windowed)
+    with packed_rows(windowed) as packed:
+        assert not packed
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
-    assert not packs_rows(model)
+    with packed_rows(model) as packed:
+        assert not packed
     rows = _rows(tiny_tokenizer)
     expected = _reference(model, rows)[0]
     assert perplexity(model, rows, batch_size=3, window=512)["perplexity"] == pytest.approx(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.train import attention
-from pipeline.train.attention import PACKED_SDPA, example_bounds, use_packed_sdpa
+from pipeline.train.attention import PACKED_SDPA, example_bounds, packed_attention
 
 
 def _row(*lengths: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -46,10 +46,12 @@ def test_packed_row_matches_each_example_alone(
     expected_grad = tiny_model.model.layers[0].self_attn.q_proj.weight.grad.clone()
     tiny_model.zero_grad()
 
-    assert use_packed_sdpa(tiny_model) is True
-    assert tiny_model.config._attn_implementation == PACKED_SDPA
-    packed = tiny_model(row, position_ids=positions, use_cache=False).logits
-    packed.square().mean().backward()
+    with packed_attention(tiny_model) as switched:
+        assert switched is True
+        assert tiny_model.config._attn_implementation == PACKED_SDPA
+        packed = tiny_model(row, position_ids=positions, use_cache=False).logits
+        packed.square().mean().backward()
+    assert tiny_model.config._attn_implementation == "sdpa"  # the model's own choice after the block
     assert torch.allclose(packed, alone, atol=1e-5)
     grad = tiny_model.model.layers[0].self_attn.q_proj.weight.grad
     assert torch.allclose(grad, expected_grad, atol=1e-6)
@@ -61,21 +63,22 @@ def test_generation_is_unchanged_by_the_switch(tiny_model: Any) -> None:
     mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
     settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
     before = tiny_model.generate(prompt, attention_mask=mask, **settings)
-    use_packed_sdpa(tiny_model)
-    after = tiny_model.generate(prompt, attention_mask=mask, **settings)
+    with packed_attention(tiny_model):
+        after = tiny_model.generate(prompt, attention_mask=mask, **settings)
     assert torch.equal(before, after)
 
 
 def test_only_sdpa_models_are_switched(tiny_model: Any) -> None:
     """An explicit eager (or flash) choice stays: flash attention already handles padding-free rows."""
     tiny_model.set_attn_implementation("eager")
-    assert use_packed_sdpa(tiny_model) is False
-    assert tiny_model.config._attn_implementation == "eager"
+    with packed_attention(tiny_model) as switched:
+        assert switched is False
+        assert tiny_model.config._attn_implementation == "eager"
 
 
 def test_a_saved_model_does_not_name_the_kernel(tiny_model: Any, tmp_path: Any) -> None:
     """Full fine-tuning saves the whole model: its config must load where packed_sdpa is not registered."""
-    use_packed_sdpa(tiny_model)
-    tiny_model.save_pretrained(tmp_path)
+    with packed_attention(tiny_model):
+        tiny_model.save_pretrained(tmp_path)
     config = (tmp_path / "config.json").read_text(encoding="utf-8")
     assert PACKED_SDPA not in config and '"model_type": "llama"' in config

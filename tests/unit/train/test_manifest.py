@@ -18,6 +18,7 @@ from pipeline.data.splits import load_splits
 from pipeline.errors import RecipeError
 from pipeline.files import safe_child
 from pipeline.models.loading import load_tokenizer
+from pipeline.runs.manifest import SCHEMA_VERSION, Manifest
 from pipeline.train.checkpoints import checkpoint_problem, latest_checkpoint
 from pipeline.train.guards import storage_error
 from pipeline.train.manifest import build_manifest, differences, read_manifest, redact, write_manifest
@@ -27,7 +28,7 @@ TOKEN = "hf_UNITtestTOKENabcdefgh12345"
 
 
 @pytest.fixture
-def manifest_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+def manifest_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Manifest]:
     def build(recipe_path: Path, *overrides: str) -> dict[str, Any]:
         recipe = load_recipe(str(recipe_path), list(overrides))
         return build_manifest(recipe, load_splits(recipe.data), load_tokenizer(recipe.model))
@@ -37,39 +38,44 @@ def manifest_of(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]
 
 def test_manifest_records_inputs_environment_and_command(
     make_recipe: Callable[..., Path],
-    manifest_of: Callable[..., dict[str, Any]],
+    manifest_of: Callable[..., Manifest],
     chat_files: Any,
     tiny_model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["pipeline", "finetune", "tiny.yaml", f"--token={TOKEN}"])
     monkeypatch.setenv("WORLD_SIZE", "1")
     manifest = manifest_of(make_recipe(), "train.seed=7")
     train, evaluation = chat_files
 
-    assert manifest["recipe"]["train"]["seed"] == 7 and manifest["seeds"] == {"train": 7, "data": 42}
-    canonical = json.dumps(manifest["recipe"], sort_keys=True, separators=(",", ":"))
-    assert manifest["recipe_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
-    files = {Path(f["path"]).name: f for f in manifest["data"]["files"]}
-    assert files["train.jsonl"]["sha256"] == hashlib.sha256(train.read_bytes()).hexdigest()
-    assert files["eval.jsonl"]["bytes"] == evaluation.stat().st_size
-    assert manifest["data"]["records"] == {"train": 24, "eval": 4}
+    assert manifest.recipe["train"]["seed"] == 7 and manifest.seeds == {"train": 7, "data": 42}
+    canonical = json.dumps(manifest.recipe, sort_keys=True, separators=(",", ":"))
+    assert manifest.recipe_sha256 == hashlib.sha256(canonical.encode()).hexdigest()
+    files = {Path(f.path or "").name: f for f in manifest.data.files}
+    assert files["train.jsonl"].sha256 == hashlib.sha256(train.read_bytes()).hexdigest()
+    assert files["eval.jsonl"].bytes == evaluation.stat().st_size
+    assert manifest.data.records == {"train": 24, "eval": 4}
     weights = (tiny_model_dir / "model.safetensors").read_bytes()
-    assert manifest["model"]["files_sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
+    assert manifest.model.files_sha256["model.safetensors"] == hashlib.sha256(weights).hexdigest()
     assert (
-        len(manifest["tokenizer"]["sha256"]) == 64
-        and len(manifest["tokenizer"]["chat_template_sha256"]) == 64
+        len(manifest.tokenizer.sha256 or "") == 64
+        and len(manifest.tokenizer.chat_template_sha256 or "") == 64
     )
-    env = manifest["environment"]
-    assert env["world_size"] == 1 and env["torch"] and env["python"] and env["packages"]["transformers"]
-    assert manifest["command"] == ["pipeline", "finetune", "tiny.yaml", "--token=***"]
-    assert manifest["git"] is None or len(manifest["git"]["commit"]) == 40
-    assert manifest["times"]["started"] and manifest["times"]["finished"] is None
+    env = manifest.environment
+    assert env.world_size == 1 and env.torch and env.python and env.packages["transformers"]
+    assert manifest.command == ["pipeline", "finetune", "tiny.yaml", "--token=***"]
+    assert manifest.git is None or len(manifest.git["commit"]) == 40
+    assert manifest.times.started and manifest.times.finished is None
+    assert manifest.schema_version == SCHEMA_VERSION
+    written = json.loads(write_manifest(tmp_path, manifest).read_text())
+    assert written["tokenizer"]["class"] == manifest.tokenizer.class_name  # the file keeps its key names
+    assert read_manifest(tmp_path) == Manifest.model_validate(written)
 
 
 def test_differences_name_what_changed_and_ignore_eval_settings(
     make_recipe: Callable[..., Path],
-    manifest_of: Callable[..., dict[str, Any]],
+    manifest_of: Callable[..., Manifest],
     chat_files: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -83,7 +89,8 @@ def test_differences_name_what_changed_and_ignore_eval_settings(
     train.write_text(train.read_text() + train.read_text())
     changed = differences(base, manifest_of(recipe))
     assert changed == [f"data file {train.resolve()} changed (sha256)"]
-    two_ranks = {**base, "environment": {**base["environment"], "world_size": 2}}
+    two_ranks = base.model_copy(deep=True)
+    two_ranks.environment.world_size = 2
     assert differences(base, two_ranks) == ["world size: 1 -> 2"]
 
 
@@ -92,9 +99,16 @@ def test_secrets_are_redacted_everywhere_in_a_written_manifest(
 ) -> None:
     monkeypatch.setenv("MY_SERVICE_API_KEY", "plain-looking-secret-value")
     assert redact(f"a {TOKEN} b plain-looking-secret-value c") == "a *** b *** c"
-    path = write_manifest(
-        tmp_path, {"format": 1, "recipe": {}, "nested": [f"x{TOKEN}", "plain-looking-secret-value"]}
+    manifest = Manifest.model_validate(
+        {
+            "recipe_name": "tiny",
+            "recipe": {},
+            "model": {"name": "tiny"},
+            "times": {"started": "now"},
+            "nested": [f"x{TOKEN}", "plain-looking-secret-value"],
+        }
     )
+    path = write_manifest(tmp_path, manifest)
     text = path.read_text()
     assert TOKEN not in text and "plain-looking-secret-value" not in text and text.count("***") == 2
 
@@ -105,6 +119,11 @@ def test_read_manifest_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(RecipeError, match="not a pipeline manifest"):
         read_manifest(tmp_path)  # a run folder works as well as the file
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 2, "recipe_name": "x"}))
+    with pytest.raises(
+        RecipeError, match=r"manifest\.json: recipe: Field required; not a manifest this version"
+    ):
+        read_manifest(tmp_path)
 
 
 def _checkpoint(root: Path, step: int) -> Path:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pipeline.config.loader import load_recipe
-from pipeline.train.patches.trl_lm_head import score_trained_positions_only
+from pipeline.train.patches.trl_lm_head import trained_positions_only
 from pipeline.train.sampling import ShuffledLengthGroupedSampler
-from pipeline.train.sft import build_sft_config
+from pipeline.train.stages.sft import build_sft_config
 
 
 def _config(recipe: str, tmp_path: Path, *overrides: str) -> Any:
@@ -119,45 +119,50 @@ def test_score_trained_only_projects_only_loss_positions_with_the_same_loss(tiny
     labels[0, 5:9] = torch.tensor([7, 8, 9, 10])
     labels[1, 2:5] = torch.tensor([11, 12, 13])
     trained = int((labels[:, 1:] != -100).sum())  # the head predicts the next token: labels shift by one
-    try:
-        full_rows: list[int] = []
-        score_trained_positions_only(False)
+    full_rows: list[int] = []
+    with trained_positions_only(False):
         full_loss, full_grad = _fused_loss(tiny_model, labels, full_rows)
-        compact_rows: list[int] = []
-        assert score_trained_positions_only(True) is True
+    compact_rows: list[int] = []
+    with trained_positions_only(True) as active:
+        assert active is True
         compact_loss, compact_grad = _fused_loss(tiny_model, labels, compact_rows)
-    finally:
-        score_trained_positions_only(False)
     assert full_rows == [2 * 11] and compact_rows == [trained] and trained == 7
     assert compact_loss == pytest.approx(full_loss, rel=1e-6)
     assert full_grad.abs().sum() > 0
     assert torch.allclose(compact_grad, full_grad, atol=1e-6)
 
 
-def test_build_trainer_applies_the_recipe_switch(
+def test_build_trainer_applies_the_recipe_switch_while_training_only(
     make_recipe: Any, tiny_model_dir: Path, tiny_tokenizer: Any
 ) -> None:
-    """train.score_trained_only decides whether trl takes the compact path for the trainer being built."""
+    """train.score_trained_only decides whether trl takes the compact path while the trainer trains; trl's
+    module and the model's attention are as they were before and after."""
     import trl.trainer.utils as trl_utils
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, TrainerCallback
 
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.stages.build import build_trainer
 
-    rows = Dataset.from_dict({"input_ids": [[4, 5, 6, 7]], "assistant_masks": [[0, 0, 1, 1]]})
+    rows = Dataset.from_dict({"input_ids": [[4, 5, 6, 7]] * 2, "assistant_masks": [[0, 0, 1, 1]] * 2})
     cpu = torch.device("cpu")
-    try:
-        for enabled in (False, True):
-            path = make_recipe(train={"score_trained_only": enabled, "group_by_length": True})
-            recipe = load_recipe(str(path), [])
-            model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-            trainer = build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None)
-            assert trl_utils._use_triton(cpu) is enabled
-            # group_by_length serves its length groups in random order (pipeline.train.sampling).
-            assert isinstance(trainer._get_train_sampler(), ShuffledLengthGroupedSampler)
-            assert trainer.model.config._attn_implementation == "packed_sdpa"  # padding_free (default)
-    finally:
-        score_trained_positions_only(False)
+    original = trl_utils._use_triton
+    seen: list[tuple[bool, str]] = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            seen.append((trl_utils._use_triton(cpu), model.config._attn_implementation))
+
+    for enabled in (False, True):
+        path = make_recipe(train={"score_trained_only": enabled, "group_by_length": True, "max_steps": 1})
+        recipe = load_recipe(str(path), [])
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        trainer = build_trainer(recipe, path.parent / "run", model, tiny_tokenizer, rows, None, [Probe()])
+        # group_by_length serves its length groups in random order (pipeline.train.sampling).
+        assert isinstance(trainer._get_train_sampler(), ShuffledLengthGroupedSampler)
+        assert trl_utils._use_triton is original and trainer.model.config._attn_implementation == "sdpa"
+        trainer.train()
+        assert seen[-1] == (enabled, "packed_sdpa")  # padding_free (default): per-example attention
+        assert trl_utils._use_triton is original and trainer.model.config._attn_implementation == "sdpa"
 
 
 def test_score_trained_only_is_a_no_op_when_trl_changes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,8 +175,9 @@ def test_score_trained_only_is_a_no_op_when_trl_changes(monkeypatch: pytest.Monk
         raise OSError("could not get source code")
 
     monkeypatch.setattr(inspect, "getsource", no_source)
-    assert score_trained_positions_only(True) is False
-    assert trl_utils._use_triton(torch.device("cpu")) is False
+    with trained_positions_only(True) as active:
+        assert active is False
+        assert trl_utils._use_triton(torch.device("cpu")) is False
 
 
 @pytest.mark.parametrize(
@@ -186,7 +192,7 @@ def test_adapter_inputs_skip_peft_casts_only_under_autocast(
     from peft.tuners.tuners_utils import BaseTunerLayer
     from transformers import AutoModelForCausalLM, TrainerCallback
 
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.stages.build import build_trainer
 
     seen: list[bool] = []
 

@@ -57,11 +57,14 @@ def test_a_lever_that_turns_itself_off_warns_and_is_recorded(
     """trl without the fused-head hook: the CPU keeps trl's own path, one WARNING names trl and its version."""
     import trl.trainer.utils as trl_utils
 
-    from pipeline.train.patches.trl_lm_head import score_trained_positions_only
+    from pipeline.train.patches.trl_lm_head import trained_positions_only
 
     monkeypatch.delattr(trl_utils, "_use_triton")
-    with caplog.at_level(logging.WARNING, logger="pipeline.train.patches.registry"):
-        assert score_trained_positions_only(True) is False
+    with (
+        caplog.at_level(logging.WARNING, logger="pipeline.train.patches.registry"),
+        trained_positions_only(True) as active,
+    ):
+        assert active is False
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'compact_lm_head' is off" in warnings[0]
     assert registry.library_version("trl") in warnings[0] and "_use_triton is gone" in warnings[0]

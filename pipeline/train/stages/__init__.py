@@ -1,0 +1,1 @@
+"""Training stages (train.stage): a registry record per stage, the shared trainer mixin, the builder."""

@@ -1,0 +1,63 @@
+"""The stage registry: every train.stage has one record, and the pipeline reads stage facts only from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.config.loader import load_recipe
+from pipeline.config.stages import STAGES
+from pipeline.train.stages.registry import all_stages, stage, stages_reading
+
+CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "grpo": "GRPOConfig"}
+
+
+def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
+    assert [record.name for record in all_stages()] == list(STAGES) == list(CONFIGS)
+    for record in all_stages():
+        assert record.trainer == CONFIGS[record.name].replace("Config", "Trainer")
+        assert record.rows_per_example in (1, 2) and record.card
+    assert stages_reading("pairs") == ["dpo"] and stages_reading("prompts") == ["grpo"]
+    with pytest.raises(KeyError, match="no training stage 'orpo'; known: sft, dpo, kto, grpo"):
+        stage("orpo")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_each_stage_builds_its_trl_config_and_a_trainer_with_the_shared_mixin(
+    name: str, make_recipe: Any, tmp_path: Path
+) -> None:
+    from pipeline.train.stages.build import build_stage_config, trainer_class
+    from pipeline.train.stages.mixin import PipelineTrainer
+
+    sections: dict[str, Any] = {"train": {"stage": name, "batch_size": 2}}
+    if name == "sft":
+        sections["train"]["group_by_length"] = True
+    if name == "grpo":
+        sections["grpo"] = {"num_generations": 2, "rewards": [{"function": "exact_match"}]}
+    recipe = load_recipe(str(make_recipe(**sections)), ["train.report_to=[none]"])
+    config = build_stage_config(recipe, tmp_path, dry_run=True)
+    assert type(config).__name__ == CONFIGS[name]
+    assert config.output_dir == str(tmp_path / "checkpoints")
+    cls = trainer_class(stage(name), recipe)
+    assert issubclass(cls, PipelineTrainer)
+    trl_base = [base.__name__ for base in cls.__mro__ if base.__module__.startswith("trl.")]
+    assert trl_base[0] == stage(name).trainer
+    mixins = [base.__name__ for base in cls.__mro__[1:] if base.__module__.startswith("pipeline.")]
+    expected = ["PipelineTrainer", "CachedFlopCount"]
+    assert mixins[:2] == expected and (("ShuffledLengthGroups" in mixins) is (name == "sft"))
+
+
+def test_the_memory_plan_and_the_card_read_the_stage_record(make_recipe: Any) -> None:
+    from pipeline.hub.card import build_model_card
+    from pipeline.planning.memory import estimate, model_shape
+
+    for name, rows in (("sft", 1), ("dpo", 2), ("kto", 2)):
+        train = {"stage": name, "batch_size": 2}
+        recipe = load_recipe(str(make_recipe(train=train)), [])
+        plan = estimate(recipe, model_shape(recipe), device="cpu")
+        activations = {row[0]: row[2] for row in plan.rows}["activations"]
+        assert (f"x {rows} ({name} rows)" in activations) is (rows > 1)
+        card = str(build_model_card(recipe, {"recipe": recipe.name}))
+        assert f"trained with {stage(name).card} by" in card
