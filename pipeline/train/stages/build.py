@@ -49,6 +49,7 @@ def build_trainer(
         padded=record.padded(recipe),
         score_trained_only=train.score_trained_only,
         keep_freed_memory=train.keep_freed_memory,
+        autocast_forwards=record.forwards_under_autocast,
     )
     return trainer
 

@@ -67,4 +67,5 @@ STAGE = Stage(
     build_config=build_grpo_config,
     trainer_inputs=_inputs,
     padded=lambda recipe: "trl's GRPO batches pad prompts and completions",
+    forwards_under_autocast=False,
 )

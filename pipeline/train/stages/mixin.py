@@ -23,6 +23,7 @@ class Levers:
     padded: str  # why batches are padded (no per-example attention); "" for padding-free rows
     score_trained_only: bool  # train.score_trained_only: trl's fused LM head skips loss-free positions
     keep_freed_memory: bool  # train.keep_freed_memory (CPU only)
+    autocast_forwards: bool = True  # every forward runs under autocast (Stage.forwards_under_autocast)
 
 
 @contextlib.contextmanager
@@ -43,16 +44,17 @@ def training_levers(model: Any, args: Any, levers: Levers) -> Iterator[None]:
     # anyway; peft's own cast to the fp32 adapter dtype first only adds two copies of every linear layer's
     # input, one kept for backward (bench/RESULTS.md: 1.10x per step, less memory).
     mixed = bool(args.bf16 or args.fp16)
-    adapted = hasattr(model, "peft_config")
+    skip_casts = mixed and levers.autocast_forwards and hasattr(model, "peft_config")
     with (
         packed_attention(model, active=not levers.padded) as packed,
         trained_positions_only(levers.score_trained_only),
         keeping_freed_memory(levers.keep_freed_memory and cpu),
-        disable_input_dtype_casting(model, active=mixed),
+        disable_input_dtype_casting(model, active=skip_casts),
         lora_updates_in_one_multiply(model, active=cpu),
     ):
         record("packed_sdpa", packed, levers.padded or "the model does not use SDPA")
-        record("skip_peft_input_casts", mixed and adapted, "" if mixed else "no autocast")
+        why = "no autocast" if not mixed else "forwards outside autocast (generation)"
+        record("skip_peft_input_casts", skip_casts, "" if skip_casts else why)
         yield
 
 

@@ -54,6 +54,9 @@ class Stage:
     # Uses a reference model that full fine-tuning loads as a second copy unless reference log-probs are
     # precomputed (memory plan).
     reference: bool = False
+    # Every forward of training runs under mixed precision's autocast, so peft's casts of adapter inputs can
+    # be skipped (GRPO: trl generates its completions outside autocast, where they are needed).
+    forwards_under_autocast: bool = True
 
 
 def stage(name: str) -> Stage:

@@ -72,3 +72,16 @@ def test_validate_imports_named_reward_files_only(make_recipe: Any, tmp_path: Pa
     broken = load_recipe(str(_grpo_recipe(make_recipe, tmp_path, [{"function": "broken.py:score"}])))
     with pytest.raises(RecipeError, match=r"importing .*broken\.py failed \(SyntaxError"):
         prepare(broken)
+
+
+def test_grpo_trains_bf16_weights_under_autocast(make_recipe: Any, tmp_path: Path) -> None:
+    """trl generates GRPO's completions outside autocast, so peft keeps casting adapter inputs there (bf16
+    hidden states into fp32 LoRA weights would not multiply); the run records that lever as off."""
+    path = _grpo_recipe(make_recipe, tmp_path, [{"function": "length", "target_chars": 12}])
+    recipe = load_recipe(
+        str(path), ["model.dtype=bfloat16", "train.precision=bf16", "train.max_steps=1", "eval.enabled=false"]
+    )
+    run = finetune(recipe)
+    assert run.metrics["train"]["steps"] == 1
+    levers = json.loads((run.run_dir / "manifest.json").read_text())["speed_levers"]
+    assert levers["skip_peft_input_casts"] == "off: forwards outside autocast (generation)"
