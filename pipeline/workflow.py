@@ -26,6 +26,7 @@ from pipeline.files import write_text
 from pipeline.runs.events import Callback, Evaluation, EventLog, Failed, Finished, Prepared, Stopped
 from pipeline.runs.manifest import Manifest
 from pipeline.runs.metrics import Metrics
+from pipeline.runs.record import RECIPE
 from pipeline.train import distributed
 from pipeline.train.inputs import Inputs, load_model, prepare_inputs
 from pipeline.train.loop import Trained, train_model
@@ -212,7 +213,7 @@ def _open_run(
     manifest = build_manifest(recipe, inputs.splits, inputs.tokenizer) if main else None
     run_dir, checkpoint = distributed.agree(lambda: open_run(recipe, manifest, resume, force, previous))  # type: ignore[arg-type]
     if manifest is not None:
-        write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        write_text(run_dir / RECIPE, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         write_manifest(run_dir, manifest)
         note = None  # a stream (data.streaming) is never held whole: the page shows its first records
         if inputs.stream is not None:
