@@ -9,7 +9,15 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, Spec, resolve_beside
-from pipeline.config.stages import DPOSpec, GRPOSpec, KTOSpec, check_stage_sections
+from pipeline.config.stages import (
+    DPOSpec,
+    GRPOSpec,
+    KTOSpec,
+    ORPOSpec,
+    PairSpec,
+    SimPOSpec,
+    check_stage_sections,
+)
 from pipeline.config.templates import template_path
 from pipeline.config.training import EvalSpec, TrainSpec
 
@@ -231,6 +239,12 @@ class Recipe(Spec):
     grpo: GRPOSpec | None = Field(
         None, description="GRPO settings (train.stage: grpo); absent = the defaults below."
     )
+    orpo: ORPOSpec | None = Field(
+        None, description="ORPO settings (train.stage: orpo); absent = the defaults below."
+    )
+    simpo: SimPOSpec | None = Field(
+        None, description="SimPO settings (train.stage: simpo); absent = the defaults below."
+    )
 
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
@@ -294,6 +308,7 @@ class Recipe(Spec):
     @model_validator(mode="after")
     def _sections_fit_the_stage(self) -> Recipe:
         sections = {"dpo": self.dpo, "kto": self.kto, "grpo": self.grpo}
+        sections |= {"orpo": self.orpo, "simpo": self.simpo}
         check_stage_sections(self.train.stage, sections, self.train.model_fields_set, self.train.batch_size)
         group = self.grpo_settings.num_generations
         if self.train.stage == "grpo" and (self.train.batch_size * self.train.grad_accum) % group:
@@ -309,9 +324,10 @@ class Recipe(Spec):
         return self.dpo or DPOSpec()
 
     @property
-    def stage_settings(self) -> DPOSpec | KTOSpec | GRPOSpec | None:
+    def stage_settings(self) -> PairSpec | KTOSpec | GRPOSpec | None:
         """The settings of train.stage (its section or its defaults); None for sft."""
         settings = {"dpo": self.dpo_settings, "kto": self.kto_settings, "grpo": self.grpo_settings}
+        settings |= {"orpo": self.orpo_settings, "simpo": self.simpo_settings}
         return settings.get(self.train.stage)
 
     @property
@@ -323,6 +339,16 @@ class Recipe(Spec):
     def kto_settings(self) -> KTOSpec:
         """The kto section, or its defaults when the recipe has none."""
         return self.kto or KTOSpec()
+
+    @property
+    def orpo_settings(self) -> ORPOSpec:
+        """The orpo section, or its defaults when the recipe has none."""
+        return self.orpo or ORPOSpec()
+
+    @property
+    def simpo_settings(self) -> SimPOSpec:
+        """The simpo section, or its defaults when the recipe has none."""
+        return self.simpo or SimPOSpec()
 
     @model_validator(mode="after")
     def _check_method_fits_model(self) -> Recipe:

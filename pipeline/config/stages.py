@@ -15,7 +15,7 @@ from pipeline.config.base import MAX_TOKENS, Spec
 
 # The names train.stage accepts; each has its module in pipeline.train.stages (the stage registry), and a test
 # checks that the two agree.
-StageName = Literal["sft", "dpo", "kto", "grpo"]
+StageName = Literal["sft", "dpo", "kto", "grpo", "orpo", "simpo"]
 STAGES: tuple[str, ...] = get_args(StageName)
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
@@ -40,7 +40,19 @@ DPO_LOSSES: tuple[str, ...] = get_args(DPOLoss)
 SFT_ONLY = ("loss_on", "packing", "group_by_length")
 
 
-class DPOSpec(Spec):
+class PairSpec(Spec):
+    """Settings shared by the stages that train on preference pairs (DPO, ORPO, SimPO)."""
+
+    max_prompt_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Pairs whose prompt (as the chat template renders it) is longer than this many tokens are "
+        "dropped and counted; None = up to train.max_length (a prompt that fills it leaves nothing to compare).",
+    )
+
+
+class DPOSpec(PairSpec):
     beta: float = Field(
         0.1,
         gt=0,
@@ -59,13 +71,6 @@ class DPOSpec(Spec):
         ge=0,
         lt=0.5,
         description="Probability that a pair's preference is flipped (robust DPO) or EXO's ε (exo_pair needs > 0).",
-    )
-    max_prompt_length: int | None = Field(
-        None,
-        gt=0,
-        le=MAX_TOKENS,
-        description="Pairs whose prompt (as the chat template renders it) is longer than this many tokens are "
-        "dropped and counted; None = up to train.max_length (a prompt that fills it leaves nothing to compare).",
     )
     precompute_ref_log_probs: bool = Field(
         False,
@@ -90,6 +95,30 @@ class DPOSpec(Spec):
         if "exo_pair" in self.loss_type and self.label_smoothing == 0:
             raise ValueError("loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 0.001)")
         return self
+
+
+class ORPOSpec(PairSpec):
+    beta: float = Field(
+        0.1,
+        gt=0,
+        le=100,
+        description="ORPO's λ: weight of the odds-ratio term beside the chosen answers' language-model loss.",
+    )
+
+
+class SimPOSpec(PairSpec):
+    beta: float = Field(
+        2.0,
+        gt=0,
+        le=100,
+        description="Scale of the length-normalised log-probability margin (the SimPO paper uses 2 to 2.5).",
+    )
+    simpo_gamma: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="Target margin γ the chosen answer's reward should exceed the rejected one's by.",
+    )
 
 
 class KTOSpec(Spec):

@@ -14,7 +14,8 @@ class TrainSpec(Spec):
     stage: StageName = Field(
         "sft",
         description="What training optimizes: sft (supervised, on conversations), dpo (preference pairs, "
-        "settings in the dpo section), kto (completions labelled good or bad; the kto section) or grpo "
+        "settings in the dpo section), orpo and simpo (the same pairs, no reference model; the orpo and simpo "
+        "sections), kto (completions labelled good or bad; the kto section) or grpo "
         "(prompts, sampled answers scored by reward functions; the grpo section). docs/preference.md.",
     )
     max_length: int = Field(

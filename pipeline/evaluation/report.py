@@ -48,7 +48,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         ("preference margin (log-prob chosen - rejected)", ("preference", "margin"), "higher"),
         ("chosen answer log-prob (mean)", ("preference", "chosen_logp"), "higher"),
         ("rejected answer log-prob (mean)", ("preference", "rejected_logp"), "lower"),
-        ("mean reward of greedy answers (grpo.rewards)", ("reward", "mean"), "higher"),
+        ("mean reward of greedy answers (grpo or rloo rewards)", ("reward", "mean"), "higher"),
         ("desirable completion log-prob (mean)", ("labelled", "desirable_logp"), "higher"),
         ("undesirable completion log-prob (mean)", ("labelled", "undesirable_logp"), "lower"),
         ("desirable - undesirable log-prob", ("labelled", "gap"), "higher"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.schema import Recipe, TrainSpec
+from pipeline.config.stages import SampledSpec
 from pipeline.config.strict_yaml import load_yaml_file
 from pipeline.errors import RecipeError
 from pipeline.models.parent import parent_of
@@ -26,7 +27,7 @@ def check_settings(recipe: Recipe, launch: str | None = None) -> None:
     source = str(recipe.path or recipe.name)
     check_against_libraries(recipe)
     parent_of(recipe)  # model.adapter exists, is LoRA and fits model.name
-    if recipe.train.stage == "grpo":  # user reward files import now, not after the weights load
+    if isinstance(recipe.stage_settings, SampledSpec):  # user reward files import now, not after weights load
         from pipeline.train.stages.grpo import reward_functions
 
         reward_functions(recipe)

@@ -1,4 +1,4 @@
-"""The real CLI on the packaged SmolLM2-135M: 2-step kto-small and grpo-small runs write their metrics."""
+"""The real CLI on the packaged SmolLM2-135M: 2-step kto-small, grpo-small and rloo-small runs write their metrics."""
 
 from __future__ import annotations
 
@@ -42,5 +42,19 @@ def test_grpo_small_two_steps(tmp_path: Path) -> None:
     assert metrics["train"]["steps"] == 2
     logged = {key for entry in metrics["train"]["log_history"] for key in entry}
     assert {"rewards/exact_match/mean", "rewards/similarity/mean", "rewards/regex/mean"} <= logged
+    for side in ("base", "adapted"):
+        assert metrics[side]["reward"]["n"] == 4 and -0.5 <= metrics[side]["reward"]["mean"] <= 1.75
+
+
+@pytest.mark.slow
+def test_rloo_small_two_steps(tmp_path: Path) -> None:
+    metrics = _finetune(
+        "rloo-small", tmp_path, "eval.max_examples=4", "eval.generate_examples=4", "train.logging_steps=1"
+    )
+    assert metrics["train"]["steps"] == 2
+    steps = [entry for entry in metrics["train"]["log_history"] if "loss" in entry]
+    assert len(steps) == 2
+    for entry in steps:
+        assert {"rewards/exact_match/mean", "rewards/similarity/mean", "frac_reward_zero_std"} <= set(entry)
     for side in ("base", "adapted"):
         assert metrics[side]["reward"]["n"] == 4 and -0.5 <= metrics[side]["reward"]["mean"] <= 1.75

@@ -3,6 +3,8 @@ pipeline's mixin, the stage's config and inputs, and the recipe's LoRA config.""
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +49,7 @@ def build_trainer(
     train = recipe.train
     trainer.levers = Levers(
         padded=record.padded(recipe),
-        score_trained_only=train.score_trained_only,
+        score_trained_only=train.score_trained_only and record.fused_lm_head,
         keep_freed_memory=train.keep_freed_memory,
         autocast_forwards=record.forwards_under_autocast,
     )
@@ -56,11 +58,24 @@ def build_trainer(
 
 def trainer_class(record: Stage, recipe: Recipe) -> type[Trainer]:
     """trl's trainer of the stage with the pipeline's mixin (and the stage's own mixins for this recipe)."""
-    import trl
-
-    base = getattr(trl, record.trainer)
+    base = trl_class(record.trainer)
     bases = (PipelineTrainer, *record.mixins(recipe), base)
-    return type(f"Pipeline{record.trainer}", bases, {"__module__": __name__})
+    return type(f"Pipeline{base.__name__}", bases, {"__module__": __name__})
+
+
+def trl_class(name: str) -> Any:
+    """A trl class by name ("DPOTrainer"), or one of trl's experimental classes by module path
+    ("trl.experimental.orpo:ORPOTrainer"); AttributeError or ImportError when the installed trl lacks it."""
+    if ":" not in name:
+        import trl
+
+        return getattr(trl, name)
+    module, _, attribute = name.partition(":")
+    with warnings.catch_warnings():
+        # trl warns on every first import of trl.experimental; the stage's canary guards that API instead
+        # (pipeline.train.stages.experimental), and docs/preference.md says it may move.
+        warnings.simplefilter("ignore", UserWarning)
+        return getattr(importlib.import_module(module), attribute)
 
 
 def build_stage_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> Any:

@@ -1,4 +1,5 @@
-"""GRPO (train.stage: grpo) over trl's GRPOTrainer: the GRPOConfig a recipe implies and its reward functions.
+"""GRPO (train.stage: grpo) over trl's GRPOTrainer: the GRPOConfig a recipe implies and its reward functions
+(which RLOO, pipeline.train.stages.rloo, shares with it).
 
 Generation runs through transformers (on CPU too); vLLM generation is trl's `use_vllm`, for GPU users who run
 trl directly (docs/preference.md). With grpo.beta 0 (the default) there is no reference at all; with beta > 0
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
+from pipeline.config.stages import SampledSpec
 from pipeline.train.arguments import training_arguments
 from pipeline.train.stages.registry import Stage
 
@@ -29,14 +31,28 @@ def build_grpo_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> G
     grpo = recipe.grpo_settings
     return GRPOConfig(
         **training_arguments(recipe, run_dir, dry_run),
-        num_generations=grpo.num_generations,
-        max_completion_length=grpo.max_completion_length,
-        temperature=grpo.temperature,
-        beta=grpo.beta,
+        **sampling_arguments(grpo),
         loss_type=grpo.loss_type,
-        reward_weights=[reward.weight for reward in grpo.rewards],
-        disable_dropout=True,
+        importance_sampling_level=grpo.importance_sampling_level,
     )
+
+
+def sampling_arguments(settings: SampledSpec) -> dict[str, Any]:
+    """The config arguments GRPOConfig and RLOOConfig share, from the stage's section."""
+    return {
+        "num_generations": settings.num_generations,
+        "max_completion_length": settings.max_completion_length,
+        "temperature": settings.temperature,
+        "beta": settings.beta,
+        "reward_weights": [reward.weight for reward in settings.rewards],
+        "disable_dropout": True,
+    }
+
+
+def sampled_settings(recipe: Recipe) -> SampledSpec:
+    """The section of the recipe's sampling stage (grpo, rloo); the grpo defaults for any other stage."""
+    settings = recipe.stage_settings
+    return settings if isinstance(settings, SampledSpec) else recipe.grpo_settings
 
 
 def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
@@ -45,16 +61,31 @@ def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:
 
     beside = recipe.path.parent if recipe.path else None
     source = str(recipe.path or recipe.name)
-    return resolve_rewards(recipe.grpo_settings, recipe.eval.embedding_model, beside, source)
+    return resolve_rewards(sampled_settings(recipe), recipe.eval.embedding_model, beside, source)
 
 
-def _inputs(recipe: Recipe, model: Any, train: Dataset, eval_dataset: Dataset | None) -> dict[str, Any]:
+def sampling_inputs(
+    recipe: Recipe, model: Any, train: Dataset, eval_dataset: Dataset | None
+) -> dict[str, Any]:
+    """Trainer inputs of GRPO and RLOO (Stage.trainer_inputs): the reward functions and the columns they read."""
     functions, _weights = reward_functions(recipe)
     return {
         "reward_funcs": functions,
         "train_dataset": train.select_columns(COLUMNS),
         "eval_dataset": eval_dataset.select_columns(COLUMNS) if eval_dataset is not None else None,
     }
+
+
+def padded(recipe: Recipe) -> str:
+    """Why GRPO's and RLOO's batches are not padding-free rows (Stage.padded)."""
+    return f"trl's {recipe.train.stage.upper()} batches pad prompts and completions"
+
+
+def sampling_callbacks(recipe: Recipe) -> list[Any]:
+    """Callbacks of GRPO and RLOO (Stage.callbacks): one warning when rewards do not vary within groups."""
+    from pipeline.train.reward_spread import reward_spread_callbacks
+
+    return reward_spread_callbacks(recipe)
 
 
 STAGE = Stage(
@@ -65,7 +96,8 @@ STAGE = Stage(
     evaluation="rewards",
     card="GRPO on prompts with reward functions",
     build_config=build_grpo_config,
-    trainer_inputs=_inputs,
-    padded=lambda recipe: "trl's GRPO batches pad prompts and completions",
+    trainer_inputs=sampling_inputs,
+    padded=padded,
+    callbacks=sampling_callbacks,
     forwards_under_autocast=False,
 )

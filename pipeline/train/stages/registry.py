@@ -36,7 +36,9 @@ class Stage:
     """Everything the pipeline needs to know about one training stage."""
 
     name: str  # the value of train.stage; its settings section in the recipe has the same name (if any)
-    trainer: str  # the trl trainer class, by name (imported from trl when a trainer is built)
+    # the trl trainer class, by name, or by module path for trl's experimental ones
+    # ("trl.experimental.orpo:ORPOTrainer"); imported when a trainer is built (build.trl_class)
+    trainer: str
     data: str  # the record kind it trains on (pipeline.data.pairs.KINDS)
     rows_per_example: int  # rows one example puts in a micro-batch (memory plan: DPO's chosen + rejected = 2)
     evaluation: Evaluation
@@ -57,6 +59,9 @@ class Stage:
     # Every forward of training runs under mixed precision's autocast, so peft's casts of adapter inputs can
     # be skipped (GRPO: trl generates its completions outside autocast, where they are needed).
     forwards_under_autocast: bool = True
+    # trl's trainer scores through its fused LM head (trl.trainer.utils.add_fused_lm_head), which
+    # train.score_trained_only makes compact on CPU; trl's experimental ORPO and CPO compute full logits.
+    fused_lm_head: bool = True
 
 
 def stage(name: str) -> Stage:

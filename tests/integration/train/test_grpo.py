@@ -49,19 +49,24 @@ def test_grpo_trains_on_varying_rewards_and_scores_greedy_answers(make_recipe: A
         "rewards/regex/mean",
         "rewards/short/mean",
     } <= logged
-    weights = load_file(str(run.run_dir / "adapter" / "adapter_model.safetensors"))
-    assert any(("lora_B" in k) and torch.count_nonzero(v) for k, v in weights.items()), "no LoRA update"
-    metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    for side in ("base", "adapted"):
-        assert metrics[side]["reward"]["n"] == 3
-    rows = [json.loads(line) for line in (run.run_dir / "eval_examples.jsonl").read_text().splitlines()]
-    for row in rows:  # the greedy answers' reward is the weighted sum of the four functions
+    for row in scored_greedy_answers(run.run_dir, 3):  # the reward is the weighted sum of the four functions
         answer, reference = row["adapted_answer"], row["reference"]
         expected = max(0.0, 1 - abs(len(answer) - 12) / 12) + 2.0 * (
             answer.strip().rstrip(".").casefold() == reference
         )
         expected += 0.5 * any(ch.isdigit() for ch in answer) + 0.1 * (len(answer) < 400)
         assert row["adapted_reward"] == pytest.approx(expected)
+
+
+def scored_greedy_answers(run_dir: Path, held_out: int) -> list[dict[str, Any]]:
+    """The eval examples of a sampling-stage run (GRPO, RLOO), after checking that its LoRA weights moved and
+    that the base's and the adapted model's greedy answers to every held-out prompt were scored."""
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert any(("lora_B" in k) and torch.count_nonzero(v) for k, v in weights.items()), "no LoRA update"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for side in ("base", "adapted"):
+        assert metrics[side]["reward"]["n"] == held_out
+    return [json.loads(line) for line in (run_dir / "eval_examples.jsonl").read_text().splitlines()]
 
 
 def test_validate_imports_named_reward_files_only(make_recipe: Any, tmp_path: Path) -> None:

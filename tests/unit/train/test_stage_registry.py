@@ -12,16 +12,19 @@ from pipeline.config.stages import STAGES
 from pipeline.train.stages.registry import all_stages, stage, stages_reading
 
 CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "grpo": "GRPOConfig"}
+# trl serves ORPO and SimPO (CPO's simpo loss) from trl.experimental (pipeline.train.stages.experimental).
+CONFIGS |= {"orpo": "ORPOConfig", "simpo": "CPOConfig"}
 
 
 def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
     assert [record.name for record in all_stages()] == list(STAGES) == list(CONFIGS)
     for record in all_stages():
-        assert record.trainer == CONFIGS[record.name].replace("Config", "Trainer")
+        assert record.trainer.rpartition(":")[2] == CONFIGS[record.name].replace("Config", "Trainer")
         assert record.rows_per_example in (1, 2) and record.card
-    assert stages_reading("pairs") == ["dpo"] and stages_reading("prompts") == ["grpo"]
-    with pytest.raises(KeyError, match="no training stage 'orpo'; known: sft, dpo, kto, grpo"):
-        stage("orpo")
+    assert stages_reading("pairs") == ["dpo", "orpo", "simpo"]
+    assert stages_reading("prompts") == ["grpo"]
+    with pytest.raises(KeyError, match="no training stage 'ppo'; known: sft, dpo, kto, grpo, orpo, simpo"):
+        stage("ppo")
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -43,7 +46,7 @@ def test_each_stage_builds_its_trl_config_and_a_trainer_with_the_shared_mixin(
     cls = trainer_class(stage(name), recipe)
     assert issubclass(cls, PipelineTrainer)
     trl_base = [base.__name__ for base in cls.__mro__ if base.__module__.startswith("trl.")]
-    assert trl_base[0] == stage(name).trainer
+    assert trl_base[0] == stage(name).trainer.rpartition(":")[2]
     mixins = [base.__name__ for base in cls.__mro__[1:] if base.__module__.startswith("pipeline.")]
     expected = ["PipelineTrainer", "CachedFlopCount"]
     assert mixins[:2] == expected and (("ShuffledLengthGroups" in mixins) is (name == "sft"))
@@ -53,7 +56,7 @@ def test_the_memory_plan_and_the_card_read_the_stage_record(make_recipe: Any) ->
     from pipeline.hub.card import build_model_card
     from pipeline.planning.memory import estimate, model_shape
 
-    for name, rows in (("sft", 1), ("dpo", 2), ("kto", 2)):
+    for name, rows in (("sft", 1), ("dpo", 2), ("kto", 2), ("orpo", 2), ("simpo", 2)):
         train = {"stage": name, "batch_size": 2}
         recipe = load_recipe(str(make_recipe(train=train)), [])
         plan = estimate(recipe, model_shape(recipe), device="cpu")
@@ -61,3 +64,13 @@ def test_the_memory_plan_and_the_card_read_the_stage_record(make_recipe: Any) ->
         assert (f"x {rows} ({name} rows)" in activations) is (rows > 1)
         card = str(build_model_card(recipe, {"recipe": recipe.name}))
         assert f"trained with {stage(name).card} by" in card
+
+
+def test_full_fine_tuning_plans_a_reference_copy_only_for_stages_with_a_reference(make_recipe: Any) -> None:
+    from pipeline.planning.memory import estimate, model_shape
+
+    for name in ("dpo", "orpo", "simpo"):
+        sections = {"train": {"stage": name, "batch_size": 2}, "adapter": {"method": "full"}}
+        recipe = load_recipe(str(make_recipe(**sections)), [])
+        rows = [row[0] for row in estimate(recipe, model_shape(recipe), device="cpu").rows]
+        assert ("reference model" in rows) is (name == "dpo"), name

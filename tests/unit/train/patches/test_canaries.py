@@ -112,3 +112,43 @@ def test_attention_implementation_reads_the_loaded_kernel(tiny_model_dir: Any) -
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
     assert attention_implementation(model) == "eager"
     assert attention_implementation(object()) is None
+
+
+def test_the_experimental_stages_still_fit_the_installed_trl() -> None:
+    """train.stage orpo and simpo build trl.experimental's trainers, which may move in any trl release."""
+    from pipeline.train.stages import experimental
+
+    problem = experimental.canary()
+    assert problem is None, f"{registry.library_version('trl')} broke the orpo/simpo stages: {problem}"
+
+
+def test_a_moved_experimental_parameter_fails_validate_in_one_line_naming_trl(
+    monkeypatch: pytest.MonkeyPatch, make_recipe: Any
+) -> None:
+    from pipeline.config.loader import load_recipe
+    from pipeline.errors import RecipeError
+    from pipeline.train.crosscheck import check_against_libraries
+    from pipeline.train.stages.build import trl_class
+
+    config = trl_class("trl.experimental.cpo:CPOConfig")
+
+    def renamed(  # a release that renamed SimPO's margin and dropped CPO's NLL weight
+        self: Any,
+        max_length: int = 1024,
+        beta: float = 0.1,
+        loss_type: str = "simpo",
+        target_margin: float = 0.5,
+        disable_dropout: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        return None
+
+    monkeypatch.setattr(config, "__init__", renamed)
+    recipe = load_recipe(str(make_recipe(train={"stage": "simpo"})), [])
+    with pytest.raises(RecipeError) as caught:
+        check_against_libraries(recipe)
+    message = str(caught.value)
+    assert "\n" not in message and registry.library_version("trl") in message
+    assert "trl.experimental.cpo:CPOConfig no longer takes simpo_gamma, cpo_alpha" in message
+    # ORPO relies on none of CPO's names: it still validates.
+    check_against_libraries(load_recipe(str(make_recipe(train={"stage": "orpo"})), []))
