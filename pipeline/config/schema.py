@@ -15,6 +15,8 @@ from pipeline.config.stages import (
     KTOSpec,
     ORPOSpec,
     PairSpec,
+    RLOOSpec,
+    SampledSpec,
     SimPOSpec,
     check_stage_sections,
 )
@@ -239,6 +241,9 @@ class Recipe(Spec):
     grpo: GRPOSpec | None = Field(
         None, description="GRPO settings (train.stage: grpo); absent = the defaults below."
     )
+    rloo: RLOOSpec | None = Field(
+        None, description="RLOO settings (train.stage: rloo); absent = the defaults below."
+    )
     orpo: ORPOSpec | None = Field(
         None, description="ORPO settings (train.stage: orpo); absent = the defaults below."
     )
@@ -307,14 +312,16 @@ class Recipe(Spec):
 
     @model_validator(mode="after")
     def _sections_fit_the_stage(self) -> Recipe:
-        sections = {"dpo": self.dpo, "kto": self.kto, "grpo": self.grpo}
+        sections = {"dpo": self.dpo, "kto": self.kto, "grpo": self.grpo, "rloo": self.rloo}
         sections |= {"orpo": self.orpo, "simpo": self.simpo}
         check_stage_sections(self.train.stage, sections, self.train.model_fields_set, self.train.batch_size)
-        group = self.grpo_settings.num_generations
-        if self.train.stage == "grpo" and (self.train.batch_size * self.train.grad_accum) % group:
+        sampled, stage = self.stage_settings, self.train.stage
+        if isinstance(sampled, SampledSpec) and (self.train.batch_size * self.train.grad_accum) % (
+            group := sampled.num_generations
+        ):
             raise ValueError(
                 f"train.batch_size x train.grad_accum ({self.train.batch_size} x {self.train.grad_accum}) must be "
-                f"a multiple of grpo.num_generations ({group}): each prompt's group of completions trains together"
+                f"a multiple of {stage}.num_generations ({group}): each prompt's group of completions trains together"
             )
         return self
 
@@ -324,10 +331,11 @@ class Recipe(Spec):
         return self.dpo or DPOSpec()
 
     @property
-    def stage_settings(self) -> PairSpec | KTOSpec | GRPOSpec | None:
+    def stage_settings(self) -> PairSpec | KTOSpec | SampledSpec | None:
         """The settings of train.stage (its section or its defaults); None for sft."""
         settings = {"dpo": self.dpo_settings, "kto": self.kto_settings, "grpo": self.grpo_settings}
         settings |= {"orpo": self.orpo_settings, "simpo": self.simpo_settings}
+        settings["rloo"] = self.rloo or RLOOSpec()
         return settings.get(self.train.stage)
 
     @property

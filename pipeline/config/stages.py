@@ -15,7 +15,7 @@ from pipeline.config.base import MAX_TOKENS, Spec
 
 # The names train.stage accepts; each has its module in pipeline.train.stages (the stage registry), and a test
 # checks that the two agree.
-StageName = Literal["sft", "dpo", "kto", "grpo", "orpo", "simpo"]
+StageName = Literal["sft", "dpo", "kto", "grpo", "rloo", "orpo", "simpo"]
 STAGES: tuple[str, ...] = get_args(StageName)
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
@@ -182,7 +182,17 @@ class RewardSpec(Spec):
         return self
 
 
-class GRPOSpec(Spec):
+# Loss types and importance-sampling levels of trl 1.x's GRPOTrainer (GRPOConfig.loss_type and
+# .importance_sampling_level); a test checks them against what the installed trl documents.
+GRPOLoss = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"]
+GRPO_LOSSES: tuple[str, ...] = get_args(GRPOLoss)
+ImportanceSamplingLevel = Literal["token", "sequence"]
+IMPORTANCE_SAMPLING_LEVELS: tuple[str, ...] = get_args(ImportanceSamplingLevel)
+
+
+class SampledSpec(Spec):
+    """Settings shared by the stages that sample answers to prompts and score them with rewards (GRPO, RLOO)."""
+
     num_generations: int = Field(4, ge=2, le=1024, description="Completions sampled per prompt (the group).")
     max_completion_length: int = Field(
         64, gt=0, le=MAX_TOKENS, description="Tokens generated per completion."
@@ -193,9 +203,6 @@ class GRPOSpec(Spec):
         ge=0,
         le=100,
         description="KL coefficient against the reference; 0 = no reference forward at all.",
-    )
-    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = Field(
-        "dapo", description="trl's GRPO loss aggregation."
     )
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [{"function": "exact_match"}],
@@ -212,6 +219,31 @@ class GRPOSpec(Spec):
         if not value:
             raise ValueError("must name at least one reward function (e.g. {function: exact_match})")
         return value
+
+
+class GRPOSpec(SampledSpec):
+    loss_type: GRPOLoss = Field(
+        "dapo", description="trl's GRPO loss aggregation: " + ", ".join(GRPO_LOSSES) + "."
+    )
+    importance_sampling_level: ImportanceSamplingLevel = Field(
+        "token",
+        description="Importance ratios per token, or one per sequence (sequence with loss_type grpo: GSPO).",
+    )
+
+    @model_validator(mode="after")
+    def _level_fits_loss(self) -> GRPOSpec:
+        # trl documents luspo as a sequence-level loss and vespo as computing its own sequence weights.
+        if self.loss_type == "luspo" and self.importance_sampling_level != "sequence":
+            raise ValueError("loss_type luspo needs importance_sampling_level: sequence")
+        if self.loss_type == "vespo" and self.importance_sampling_level != "token":
+            raise ValueError(
+                "loss_type vespo weighs whole sequences itself; set importance_sampling_level: token"
+            )
+        return self
+
+
+class RLOOSpec(SampledSpec):
+    """RLOO: each completion's baseline is the mean reward of the other completions of its prompt."""
 
 
 def check_stage_sections(

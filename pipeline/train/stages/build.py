@@ -43,7 +43,7 @@ def build_trainer(
         args=record.build_config(recipe, run_dir, False),
         processing_class=tokenizer,
         peft_config=None if continued or full else peft_config_for(recipe, model, tokenizer),
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *record.callbacks(recipe)],
         **record.trainer_inputs(recipe, model, train_dataset, eval_dataset),
     )
     train = recipe.train

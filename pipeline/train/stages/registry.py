@@ -31,6 +31,10 @@ def _no_mixins(recipe: Recipe) -> tuple[type, ...]:
     return ()
 
 
+def _no_callbacks(recipe: Recipe) -> list[Any]:
+    return []
+
+
 @dataclass(frozen=True)
 class Stage:
     """Everything the pipeline needs to know about one training stage."""
@@ -53,6 +57,8 @@ class Stage:
     padded: Callable[[Recipe], str]
     # Extra trainer mixins the recipe asks for (SFT's shuffled length groups).
     mixins: Callable[[Recipe], tuple[type, ...]] = field(default=_no_mixins)
+    # Trainer callbacks of the stage for this recipe (GRPO and RLOO: the flat-reward warning, train.reward_spread).
+    callbacks: Callable[[Recipe], list[Any]] = field(default=_no_callbacks)
     # Uses a reference model that full fine-tuning loads as a second copy unless reference log-probs are
     # precomputed (memory plan).
     reference: bool = False

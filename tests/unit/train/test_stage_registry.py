@@ -12,6 +12,7 @@ from pipeline.config.stages import STAGES
 from pipeline.train.stages.registry import all_stages, stage, stages_reading
 
 CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "grpo": "GRPOConfig"}
+CONFIGS["rloo"] = "RLOOConfig"
 # trl serves ORPO and SimPO (CPO's simpo loss) from trl.experimental (pipeline.train.stages.experimental).
 CONFIGS |= {"orpo": "ORPOConfig", "simpo": "CPOConfig"}
 
@@ -22,8 +23,8 @@ def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
         assert record.trainer.rpartition(":")[2] == CONFIGS[record.name].replace("Config", "Trainer")
         assert record.rows_per_example in (1, 2) and record.card
     assert stages_reading("pairs") == ["dpo", "orpo", "simpo"]
-    assert stages_reading("prompts") == ["grpo"]
-    with pytest.raises(KeyError, match="no training stage 'ppo'; known: sft, dpo, kto, grpo, orpo, simpo"):
+    assert stages_reading("prompts") == ["grpo", "rloo"]
+    with pytest.raises(KeyError, match=f"no training stage 'ppo'; known: {', '.join(STAGES)}\"$"):
         stage("ppo")
 
 
@@ -37,8 +38,8 @@ def test_each_stage_builds_its_trl_config_and_a_trainer_with_the_shared_mixin(
     sections: dict[str, Any] = {"train": {"stage": name, "batch_size": 2}}
     if name == "sft":
         sections["train"]["group_by_length"] = True
-    if name == "grpo":
-        sections["grpo"] = {"num_generations": 2, "rewards": [{"function": "exact_match"}]}
+    if name in ("grpo", "rloo"):
+        sections[name] = {"num_generations": 2, "rewards": [{"function": "exact_match"}]}
     recipe = load_recipe(str(make_recipe(**sections)), ["train.report_to=[none]"])
     config = build_stage_config(recipe, tmp_path, dry_run=True)
     assert type(config).__name__ == CONFIGS[name]
@@ -50,6 +51,8 @@ def test_each_stage_builds_its_trl_config_and_a_trainer_with_the_shared_mixin(
     mixins = [base.__name__ for base in cls.__mro__[1:] if base.__module__.startswith("pipeline.")]
     expected = ["PipelineTrainer", "CachedFlopCount"]
     assert mixins[:2] == expected and (("ShuffledLengthGroups" in mixins) is (name == "sft"))
+    callbacks = [type(callback).__name__ for callback in stage(name).callbacks(recipe)]
+    assert callbacks == (["RewardSpreadWarning"] if name in ("grpo", "rloo") else [])
 
 
 def test_the_memory_plan_and_the_card_read_the_stage_record(make_recipe: Any) -> None:
