@@ -119,6 +119,7 @@ def _plain_trl(recipe: Any, inputs: Any, pairs: list[Any], output: str, clock: S
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
+    from pipeline.config.stages import DPOSpec
     from pipeline.evaluation.preference import score_pairs
     from pipeline.models.assets import resolve_model
 
@@ -134,7 +135,7 @@ def _plain_trl(recipe: Any, inputs: Any, pairs: list[Any], output: str, clock: S
         warmup_steps=0,
         max_steps=recipe.train.max_steps,
         max_length=recipe.train.max_length,
-        beta=recipe.dpo_settings.beta,
+        beta=recipe.settings_of(DPOSpec).beta,
         logging_steps=1,
         save_strategy="no",
         report_to="none",

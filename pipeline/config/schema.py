@@ -4,12 +4,13 @@ the Recipe that holds them: frozen pydantic models, unknown keys rejected, stric
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, Spec, resolve_beside
 from pipeline.config.stages import (
+    STAGE_SECTIONS,
     DPOSpec,
     GRPOSpec,
     KTOSpec,
@@ -22,6 +23,8 @@ from pipeline.config.stages import (
 )
 from pipeline.config.templates import template_path
 from pipeline.config.training import EvalSpec, TrainSpec
+
+S = TypeVar("S", bound=Spec)
 
 
 class ModelSpec(Spec):
@@ -312,8 +315,7 @@ class Recipe(Spec):
 
     @model_validator(mode="after")
     def _sections_fit_the_stage(self) -> Recipe:
-        sections = {"dpo": self.dpo, "kto": self.kto, "grpo": self.grpo, "rloo": self.rloo}
-        sections |= {"orpo": self.orpo, "simpo": self.simpo}
+        sections = {name: getattr(self, name) for name in STAGE_SECTIONS}
         check_stage_sections(self.train.stage, sections, self.train.model_fields_set, self.train.batch_size)
         sampled, stage = self.stage_settings, self.train.stage
         if isinstance(sampled, SampledSpec) and (self.train.batch_size * self.train.grad_accum) % (
@@ -326,37 +328,16 @@ class Recipe(Spec):
         return self
 
     @property
-    def dpo_settings(self) -> DPOSpec:
-        """The dpo section, or its defaults when the recipe has none."""
-        return self.dpo or DPOSpec()
-
-    @property
     def stage_settings(self) -> PairSpec | KTOSpec | SampledSpec | None:
         """The settings of train.stage (its section or its defaults); None for sft."""
-        settings = {"dpo": self.dpo_settings, "kto": self.kto_settings, "grpo": self.grpo_settings}
-        settings |= {"orpo": self.orpo_settings, "simpo": self.simpo_settings}
-        settings["rloo"] = self.rloo or RLOOSpec()
-        return settings.get(self.train.stage)
+        spec = STAGE_SECTIONS.get(self.train.stage)
+        return None if spec is None else self.settings_of(spec)  # type: ignore[return-value]
 
-    @property
-    def grpo_settings(self) -> GRPOSpec:
-        """The grpo section, or its defaults when the recipe has none."""
-        return self.grpo or GRPOSpec()
-
-    @property
-    def kto_settings(self) -> KTOSpec:
-        """The kto section, or its defaults when the recipe has none."""
-        return self.kto or KTOSpec()
-
-    @property
-    def orpo_settings(self) -> ORPOSpec:
-        """The orpo section, or its defaults when the recipe has none."""
-        return self.orpo or ORPOSpec()
-
-    @property
-    def simpo_settings(self) -> SimPOSpec:
-        """The simpo section, or its defaults when the recipe has none."""
-        return self.simpo or SimPOSpec()
+    def settings_of(self, spec: type[S]) -> S:
+        """The section whose Spec is `spec` (recipe.settings_of(DPOSpec): the dpo section), or its defaults
+        when the recipe has none."""
+        name = next(name for name, kind in STAGE_SECTIONS.items() if kind is spec)
+        return getattr(self, name) or spec()
 
     @model_validator(mode="after")
     def _check_method_fits_model(self) -> Recipe:

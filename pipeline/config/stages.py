@@ -246,6 +246,17 @@ class RLOOSpec(SampledSpec):
     """RLOO: each completion's baseline is the mean reward of the other completions of its prompt."""
 
 
+# The recipe section of each stage that has settings (same name as the stage) and its Spec; SFT has none.
+STAGE_SECTIONS: dict[str, type[Spec]] = {
+    "dpo": DPOSpec,
+    "orpo": ORPOSpec,
+    "simpo": SimPOSpec,
+    "kto": KTOSpec,
+    "grpo": GRPOSpec,
+    "rloo": RLOOSpec,
+}
+
+
 def check_stage_sections(
     stage: str, sections: dict[str, Any | None], train_set: set[str], batch_size: int
 ) -> None:

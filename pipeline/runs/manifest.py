@@ -24,6 +24,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+def read_json(path: Path, missing: str, unreadable: str, fix: str) -> Any:
+    """A run file's JSON content; a one-line RecipeError naming the file when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: {missing}; {fix}.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RecipeError(f"{path}: {unreadable} ({exc}); {fix}.") from None
+
+
+def first_problem(exc: ValidationError) -> str:
+    """'key.path: what is wrong' of a validation error's first problem."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "top level"
+    return f"{where}: {first['msg']}"
+
+
 class DataFile(Section):
     split: str
     source: str
@@ -121,25 +138,14 @@ class Manifest(Section):
         path = Path(path)
         if path.is_dir():
             path = path / MANIFEST
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecipeError(
-                f"{path}: no such manifest; give runs/<run>/manifest.json of an earlier run."
-            ) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RecipeError(
-                f"{path}: not a readable manifest ({exc}); give runs/<run>/manifest.json."
-            ) from None
+        data = read_json(path, "no such manifest", "not a readable manifest", "give runs/<run>/manifest.json")
         if not isinstance(data, dict) or not ("schema_version" in data or data.get("format") == 1):
             raise RecipeError(f"{path}: not a pipeline manifest (no schema_version, no format 1).")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "top level"
             raise RecipeError(
-                f"{path}: {where}: {first['msg']}; not a manifest this version can read."
+                f"{path}: {first_problem(exc)}; not a manifest this version can read."
             ) from None
 
     def to_json(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ writers (extra="allow"); metrics.json files from before the typed record (schema
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from pipeline.errors import RecipeError
-from pipeline.runs.manifest import Section
+from pipeline.runs.manifest import Section, first_problem, read_json
 
 METRICS = "metrics.json"
 SCHEMA_VERSION = 2  # 1: files written before the typed record (2026-12); the same keys, untyped
@@ -89,18 +88,12 @@ class Metrics(Section):
         path = Path(path)
         if path.is_dir():
             path = path / METRICS
+        fix = "the run has not finished its evaluation, or give a run folder"
+        data = read_json(path, "no metrics yet", "not readable metrics", fix)
         try:
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise RecipeError(f"{path}: no metrics yet (the run has not finished its evaluation).") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RecipeError(f"{path}: not readable metrics ({exc}).") from None
+            return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "top level"
-            raise RecipeError(
-                f"{path}: {where}: {first['msg']}; not metrics this version can read."
-            ) from None
+            raise RecipeError(f"{path}: {first_problem(exc)}; not metrics this version can read.") from None
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as the file holds them (the mapping the report and model card render)."""
@@ -124,6 +117,4 @@ def check_metrics(metrics: dict[str, Any], path: Path) -> None:
     try:
         Metrics.model_validate(metrics)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ValueError(f"{path}: {where}: {first['msg']} (got {first.get('input')!r})") from None
+        raise ValueError(f"{path}: {first_problem(exc)} (got {exc.errors()[0].get('input')!r})") from None

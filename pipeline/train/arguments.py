@@ -71,3 +71,14 @@ def training_arguments(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> 
 
             fsdp_on_cpu_processes()
     return kwargs
+
+
+def preference_arguments(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> dict[str, Any]:
+    """training_arguments plus what every preference stage's trl config takes (DPO, KTO, ORPO, SimPO): whole
+    examples up to train.max_length, and dropout off, so the two rows of a pair (and the policy and its
+    reference at step 0) see the same network."""
+    return {
+        **training_arguments(recipe, run_dir, dry_run),
+        "max_length": recipe.train.max_length,
+        "disable_dropout": True,
+    }

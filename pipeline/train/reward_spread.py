@@ -59,7 +59,7 @@ class RewardSpreadWarning(TrainerCallback):
             return
         lowest = min(self.shares)
         log.warning(
-            "warning: %.0f%%+ of prompt groups got the same reward for every sampled answer in the first %d logged "
+            "at least %.0f%% of prompt groups got the same reward for every sampled answer in the first %d logged "
             "steps (%s), so they have no advantage to learn from; sample more answers (%s.num_generations), raise "
             "%s.temperature, or use a softer reward (partial credit, e.g. length or similarity, over all-or-nothing "
             "matches).",

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config.schema import Recipe
-from pipeline.train.arguments import training_arguments
+from pipeline.config.stages import DPOSpec
+from pipeline.train.arguments import preference_arguments
 from pipeline.train.stages.reference import with_reference
 from pipeline.train.stages.registry import Stage
 
@@ -22,17 +23,14 @@ def build_dpo_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> DP
     """The trl DPOConfig for a recipe (train.stage: dpo); checkpoints and logs go under run_dir."""
     from trl import DPOConfig
 
-    dpo = recipe.dpo_settings
+    dpo = recipe.settings_of(DPOSpec)
     return DPOConfig(
-        **training_arguments(recipe, run_dir, dry_run),
-        max_length=recipe.train.max_length,
+        **preference_arguments(recipe, run_dir, dry_run),  # dropout off: loss = ln 2 at step 0
         beta=dpo.beta,
         loss_type=list(dpo.loss_type),
         loss_weights=list(dpo.loss_weights) if dpo.loss_weights else None,
         label_smoothing=dpo.label_smoothing,
         precompute_ref_log_probs=dpo.precompute_ref_log_probs,
-        # Dropout would make the policy differ from the reference at step 0 (loss != ln 2) for no gain.
-        disable_dropout=True,
     )
 
 

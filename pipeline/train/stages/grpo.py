@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
-from pipeline.config.stages import SampledSpec
+from pipeline.config.stages import GRPOSpec, SampledSpec
 from pipeline.train.arguments import training_arguments
 from pipeline.train.stages.registry import Stage
 
@@ -28,7 +28,7 @@ def build_grpo_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> G
     """The trl GRPOConfig for a recipe (train.stage: grpo); checkpoints and logs go under run_dir."""
     from trl import GRPOConfig
 
-    grpo = recipe.grpo_settings
+    grpo = recipe.settings_of(GRPOSpec)
     return GRPOConfig(
         **training_arguments(recipe, run_dir, dry_run),
         **sampling_arguments(grpo),
@@ -52,7 +52,7 @@ def sampling_arguments(settings: SampledSpec) -> dict[str, Any]:
 def sampled_settings(recipe: Recipe) -> SampledSpec:
     """The section of the recipe's sampling stage (grpo, rloo); the grpo defaults for any other stage."""
     settings = recipe.stage_settings
-    return settings if isinstance(settings, SampledSpec) else recipe.grpo_settings
+    return settings if isinstance(settings, SampledSpec) else recipe.settings_of(GRPOSpec)
 
 
 def reward_functions(recipe: Recipe) -> tuple[list[Any], list[float]]:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.config.schema import Recipe
-from pipeline.train.arguments import training_arguments
+from pipeline.config.stages import KTOSpec
+from pipeline.train.arguments import preference_arguments
 from pipeline.train.stages.reference import with_reference
 from pipeline.train.stages.registry import Stage
 
@@ -21,16 +22,14 @@ def build_kto_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> KT
     """The trl KTOConfig for a recipe (train.stage: kto); checkpoints and logs go under run_dir."""
     from trl import KTOConfig
 
-    kto = recipe.kto_settings
+    kto = recipe.settings_of(KTOSpec)
     return KTOConfig(
-        **training_arguments(recipe, run_dir, dry_run),
-        max_length=recipe.train.max_length,
+        **preference_arguments(recipe, run_dir, dry_run),
         beta=kto.beta,
         loss_type=kto.loss_type,
         desirable_weight=kto.desirable_weight,
         undesirable_weight=kto.undesirable_weight,
         precompute_ref_log_probs=kto.precompute_ref_log_probs,
-        disable_dropout=True,  # as for DPO: policy = reference at step 0
     )
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.schema import Recipe
-from pipeline.train.arguments import training_arguments
+from pipeline.config.stages import ORPOSpec
+from pipeline.train.arguments import preference_arguments
 from pipeline.train.stages.experimental import API, experimental_config, pairs_only
 from pipeline.train.stages.registry import Stage
 
@@ -19,11 +20,9 @@ def build_orpo_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> A
     """trl's ORPOConfig for a recipe (train.stage: orpo); checkpoints and logs go under run_dir."""
     config = experimental_config("orpo")  # one-line ValueError when trl moved its API
     return config(
-        **training_arguments(recipe, run_dir, dry_run),
-        max_length=recipe.train.max_length,
+        **preference_arguments(recipe, run_dir, dry_run),
         remove_unused_columns=False,  # trl's pair collator reads the raw columns (it warns and sets it otherwise)
-        beta=recipe.orpo_settings.beta,
-        disable_dropout=True,  # as for DPO: the chosen and rejected rows of a pair see the same network
+        beta=recipe.settings_of(ORPOSpec).beta,
     )
 
 

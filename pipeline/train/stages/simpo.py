@@ -11,24 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.schema import Recipe
-from pipeline.train.arguments import training_arguments
+from pipeline.config.stages import SimPOSpec
+from pipeline.train.arguments import preference_arguments
 from pipeline.train.stages.experimental import API, experimental_config, pairs_only
 from pipeline.train.stages.registry import Stage
 
 
 def build_simpo_config(recipe: Recipe, run_dir: Path, dry_run: bool = False) -> Any:
     """trl's CPOConfig of pure SimPO for a recipe (train.stage: simpo); checkpoints and logs go under run_dir."""
-    simpo = recipe.simpo_settings
+    simpo = recipe.settings_of(SimPOSpec)
     config = experimental_config("simpo")  # one-line ValueError when trl moved its API
     return config(
-        **training_arguments(recipe, run_dir, dry_run),
-        max_length=recipe.train.max_length,
+        **preference_arguments(recipe, run_dir, dry_run),
         remove_unused_columns=False,  # trl's pair collator reads the raw columns (it warns and sets it otherwise)
         loss_type="simpo",
         beta=simpo.beta,
         simpo_gamma=simpo.simpo_gamma,
         cpo_alpha=0.0,  # CPO's NLL term on the chosen answers off: SimPO as its paper defines it
-        disable_dropout=True,
     )
 
 

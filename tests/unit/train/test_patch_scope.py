@@ -38,8 +38,11 @@ def test_a_lever_left_applied_is_named_and_its_block_restores_it(name: str, tiny
     lever.__enter__()
     try:
         found = leaked_patches()
-        if name == "instance forward":
-            assert found == []
+        if name == "instance forward":  # patched on the layer instances, while the class stays peft's
+            from peft.tuners.lora.layer import Linear
+
+            patched = [m for m in tiny_model.modules() if type(m) is Linear and "forward" in vars(m)]
+            assert patched and found == []
         else:
             assert found and name.split(".")[-1] in found[0], found
     finally:

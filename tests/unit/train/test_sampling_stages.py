@@ -131,7 +131,7 @@ def test_flat_rewards_warn_once_naming_the_fixes(caplog: pytest.LogCaptureFixtur
         _feed(RewardSpreadWarning("rloo"), [1.0, 0.95, 1.0, 1.0, 1.0], end=True)
     (record,) = caplog.records
     message = record.getMessage()
-    assert "95%+ of prompt groups" in message and "first 3 logged steps" in message
+    assert "at least 95% of prompt groups" in message and "first 3 logged steps" in message
     assert "rloo.num_generations" in message and "rloo.temperature" in message and "softer reward" in message
 
 
