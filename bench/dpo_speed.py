@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "dpo-small"
 
 
-def _overrides(args: argparse.Namespace, output: str) -> list[str]:
+def overrides(args: argparse.Namespace, output: str) -> list[str]:
     return [
         f"train.max_steps={args.steps}",
         f"train.batch_size={args.batch}",
@@ -82,7 +82,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     output = tempfile.mkdtemp(prefix=f"dpo-speed-{variant}-")
-    recipe = load_recipe(RECIPE, _overrides(args, output))
+    recipe = load_recipe(RECIPE, overrides(args, output))
     inputs = prepare_inputs(recipe)
     pairs = _eval_pairs(recipe, inputs.tokenizer, args.eval_pairs)
     clock = StepClock()

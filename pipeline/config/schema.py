@@ -16,6 +16,7 @@ from pipeline.config.stages import (
     KTOSpec,
     ORPOSpec,
     PairSpec,
+    RewardModelSpec,
     RLOOSpec,
     SampledSpec,
     SimPOSpec,
@@ -253,6 +254,9 @@ class Recipe(Spec):
     simpo: SimPOSpec | None = Field(
         None, description="SimPO settings (train.stage: simpo); absent = the defaults below."
     )
+    reward: RewardModelSpec | None = Field(
+        None, description="Reward-model settings (train.stage: reward); absent = the defaults below."
+    )
 
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
@@ -350,6 +354,11 @@ class Recipe(Spec):
             raise ValueError(
                 f"adapter.method full cannot train a {self.model.quantization}-quantized base; "
                 "use adapter.method: lora (QLoRA) or model.quantization: none"
+            )
+        if self.train.stage == "reward" and (self.adapter.method == "full" or self.model.adapter):
+            raise ValueError(
+                "train.stage reward trains a new LoRA adapter with its score head on the base; use "
+                "adapter.method: lora (or dora) and no model.adapter"
             )
         return self
 

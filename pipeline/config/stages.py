@@ -15,7 +15,7 @@ from pipeline.config.base import MAX_TOKENS, Spec
 
 # The names train.stage accepts; each has its module in pipeline.train.stages (the stage registry), and a test
 # checks that the two agree.
-StageName = Literal["sft", "dpo", "kto", "grpo", "rloo", "orpo", "simpo"]
+StageName = Literal["sft", "dpo", "kto", "grpo", "rloo", "orpo", "simpo", "reward"]
 STAGES: tuple[str, ...] = get_args(StageName)
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
@@ -121,6 +121,18 @@ class SimPOSpec(PairSpec):
     )
 
 
+class RewardModelSpec(PairSpec):
+    """Reward modelling: a score head on the base learns to rank each pair's chosen answer above the rejected."""
+
+    center_rewards_coefficient: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Weight of a penalty on the squared scores that keeps them centred on 0 (0.01 is usual); "
+        "None = no penalty.",
+    )
+
+
 class KTOSpec(Spec):
     beta: float = Field(
         0.1,
@@ -154,10 +166,17 @@ BUILTIN_REWARDS = ("exact_match", "regex", "length", "similarity")
 
 
 class RewardSpec(Spec):
-    function: str = Field(
+    function: str | None = Field(
+        None,
         description="A built-in reward (exact_match: the answer column, normalised; regex: matches `pattern`; "
         "length: closeness to `target_chars`; similarity: cosine to the answer under eval.embedding_model) or "
-        "your own as FILE.py:NAME (beside the recipe), called as trl calls reward functions.",
+        "your own as FILE.py:NAME (beside the recipe), called as trl calls reward functions. Give function "
+        "or model.",
+    )
+    model: str | None = Field(
+        None,
+        description="A reward model that scores each prompt and completion: a run folder of train.stage: "
+        "reward (runs/reward-small-<time>) or its merged folder. Give function or model.",
     )
     weight: float = Field(1.0, ge=-100, le=100, description="Weight of this reward in the sum.")
     pattern: str | None = Field(None, description="The regular expression of the regex reward.")
@@ -165,6 +184,14 @@ class RewardSpec(Spec):
 
     @model_validator(mode="after")
     def _known_and_complete(self) -> RewardSpec:
+        if (self.function is None) == (self.model is None):
+            raise ValueError(
+                "give either function (a reward function) or model (a reward model run), not both"
+            )
+        if self.model is not None:
+            if self.pattern is not None or self.target_chars is not None:
+                raise ValueError("pattern and target_chars go with a function, not with model")
+            return self
         name = self.function
         if name not in BUILTIN_REWARDS and not re.fullmatch(r"[^:]+\.py:[A-Za-z_]\w*", name):
             raise ValueError(
@@ -254,6 +281,7 @@ STAGE_SECTIONS: dict[str, type[Spec]] = {
     "kto": KTOSpec,
     "grpo": GRPOSpec,
     "rloo": RLOOSpec,
+    "reward": RewardModelSpec,
 }
 
 

@@ -168,7 +168,10 @@ def evaluate_base(
 ) -> dict[str, Any]:
     """{'base': metrics, 'base_cache': {key, computed, reused}}: the cached base metrics when an entry matches,
     else evaluate_model's, stored for the next run. weights: the manifest's SHA-256 of the base weights."""
-    folder = cache_folder()
+    from pipeline.models.heads import is_reward_model
+
+    # A reward model's base is a new, randomly initialised score head: nothing to reuse between runs.
+    folder = None if is_reward_model(model) else cache_folder()
     if folder is None:
         console.print("Evaluating the base model ...")
         return {"base": evaluate_model(model, tokenizer, recipe.eval, data, recipe.data.system_prompt)}

@@ -49,6 +49,8 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         ("chosen answer log-prob (mean)", ("preference", "chosen_logp"), "higher"),
         ("rejected answer log-prob (mean)", ("preference", "rejected_logp"), "lower"),
         ("mean reward of greedy answers (grpo or rloo rewards)", ("reward", "mean"), "higher"),
+        ("reward model accuracy (held-out pairs)", ("reward_model", "accuracy"), "higher"),
+        ("reward model margin (score chosen - rejected)", ("reward_model", "margin"), "higher"),
         ("desirable completion log-prob (mean)", ("labelled", "desirable_logp"), "higher"),
         ("undesirable completion log-prob (mean)", ("labelled", "undesirable_logp"), "lower"),
         ("desirable - undesirable log-prob", ("labelled", "gap"), "higher"),

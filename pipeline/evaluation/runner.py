@@ -30,7 +30,9 @@ from pipeline.evaluation.preference import (
     score_completions,
     score_pairs,
 )
+from pipeline.evaluation.reward_model import evaluate_reward_model
 from pipeline.inference.generation import Sampling, generate
+from pipeline.models.heads import is_reward_model
 from pipeline.models.merged_view import adapter_merged, can_merge
 from pipeline.runs.metrics import SCHEMA_VERSION as METRICS_SCHEMA
 from pipeline.train.rewards import score
@@ -114,7 +116,12 @@ def evaluate_model(
     system_prompt: str | None = None,
 ) -> dict[str, Any]:
     """Every metric for one model; `per_example` holds per-example values (for eval_examples.jsonl).
-    system_prompt (data.system_prompt) is given to the safety prompts as training gave it to every record."""
+    system_prompt (data.system_prompt) is given to the safety prompts as training gave it to every record.
+    A reward model (train.stage: reward) is scored on the eval pairs only (pipeline.evaluation.reward_model)."""
+    if is_reward_model(model):
+        if not data.pairs:
+            raise DataError("eval data: a reward model is evaluated on preference pairs and there are none.")
+        return evaluate_reward_model(model, data.pairs, spec.batch_size, tokenizer.pad_token_id)
     ppl = perplexity(model, data.rows, batch_size=spec.batch_size, window=data.window, stride=data.stride)
     result: dict[str, Any] = {
         key: ppl[key]
@@ -198,6 +205,9 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
             base.get("similarity", {}).get("mean"), adapted.get("similarity", {}).get("mean")
         ),
     }
+    deltas["reward_model_accuracy"] = _delta(
+        base.get("reward_model", {}).get("accuracy"), adapted.get("reward_model", {}).get("accuracy")
+    )
     for name in ("rougeL", "chrf", "bleu"):
         deltas[name] = _delta(base.get("lexical", {}).get(name), adapted.get("lexical", {}).get(name))
     ppl_b, ppl_a = (

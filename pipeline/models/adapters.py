@@ -20,11 +20,14 @@ UNSUPPORTED_INIT = {
 }
 
 
-def build_peft_config(spec: AdapterSpec, extra_modules_to_save: list[str] | None = None) -> LoraConfig | None:
+def build_peft_config(
+    spec: AdapterSpec, extra_modules_to_save: list[str] | None = None, task_type: str = "CAUSAL_LM"
+) -> LoraConfig | None:
     """The peft config for the recipe's adapter; None means full fine-tuning.
 
     extra_modules_to_save: modules trained in full on top of the recipe's (the embeddings, when special
-    tokens were added).
+    tokens were added); task_type: peft's (SEQ_CLS for a reward model, whose `score` head peft then trains in
+    full).
     """
     if spec.method == "full":
         return None
@@ -42,7 +45,7 @@ def build_peft_config(spec: AdapterSpec, extra_modules_to_save: list[str] | None
 
     modules_to_save = list(dict.fromkeys([*spec.modules_to_save, *(extra_modules_to_save or [])])) or None
     return LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
@@ -100,7 +103,8 @@ def peft_config_for(
     peft's trainable tokens would train only the new rows, but trl's fused LM head reads lm_head.weight
     directly, bypassing that wrapper (and failing on it), so the embeddings go to modules_to_save.
     """
+    from pipeline.models.heads import REWARD_TASK, is_reward_model
     from pipeline.models.loading import new_token_ids
 
     extra = embedding_module_names(model) if new_token_ids(recipe.model, tokenizer) else []
-    return build_peft_config(recipe.adapter, extra)
+    return build_peft_config(recipe.adapter, extra, REWARD_TASK if is_reward_model(model) else "CAUSAL_LM")

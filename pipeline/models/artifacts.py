@@ -99,9 +99,9 @@ def load_target(target: str, revision: str | None = None, dtype: str | None = No
     tokenizer = load_tokenizer(base, folder=ref.tokenizer_dir)
     model = load_base_model(base)
     if ref.adapter_dir is not None:
-        from peft import PeftModel
+        from pipeline.models.heads import attach_adapter
 
         resize_embeddings(model, len(tokenizer))  # a bare adapter folder with added tokens names no recipe
-        model = PeftModel.from_pretrained(model, str(ref.adapter_dir))
+        model = attach_adapter(model, ref.adapter_dir)
     model.eval()
     return LoadedTarget(ref=ref, model=model, tokenizer=tokenizer)

@@ -111,9 +111,10 @@ def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any
     """Load the base causal LM from safetensors in the recipe's dtype and quantization.
 
     With model.add_special_tokens the embeddings are resized to the tokenizer's new length, so the
-    same call gives the base that adapters of such runs load onto.
+    same call gives the base that adapters of such runs load onto. A merged reward model's folder loads as the
+    sequence-classification model it is (pipeline.models.heads).
     """
-    from transformers import AutoModelForCausalLM
+    from pipeline.models.heads import auto_class_for
 
     folder = folder or resolve_model(spec.name, spec.revision)
     dtype = resolve_dtype(spec.dtype)
@@ -132,7 +133,7 @@ def load_base_model(spec: ModelSpec, folder: Path | None = None, device_map: Any
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+        model = auto_class_for(folder).from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         raise AssetError(f"{spec.name}: cannot load the model ({str(exc).splitlines()[0]}).") from None
     if spec.quantization == "4bit" and not _on_gpu(model):

@@ -60,9 +60,10 @@ def _reference_and_merge(
 
     fp32: the reference runs the unquantized base in float32 too, so only the merge arithmetic is compared."""
     import torch
-    from peft import PeftModel
 
-    trained = PeftModel.from_pretrained(_base(ref, tokenizer, fp32=fp32), str(ref.adapter_dir))
+    from pipeline.models.heads import attach_adapter
+
+    trained = attach_adapter(_base(ref, tokenizer, fp32=fp32), ref.adapter_dir)
     reference = probe_logits(trained, batch)
     if fp32:
         return reference, trained.merge_and_unload()
@@ -73,7 +74,7 @@ def _reference_and_merge(
     else:
         del trained
         base = _base(ref, tokenizer, fp32=True)
-    return reference, PeftModel.from_pretrained(base, str(ref.adapter_dir)).merge_and_unload()
+    return reference, attach_adapter(base, ref.adapter_dir).merge_and_unload()
 
 
 def _full_model(ref: TargetRef) -> PreTrainedModel:
@@ -160,7 +161,7 @@ def merge_run(
     target: str, output: Path | None = None, dtype: str = "auto", tolerance: float | None = None
 ) -> MergeResult:
     """Merge a run's (or an adapter folder's) adapter into its base, verify the logits, write atomically."""
-    from transformers import AutoModelForCausalLM
+    from pipeline.models.heads import auto_class_for
 
     started = time.perf_counter()
     ref = resolve_target(target)
@@ -178,7 +179,7 @@ def merge_run(
     merged = merged.to(torch_dtype)
     with atomic_dir(output) as tmp:
         _save(merged, tokenizer, tmp)
-        reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch_dtype, use_safetensors=True)
+        reloaded = auto_class_for(tmp).from_pretrained(str(tmp), dtype=torch_dtype, use_safetensors=True)
         changed = _differing_weights(merged, reloaded)
         if changed:
             raise AssetError(

@@ -48,6 +48,8 @@ def probe_logits(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torc
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
     finally:
         model.train(was_training)
+    if logits.dim() == 2:  # a reward model: one score per sequence
+        return logits.float().cpu()
     mask = batch["attention_mask"].bool()
     return logits.float().cpu()[mask]  # padded positions dropped: (tokens, vocab)
 

@@ -179,8 +179,11 @@ def _optimizer_bytes(optim: str, param_bytes: int) -> float:
     return 2.0 * param_bytes  # Adam/AdamW: exp_avg and exp_avg_sq in the weights' dtype
 
 
-def activation_bytes_per_token(shape: ModelShape, act: int, checkpointing: bool, lora_dropout: bool) -> float:
-    """Bytes kept for backward per token of a micro-batch, vocab-sized logits included.
+def activation_bytes_per_token(
+    shape: ModelShape, act: int, checkpointing: bool, lora_dropout: bool, lm_head: bool = True
+) -> float:
+    """Bytes kept for backward per token of a micro-batch, vocab-sized logits included (lm_head False: a
+    reward model's score head, one value per sequence, instead).
 
     Per decoder layer autograd keeps: both norms' inputs and outputs (4 x hidden), q/k/v outputs and
     their rotary copies (2 x (q + 2 kv) - kv), the attention output (q; SDPA/flash keep no seq x seq
@@ -193,6 +196,7 @@ def activation_bytes_per_token(shape: ModelShape, act: int, checkpointing: bool,
     per_layer_bytes = per_layer * act + (shape.dropout_inputs * (act + 1) if lora_dropout else 0)
     # Logits in the model dtype, their fp32 copy for the loss, log-softmax and its gradient (fp32).
     logits = shape.vocab * (act + 4 * 3) if act != 4 else shape.vocab * 4 * 3
+    logits = logits if lm_head else 0
     if checkpointing:
         return shape.layers * shape.hidden * act + per_layer_bytes + logits
     return shape.layers * per_layer_bytes + logits
@@ -280,7 +284,7 @@ def estimate(
         rows.append(("reference model", int(base / split), "a frozen copy of the base for the reference"))
     tokens = batch * rows_per_example * train.max_length
     lora_dropout = not full and recipe.adapter.dropout > 0
-    per_token = activation_bytes_per_token(shape, act, ckpt, lora_dropout)
+    per_token = activation_bytes_per_token(shape, act, ckpt, lora_dropout, lm_head=stage.head != "score")
     rows.append(
         (
             "activations",
@@ -288,7 +292,8 @@ def estimate(
             f"{batch}{f' x {rows_per_example} ({train.stage} rows)' if rows_per_example > 1 else ''} x "
             f"{train.max_length} tokens, "
             + ("checkpointed" if ckpt else "no checkpointing")
-            + f", {act}-byte values + fp32 logits",
+            + f", {act}-byte values"
+            + (" + fp32 logits" if stage.head != "score" else ", one score per row"),
         )
     )
     rows.append(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.errors import AssetError
 from pipeline.files import write_json
+from pipeline.models.heads import is_reward_model
 from pipeline.models.loading import new_token_ids
 from pipeline.models.probes import compare_logits, dtype_name, probe_batch, probe_logits
 from pipeline.models.saving import FULL_WEIGHT_FILES
@@ -111,9 +112,9 @@ def _fresh_copy(spec: ModelSpec, folder: Path, full: bool, device: Any) -> PreTr
         return AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=resolve_dtype(spec.dtype), use_safetensors=True, device_map=device_map
         )
-    from peft import PeftModel
+    from pipeline.models.heads import attach_adapter
 
-    return PeftModel.from_pretrained(load_base_model(spec, device_map=device_map), str(folder))
+    return attach_adapter(load_base_model(spec, device_map=device_map), folder)
 
 
 def _room_for_copy(model: PreTrainedModel) -> str | None:
@@ -226,9 +227,14 @@ def run_checks(
     result: dict[str, Any] = {"files": {"problems": adapter_file_problems(folder, full)}}
     result["files"]["passed"] = not result["files"]["problems"]
     result["reload"] = check_reload(model, tokenizer, recipe, folder)
-    result["warnings"] = [] if full else _warnings_for(model, tokenizer, recipe.model, folder)
-    added = 0 if full else len(new_token_ids(recipe.model, tokenizer))
-    result["vllm"] = check_vllm(model, folder, full, added)
+    if is_reward_model(
+        model
+    ):  # it scores answers (GRPO's rewards, `pipeline eval`); nothing serves it for chat
+        result["warnings"], result["vllm"] = [], {"servable": False, "skipped": "a reward model"}
+    else:
+        result["warnings"] = [] if full else _warnings_for(model, tokenizer, recipe.model, folder)
+        added = 0 if full else len(new_token_ids(recipe.model, tokenizer))
+        result["vllm"] = check_vllm(model, folder, full, added)
     for warning in result["warnings"]:
         log.warning("warning: %s", warning)
     result["passed"] = result["files"]["passed"] and result["reload"].get("passed") is not False

@@ -172,4 +172,8 @@ def load_model(recipe: Recipe) -> PreTrainedModel:
     if parent is not None:  # the parent's own LoRA targets and rank, trained further
         return attach_parent(model, parent)
     check_target_modules(recipe.adapter, model, str(recipe.path or recipe.name))
+    if stage(recipe.train.stage).head == "score":
+        from pipeline.models.heads import to_reward_model
+
+        return to_reward_model(model, seed=recipe.train.seed)
     return model

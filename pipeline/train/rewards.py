@@ -118,7 +118,12 @@ def resolve_rewards(
     """The recipe's reward functions (named as trl logs them) and their weights."""
     functions: list[RewardFunction] = []
     for reward in spec.rewards:
-        if reward.function == "exact_match":
+        if reward.model is not None:
+            from pipeline.train.reward_model import ModelReward, check_reward_model
+
+            check_reward_model(reward.model, source)
+            function: RewardFunction = ModelReward(reward.model)
+        elif reward.function == "exact_match":
             function = exact_match
         elif reward.function == "regex":
             function = _regex(reward.pattern or "")

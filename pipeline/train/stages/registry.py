@@ -23,8 +23,11 @@ if TYPE_CHECKING:
     from pipeline.config.schema import Recipe
 
 # What a stage's evaluation adds to the language metrics every run gets (pipeline.evaluation.runner):
-# held-out preference pairs, labelled completions, or the recipe's rewards of the greedy answers.
-Evaluation = Literal["language", "pairs", "labelled", "rewards"]
+# held-out preference pairs, labelled completions, or the recipe's rewards of the greedy answers; a reward
+# model's held-out pairs scored by its head instead of the language metrics (scores).
+Evaluation = Literal["language", "pairs", "labelled", "rewards", "scores"]
+# What the stage trains: the causal LM, or a one-output score head on its backbone (a reward model).
+Head = Literal["causal_lm", "score"]
 
 
 def _no_mixins(recipe: Recipe) -> tuple[type, ...]:
@@ -68,6 +71,8 @@ class Stage:
     # trl's trainer scores through its fused LM head (trl.trainer.utils.add_fused_lm_head), which
     # train.score_trained_only makes compact on CPU; trl's experimental ORPO and CPO compute full logits.
     fused_lm_head: bool = True
+    # The model the stage trains (pipeline.models.heads.to_reward_model for "score").
+    head: Head = "causal_lm"
 
 
 def stage(name: str) -> Stage:

@@ -14,7 +14,7 @@ from pipeline.train.stages.registry import all_stages, stage, stages_reading
 CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "grpo": "GRPOConfig"}
 CONFIGS["rloo"] = "RLOOConfig"
 # trl serves ORPO and SimPO (CPO's simpo loss) from trl.experimental (pipeline.train.stages.experimental).
-CONFIGS |= {"orpo": "ORPOConfig", "simpo": "CPOConfig"}
+CONFIGS |= {"orpo": "ORPOConfig", "simpo": "CPOConfig", "reward": "RewardConfig"}
 
 
 def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
@@ -22,7 +22,8 @@ def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
     for record in all_stages():
         assert record.trainer.rpartition(":")[2] == CONFIGS[record.name].replace("Config", "Trainer")
         assert record.rows_per_example in (1, 2) and record.card
-    assert stages_reading("pairs") == ["dpo", "orpo", "simpo"]
+    assert stages_reading("pairs") == ["dpo", "orpo", "simpo", "reward"]
+    assert [record.name for record in all_stages() if record.head == "score"] == ["reward"]
     assert stages_reading("prompts") == ["grpo", "rloo"]
     with pytest.raises(KeyError, match=f"no training stage 'ppo'; known: {', '.join(STAGES)}\"$"):
         stage("ppo")

@@ -1,0 +1,184 @@
+"""GRPO training speed: a plain TRL GRPOTrainer script vs this project's GRPO stage, same prompts and rewards.
+
+(a) plain TRL: the script TRL's docs show: SmolLM2-135M loaded as saved (fp32), GRPOConfig defaults (bf16
+autocast, gradient checkpointing), LoRA r=16 on all linear layers, the grpo-small recipe's reward functions,
+group size, completion length, temperature, batch, learning rate and steps. (b) ours: grpo-small through
+pipeline.train (prepare_inputs, load_model, train_model): dtype and precision native, no recomputation,
+rollouts through the merged adapter. Each in its own process, one after the other. Prints the median step time
+of each (steps after the first: a step = one generation round + its update), the ratio, trl's logged mean
+training reward over the run, and the mean reward of greedy answers to the held-out prompts after training
+(scored the same way for both).
+
+    .venv/bin/python bench/grpo_speed.py [--steps 12] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from dpo_speed import StepClock, overrides, torch_seed
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = "grpo-small"
+
+
+def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train one variant and score greedy answers to the held-out prompts; returns its measurements."""
+    import torch
+
+    from pipeline.config.loader import load_recipe
+    from pipeline.train.inputs import load_model, prepare_inputs
+    from pipeline.train.stages.grpo import reward_functions
+
+    torch.set_num_threads(args.threads)
+    output = tempfile.mkdtemp(prefix=f"grpo-speed-{variant}-")
+    recipe = load_recipe(RECIPE, overrides(args, output))
+    inputs = prepare_inputs(recipe)
+    functions, weights = reward_functions(recipe)
+    clock = StepClock()
+    if variant == "ours":
+        from pipeline.train.loop import train_model
+
+        trained = train_model(
+            recipe,
+            Path(output) / "run",
+            load_model(recipe),
+            inputs.tokenizer,
+            inputs.train,
+            callbacks=[clock.callback],
+        )
+        policy, history = trained.trainer.model, trained.metrics["log_history"]
+    else:
+        policy, history = _plain_trl(recipe, inputs, functions, weights, output, clock)
+    steps = clock.step_seconds()
+    train_rewards = [row["reward"] for row in history if "reward" in row]
+    return {
+        "variant": variant,
+        "steps": len(steps) + 1,
+        "median_step_s": statistics.median(steps),
+        "mean_step_s": statistics.fmean(steps),
+        "train_reward": statistics.fmean(train_rewards) if train_rewards else None,
+        "held_out_reward": _greedy_reward(policy, inputs, recipe, functions, weights),
+    }
+
+
+def _greedy_reward(
+    policy: Any, inputs: Any, recipe: Any, functions: list[Any], weights: list[float]
+) -> float:
+    """Mean reward of the greedy answers to the held-out prompts (as the run's evaluation scores them)."""
+    from pipeline.data.formatting import prompt_messages
+    from pipeline.inference.generation import Sampling, generate
+    from pipeline.train.rewards import score
+
+    records = [r for r in inputs.splits.eval if "messages" in r]
+    prompts, references = zip(*(prompt_messages(r["messages"]) for r in records), strict=True)
+    sampling = Sampling(max_new_tokens=recipe.eval.max_new_tokens)
+    answers = generate(policy, inputs.tokenizer, list(prompts), sampling, batch_size=16).texts
+    rewards = score(functions, weights, list(prompts), answers, list(references))
+    return sum(rewards) / len(rewards)
+
+
+def _plain_trl(
+    recipe: Any, inputs: Any, functions: list[Any], weights: list[float], output: str, clock: StepClock
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The plain TRL script: from_pretrained, a conversational prompt dataset, LoraConfig, GRPOConfig defaults."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    from pipeline.config.stages import GRPOSpec
+    from pipeline.models.assets import resolve_model
+
+    grpo = recipe.settings_of(GRPOSpec)
+    torch_seed(recipe.train.seed)
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_model(recipe.model.name)))
+    config = GRPOConfig(
+        output_dir=output,
+        per_device_train_batch_size=recipe.train.batch_size,
+        learning_rate=recipe.train.learning_rate,
+        lr_scheduler_type=recipe.train.lr_scheduler,
+        warmup_steps=0,
+        max_steps=recipe.train.max_steps,
+        num_generations=grpo.num_generations,
+        max_completion_length=grpo.max_completion_length,
+        temperature=grpo.temperature,
+        beta=grpo.beta,
+        reward_weights=weights,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=recipe.train.seed,
+        data_seed=recipe.train.seed,
+    )
+    peft = LoraConfig(
+        r=recipe.adapter.r,
+        lora_alpha=recipe.adapter.alpha,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        args=config,
+        reward_funcs=functions,
+        train_dataset=Dataset.from_dict({key: inputs.train[key] for key in ("prompt", "answer")}),
+        processing_class=inputs.tokenizer,
+        peft_config=peft,
+        callbacks=[clock.callback],
+    )
+    trainer.train()
+    return trainer.model, trainer.state.log_history
+
+
+def main() -> None:
+    """Run (a) plain TRL and (b) ours in turn, each in its own process, and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--set", action="append", default=[], help="a recipe override for both, e.g. grpo.num_generations=8"
+    )
+    parser.add_argument("--only", choices=["trl", "ours"], help="run one variant")
+    parser.add_argument("--variant", choices=["trl", "ours"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.eval_pairs = 0
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args.variant, args)), flush=True)
+        return
+    results = {}
+    for variant in [args.only] if args.only else ["trl", "ours"]:
+        command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+        results[variant] = json.loads(line.removeprefix("RESULT "))
+        print(json.dumps(results[variant]), flush=True)
+    if args.only:
+        return
+    trl, ours = results["trl"], results["ours"]
+    ratio = trl["median_step_s"] / ours["median_step_s"]
+    print(f"\n{args.steps} steps x {args.batch} completions, {args.threads} threads")
+    print("| | (a) plain TRL | (b) ours | ratio |")
+    print("|---|---|---|---|")
+    print(
+        f"| median step (s) | {trl['median_step_s']:.2f} | {ours['median_step_s']:.2f} | **{ratio:.2f}x** |"
+    )
+    print(f"| mean training reward (trl's log) | {trl['train_reward']:.3f} | {ours['train_reward']:.3f} | |")
+    print(
+        f"| held-out greedy reward after | {trl['held_out_reward']:.3f} | {ours['held_out_reward']:.3f} | |"
+    )
+    print(json.dumps({"ratio": round(ratio, 3), "target_1_5x": ratio >= 1.5}))
+
+
+if __name__ == "__main__":
+    main()
