@@ -239,6 +239,11 @@ class SampledSpec(Spec):
     max_prompt_length: int | None = Field(
         None, gt=0, le=MAX_TOKENS, description="Prompts longer than this many tokens are dropped and counted."
     )
+    merged_rollouts: bool = Field(
+        True,
+        description="Sample the completions with the LoRA adapter folded into the weights (decoding at the "
+        "base's speed; the exact weights come back after); false decodes through the unmerged adapter.",
+    )
 
     @field_validator("rewards")
     @classmethod

@@ -13,6 +13,7 @@ from pipeline.errors import AssetError, RecipeError
 from pipeline.export.gguf_writer import check_dtype, check_supported
 from pipeline.files import atomic_dir, write_json, write_text
 from pipeline.models.artifacts import TargetRef, resolve_target
+from pipeline.models.heads import refuse_reward_model
 from pipeline.runs.record import load_run
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ def export_run(
         raise RecipeError(f"--format {fmt}: not one of {', '.join(FORMATS)}.")
     check_dtype(dtype)
     ref = resolve_target(target)
+    refuse_reward_model(ref.adapter_dir, ref.tokenizer_dir, target, "be exported for llama.cpp or Ollama")
     config = _config(ref)
     check_supported(config, target)
     output = Path(output) if output is not None else default_output(ref, fmt, dtype)

@@ -15,9 +15,12 @@ def load_for_inference(
     merge, an adapter is folded into the base so decoding runs at the base's speed."""
     import torch
 
-    from pipeline.models.artifacts import load_target
+    from pipeline.models.artifacts import load_target, resolve_target
+    from pipeline.models.heads import refuse_reward_model
     from pipeline.models.merged_view import merged_for_inference
 
+    ref = resolve_target(target)
+    refuse_reward_model(ref.adapter_dir, ref.tokenizer_dir, target, "generate text")
     loaded = load_target(target, dtype=dtype)
     if merge:
         loaded.model = merged_for_inference(loaded.model)

@@ -108,3 +108,21 @@ def score_rows(model: PreTrainedModel, rows: list[list[int]], batch_size: int, p
     finally:
         model.train(was_training)
     return scores
+
+
+def is_reward_target(adapter_dir: Path | None, model_dir: Path) -> bool:
+    """Whether a resolved target (its adapter folder, else its model folder) is a reward model."""
+    if adapter_dir is not None:
+        return is_reward_adapter(adapter_dir)
+    return auto_class_for(model_dir).__name__ == "AutoModelForSequenceClassification"
+
+
+def refuse_reward_model(adapter_dir: Path | None, model_dir: Path, target: str, what: str) -> None:
+    """AssetError in one line when the target is a reward model, which scores text and cannot `what`."""
+    from pipeline.errors import AssetError
+
+    if is_reward_target(adapter_dir, model_dir):
+        raise AssetError(
+            f"{target}: a reward model scores answers and cannot {what}; use it as a GRPO or RLOO reward "
+            "(grpo.rewards: [{model: RUN}]) or score held-out pairs with `pipeline eval`."
+        )

@@ -81,6 +81,20 @@ def padded(recipe: Recipe) -> str:
     return f"trl's {recipe.train.stage.upper()} batches pad prompts and completions"
 
 
+def sampling_mixins(recipe: Recipe) -> tuple[type, ...]:
+    """Mixins of GRPO and RLOO (Stage.mixins): rollouts decode through the merged adapter (a patch of trl's
+    generation, pipeline.train.patches.trl_rollouts; merged_rollouts: false in the stage's section turns it
+    off)."""
+    from pipeline.models.merged_view import adapter_merged
+    from pipeline.train.patches.registry import record
+    from pipeline.train.patches.trl_rollouts import NAME, merged_rollouts
+
+    if not sampled_settings(recipe).merged_rollouts:
+        record(NAME, False, f"{recipe.train.stage}.merged_rollouts is off")
+        return ()
+    return merged_rollouts(adapter_merged)
+
+
 def sampling_callbacks(recipe: Recipe) -> list[Any]:
     """Callbacks of GRPO and RLOO (Stage.callbacks): one warning when rewards do not vary within groups."""
     from pipeline.train.reward_spread import reward_spread_callbacks
@@ -98,6 +112,7 @@ STAGE = Stage(
     build_config=build_grpo_config,
     trainer_inputs=sampling_inputs,
     padded=padded,
+    mixins=sampling_mixins,
     callbacks=sampling_callbacks,
     forwards_under_autocast=False,
 )

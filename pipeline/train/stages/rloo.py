@@ -20,6 +20,7 @@ from pipeline.train.stages.grpo import (
     sampling_arguments,
     sampling_callbacks,
     sampling_inputs,
+    sampling_mixins,
 )
 from pipeline.train.stages.registry import Stage
 
@@ -47,6 +48,7 @@ STAGE = Stage(
     build_config=build_rloo_config,
     trainer_inputs=sampling_inputs,
     padded=padded,
+    mixins=sampling_mixins,
     callbacks=sampling_callbacks,
     # trl generates RLOO's completions outside autocast, as GRPO's (Stage.forwards_under_autocast).
     forwards_under_autocast=False,

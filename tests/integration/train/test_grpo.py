@@ -90,3 +90,40 @@ def test_grpo_trains_bf16_weights_under_autocast(make_recipe: Any, tmp_path: Pat
     assert run.metrics["train"]["steps"] == 1
     levers = json.loads((run.run_dir / "manifest.json").read_text())["speed_levers"]
     assert levers["skip_peft_input_casts"] == "off: forwards outside autocast (generation)"
+
+
+@pytest.mark.parametrize("merged", [True, False])
+def test_rollouts_decode_through_the_merged_adapter_and_weights_come_back_exactly(
+    merged: bool, make_recipe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from peft.tuners.lora import LoraLayer
+    from trl import GRPOTrainer
+
+    from pipeline.train.inputs import load_model, prepare_inputs
+    from pipeline.train.loop import train_model
+    from pipeline.train.patches.registry import active_patches
+
+    path = _grpo_recipe(make_recipe, tmp_path, [{"function": "length", "target_chars": 12}])
+    recipe = load_recipe(str(path), [f"grpo.merged_rollouts={str(merged).lower()}", "train.max_steps=2"])
+    seen: list[bool] = []
+    original = GRPOTrainer._generate_single_turn
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+        seen.append(bool(layers) and all(layer.merged for layer in layers))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", spy)
+    inputs = prepare_inputs(recipe)
+    model = load_model(recipe)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trained = train_model(recipe, tmp_path / "run", model, inputs.tokenizer, inputs.train)
+    assert seen and all(flag is merged for flag in seen)
+    assert active_patches()["merged_rollouts"] == ("on" if merged else "off: grpo.merged_rollouts is off")
+    state = trained.trainer.model.state_dict()
+    assert any(state[k].abs().sum() > 0 for k in state if "lora_B" in k), "LoRA never trained"
+    for name, weight in before.items():
+        key = next(
+            k for k in state if k.endswith(name.replace(".weight", ".base_layer.weight")) or k.endswith(name)
+        )
+        assert torch.equal(state[key], weight), f"base weight {name} changed"

@@ -126,3 +126,15 @@ def test_a_reward_model_that_is_not_one_fails_before_loading(make_recipe: Any, t
     wrong = _grpo_recipe(make_recipe, tmp_path, [{"model": str(sft.run_dir)}])
     with pytest.raises(RecipeError, match=r"is not a reward model .*train\.stage: reward"):
         prepare(load_recipe(str(wrong)))
+
+
+def test_a_reward_model_refuses_to_generate_or_export_in_one_line(make_recipe: Any, tmp_path: Path) -> None:
+    from pipeline.errors import AssetError
+    from pipeline.export.command import export_run
+    from pipeline.inference.loading import load_for_inference
+
+    run = finetune(load_recipe(str(_reward_recipe(make_recipe, tmp_path, train={"max_steps": 1}))))
+    with pytest.raises(AssetError, match=r"a reward model scores answers and cannot generate text"):
+        load_for_inference(str(run.run_dir))
+    with pytest.raises(AssetError, match=r"cannot be exported for llama\.cpp or Ollama"):
+        export_run(str(run.run_dir))

@@ -38,6 +38,7 @@ def test_every_patch_module_is_covered() -> None:
         "trainer_sampler",
         "transformers_attention",
         "trl_lm_head",
+        "trl_rollouts",
     }
 
 
@@ -90,6 +91,25 @@ def test_a_changed_trainer_signature_turns_the_sampler_patch_off(
     assert "Trainer._get_train_sampler now takes (self, dataset)" in caplog.text
     assert sampler_mixins(False) == ()
     assert registry.active_patches()["shuffled_length_groups"] == "off: train.group_by_length is off"
+
+
+def test_a_moved_generation_method_turns_merged_rollouts_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contextlib import nullcontext
+
+    from trl import RLOOTrainer
+
+    from pipeline.train.patches.trl_rollouts import merged_rollouts
+
+    (mixin,) = merged_rollouts(lambda model: nullcontext())
+    assert "_generate_single_turn" in vars(mixin)
+    assert registry.active_patches()["merged_rollouts"] == "on"
+    monkeypatch.delattr(RLOOTrainer, "_generate_single_turn")
+    with caplog.at_level(logging.WARNING, logger="pipeline.train.patches.registry"):
+        assert merged_rollouts(lambda model: nullcontext()) == ()
+    assert "RLOOTrainer._generate_single_turn is gone" in caplog.text
+    assert registry.active_patches()["merged_rollouts"].startswith("off: trl ")
 
 
 def test_missing_torch_probes_mean_no_native_bf16(
