@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from pipeline.config.schema import Recipe
 
 # What a stage's evaluation adds to the language metrics every run gets (pipeline.evaluation.runner):
-# held-out preference pairs, labelled completions, or the recipe's rewards of the greedy answers.
-Evaluation = Literal["language", "pairs", "labelled", "rewards"]
+# held-out preference pairs, labelled completions, the recipe's rewards of the greedy answers, or the
+# teacher-student divergence on the eval answers (distillation).
+Evaluation = Literal["language", "pairs", "labelled", "rewards", "distillation"]
 
 
 def _no_mixins(recipe: Recipe) -> tuple[type, ...]:
@@ -68,6 +69,8 @@ class Stage:
     # trl's trainer scores through its fused LM head (trl.trainer.utils.add_fused_lm_head), which
     # train.score_trained_only makes compact on CPU; trl's experimental ORPO and CPO compute full logits.
     fused_lm_head: bool = True
+    # Loads a frozen teacher model beside the student (distillation): its weights count in the memory plan.
+    teacher: bool = False
 
 
 def stage(name: str) -> Stage:
