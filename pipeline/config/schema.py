@@ -336,11 +336,12 @@ class Recipe(Spec):
         if self.train.stage != "distill" or self.distill is None:
             return self
         longest, completion = self.train.max_length, self.distill.max_completion_length
-        prompt = self.distill.max_prompt_length or 1
-        if prompt + completion > longest:
+        prompt = self.distill.max_prompt_length
+        if (prompt or 1) + completion > longest:
+            what = f" + max_prompt_length ({prompt})" if prompt else ""
             raise ValueError(
-                f"distill.max_completion_length ({completion}) + max_prompt_length ({prompt}) exceed "
-                f"train.max_length ({longest}); lower them or raise train.max_length"
+                f"distill.max_completion_length ({completion}){what} leaves no room in train.max_length "
+                f"({longest}) for the prompt and the answer; lower it or raise train.max_length"
             )
         return self
 
