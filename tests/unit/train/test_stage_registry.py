@@ -43,7 +43,7 @@ def test_each_stage_builds_its_trl_config_and_a_trainer_with_the_shared_mixin(
     if name in ("grpo", "rloo"):
         sections[name] = {"num_generations": 2, "rewards": [{"function": "exact_match"}]}
     if name == "distill":  # the config names no teacher: the trainer gets it loaded (stages/distill.py)
-        sections[name] = {"teacher": "some-run", "beta": 0.5, "temperature": 0.7}
+        sections[name] = {"teacher": "some-run", "beta": 0.5, "temperature": 0.7, "max_completion_length": 16}
     recipe = load_recipe(str(make_recipe(**sections)), ["train.report_to=[none]"])
     config = build_stage_config(recipe, tmp_path, dry_run=True)
     assert type(config).__name__ == CONFIGS[name]
