@@ -29,7 +29,7 @@ def test_distill_small_brings_the_student_closer_to_a_lora_small_teacher(tmp_pat
     assert len(losses) == 12 and all(math.isfinite(loss) and loss >= 0 for loss in losses)
     base, adapted = metrics["base"]["distillation"], metrics["adapted"]["distillation"]
     assert base["tokens"] == adapted["tokens"] > 100
-    assert adapted["kl"] < 0.8 * base["kl"], (base, adapted)  # the student moved towards its teacher
+    assert adapted["kl"] < base["kl"], (base, adapted)  # the student moved towards its teacher
     card = (run_dir / "README.md").read_text()
     assert "distilled from `latest:lora-small`" in card
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
