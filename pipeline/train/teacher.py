@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config.schema import Recipe
+from pipeline.config.schema import ModelSpec, Recipe
 from pipeline.config.stages import LATEST_RUN, DistillSpec
 from pipeline.errors import AssetError, PipelineError, RecipeError
 from pipeline.models.artifacts import TargetRef, resolve_target
 from pipeline.runs.manifest import MANIFEST, Manifest
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -93,17 +93,19 @@ def check_vocabulary(recipe: Recipe, teacher: Teacher) -> None:
     from pipeline.models.assets import resolve_model
     from pipeline.models.loading import load_tokenizer
 
-    student = load_tokenizer(recipe.model)
-    ours = load_tokenizer(teacher.ref.base, folder=teacher.ref.tokenizer_dir)
-    sizes = []
-    for spec in (recipe.model, teacher.ref.base):
+    def output_rows(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> int:
+        # Embeddings grow to the tokenizer's length when tokens were added (models.loading.resize_embeddings).
         folder = resolve_model(spec.name, spec.revision)
         config = AutoConfig.from_pretrained(str(folder), trust_remote_code=spec.trust_remote_code)
-        sizes.append(max(config.get_text_config().vocab_size, len(student if spec is recipe.model else ours)))
-    if student.get_vocab() != ours.get_vocab() or sizes[0] != sizes[1]:
+        return max(config.get_text_config().vocab_size, len(tokenizer))
+
+    student = load_tokenizer(recipe.model)
+    theirs = load_tokenizer(teacher.ref.base, folder=teacher.ref.tokenizer_dir)
+    rows = output_rows(recipe.model, student), output_rows(teacher.ref.base, theirs)
+    if student.get_vocab() != theirs.get_vocab() or rows[0] != rows[1]:
         raise RecipeError(
-            f"{_source(recipe)}: distill.teacher '{teacher.name}' has another vocabulary ({len(ours)} tokens, "
-            f"{sizes[1]} output rows) than the student {recipe.model.name} ({len(student)} tokens, {sizes[0]} "
+            f"{_source(recipe)}: distill.teacher '{teacher.name}' has another vocabulary ({len(theirs)} tokens, "
+            f"{rows[1]} output rows) than the student {recipe.model.name} ({len(student)} tokens, {rows[0]} "
             "rows); distillation compares next-token distributions, so pick a teacher of the same tokenizer "
             "(the same model family)."
         )
