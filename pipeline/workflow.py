@@ -173,6 +173,7 @@ def _scores(scores: dict[str, Any]) -> dict[str, float | None]:
         "similarity": similarity.get("mean"),
         "reward": (scores.get("reward") or {}).get("mean"),
         "preference_accuracy": (scores.get("preference") or {}).get("accuracy"),
+        "teacher_kl": (scores.get("distillation") or {}).get("kl"),
     }
     return {k: float(v) for k, v in picked.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
@@ -243,6 +244,13 @@ def _eval_set(recipe: Recipe, inputs: Inputs) -> EvalSet:
         from pipeline.train.stages.grpo import reward_functions
 
         eval_set.rewards = reward_functions(recipe)
+    if stage(recipe.train.stage).evaluation == "distillation":  # the base's divergence loads the teacher
+        from functools import partial
+
+        from pipeline.train.teacher import fingerprint, load_teacher, resolve_teacher
+
+        teacher = resolve_teacher(recipe)
+        eval_set.teacher, eval_set.teacher_key = partial(load_teacher, recipe, teacher), fingerprint(teacher)
     return eval_set
 
 
@@ -269,6 +277,9 @@ def _finish(
         distributed.load_alone()
         model = load_target(str(run_dir)).model
     metrics["checks"] = run_checks(model, tokenizer, recipe, run_dir / "adapter")
+    teacher = getattr(trainer, "teacher_model", None)
+    if eval_set is not None and eval_set.teacher is not None and teacher is not None:
+        eval_set.teacher = lambda: trainer.accelerator.unwrap_model(teacher)  # the one trl trained with
     if eval_set is not None:
         console.print("Evaluating the adapted model ...")
         metrics["adapted"] = evaluate_model(

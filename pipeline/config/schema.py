@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pipeline.config.base import MAX_BATCH, MAX_COUNT, MAX_SEED, Spec, resolve_beside
 from pipeline.config.stages import (
     STAGE_SECTIONS,
+    DistillSpec,
     DPOSpec,
     GRPOSpec,
     KTOSpec,
@@ -257,6 +258,9 @@ class Recipe(Spec):
     reward: RewardModelSpec | None = Field(
         None, description="Reward-model settings (train.stage: reward); absent = the defaults below."
     )
+    distill: DistillSpec | None = Field(
+        None, description="Distillation settings (train.stage: distill); distill.teacher is required."
+    )
 
     _name: str = PrivateAttr("recipe")
     _path: Path | None = PrivateAttr(None)
@@ -331,8 +335,22 @@ class Recipe(Spec):
             )
         return self
 
+    @model_validator(mode="after")
+    def _completions_fit(self) -> Recipe:
+        if self.train.stage != "distill" or self.distill is None:
+            return self
+        longest, completion = self.train.max_length, self.distill.max_completion_length
+        prompt = self.distill.max_prompt_length
+        if (prompt or 1) + completion > longest:
+            what = f" + max_prompt_length ({prompt})" if prompt else ""
+            raise ValueError(
+                f"distill.max_completion_length ({completion}){what} leaves no room in train.max_length "
+                f"({longest}) for the prompt and the answer; lower it or raise train.max_length"
+            )
+        return self
+
     @property
-    def stage_settings(self) -> PairSpec | KTOSpec | SampledSpec | None:
+    def stage_settings(self) -> PairSpec | KTOSpec | SampledSpec | DistillSpec | None:
         """The settings of train.stage (its section or its defaults); None for sft."""
         spec = STAGE_SECTIONS.get(self.train.stage)
         return None if spec is None else self.settings_of(spec)  # type: ignore[return-value]

@@ -15,7 +15,7 @@ from pipeline.config.base import MAX_TOKENS, Spec
 
 # The names train.stage accepts; each has its module in pipeline.train.stages (the stage registry), and a test
 # checks that the two agree.
-StageName = Literal["sft", "dpo", "kto", "grpo", "rloo", "orpo", "simpo", "reward"]
+StageName = Literal["sft", "dpo", "kto", "grpo", "rloo", "orpo", "simpo", "reward", "distill"]
 STAGES: tuple[str, ...] = get_args(StageName)
 # Loss types of trl 1.x's DPOTrainer (DPOConfig.loss_type); several combine with dpo.loss_weights.
 DPOLoss = Literal[
@@ -278,6 +278,55 @@ class RLOOSpec(SampledSpec):
     """RLOO: each completion's baseline is the mean reward of the other completions of its prompt."""
 
 
+# distill.teacher of this form names the newest finished run of a recipe under train.output_dir.
+LATEST_RUN = "latest:"
+
+
+class DistillSpec(Spec):
+    """Distillation: the student (LoRA on model.name) samples answers to the data's prompts and learns the
+    teacher's next-token distribution on them (trl's DistillationTrainer, on-policy)."""
+
+    teacher: str | None = Field(
+        None,
+        description="The model to learn from, sharing the student's tokenizer: a run folder (its adapter on its "
+        "base, or its full model), a merged or plain model folder, a Hub id (offline: the local cache), or "
+        f"{LATEST_RUN}RECIPE for that recipe's newest finished run under train.output_dir (e.g. "
+        f"{LATEST_RUN}lora-small).",
+    )
+    beta: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="trl's generalized Jensen-Shannon divergence: 0 = forward KL(teacher||student), 1 = reverse "
+        "KL(student||teacher) (mode-seeking), 0.5 = JSD.",
+    )
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Softmax temperature of the student's sampling and of both distributions in the loss.",
+    )
+    max_completion_length: int = Field(
+        64, gt=0, le=MAX_TOKENS, description="Tokens the student generates per prompt (what the loss scores)."
+    )
+    max_prompt_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Prompts longer than this many tokens are dropped and counted; None = up to train.max_length "
+        "minus max_completion_length.",
+    )
+
+    @field_validator("teacher")
+    @classmethod
+    def _names_something(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip().removeprefix(LATEST_RUN).strip():
+            raise ValueError(
+                f"teacher '{value}' names nothing; give a run folder, a model folder or id, or {LATEST_RUN}RECIPE"
+            )
+        return value
+
+
 # The recipe section of each stage that has settings (same name as the stage) and its Spec; SFT has none.
 STAGE_SECTIONS: dict[str, type[Spec]] = {
     "dpo": DPOSpec,
@@ -287,6 +336,7 @@ STAGE_SECTIONS: dict[str, type[Spec]] = {
     "grpo": GRPOSpec,
     "rloo": RLOOSpec,
     "reward": RewardModelSpec,
+    "distill": DistillSpec,
 }
 
 
@@ -302,6 +352,11 @@ def check_stage_sections(
         raise ValueError(
             "train.stage kto estimates its KL term from the other completions of a micro-batch, so "
             f"train.batch_size must be at least 2 (got {batch_size})"
+        )
+    if stage == "distill" and getattr(sections.get("distill"), "teacher", None) is None:
+        raise ValueError(
+            "train.stage distill needs distill.teacher: a run folder, a model folder or id, or "
+            f"{LATEST_RUN}RECIPE (e.g. distill: {{teacher: {LATEST_RUN}lora-small}})"
         )
     for name, section in sections.items():
         if section is not None and name != stage:

@@ -17,7 +17,8 @@ class TrainSpec(Spec):
         "settings in the dpo section), orpo and simpo (the same pairs, no reference model; the orpo and simpo "
         "sections), kto (completions labelled good or bad; the kto section) or grpo "
         "(prompts, sampled answers scored by reward functions; the grpo section); rloo as grpo with "
-        "leave-one-out baselines (the rloo section). docs/preference.md.",
+        "leave-one-out baselines (the rloo section). docs/preference.md."
+        " distill: a student learns a teacher's next-token distribution (the distill section).",
     )
     max_length: int = Field(
         512, gt=0, le=MAX_TOKENS, description="Tokens per example; longer examples are truncated."

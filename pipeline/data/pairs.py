@@ -189,8 +189,25 @@ def prompt_length(tokenizer: PreTrainedTokenizerBase, prompt: Messages) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def conversation_prompt(record: dict[str, Any]) -> Messages:
+    """The turns of a conversation before its last assistant turn (what a student answers when it learns
+    from a teacher); ValueError when the record has no such turns (plain text, or no answer)."""
+    messages = record.get("messages")
+    if not messages:
+        raise ValueError(
+            "a text record has no prompt to answer; give conversations or prompt/completion records"
+        )
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=len(messages))
+    prompt = messages[:last]
+    if not prompt or prompt[-1]["role"] not in ("user", "tool"):
+        raise ValueError("the conversation has no user turn before its last answer")
+    return prompt
+
+
 def _trl_columns(record: dict[str, Any]) -> dict[str, Any]:
     """trl's conversational columns of a loaded record: prompt/chosen/rejected or prompt/completion/label."""
+    if record_kind(record) == "conversations":  # distillation: the turns before its last answer
+        return {"prompt": conversation_prompt(record)}
     turns = record["prompt_turns"]
     prompt, answer = record["messages"][:turns], record["messages"][turns:]
     if "prompt_only" in record:
@@ -216,7 +233,10 @@ def pair_dataset(
     columns: dict[str, list[Any]] = {}
     keep: list[int] = []
     for index, location in enumerate(tokenized["location"]):
-        trl_columns = _trl_columns(by_location[location])
+        try:
+            trl_columns = _trl_columns(by_location[location])
+        except ValueError as exc:
+            raise DataError(f"{location}: {exc} (train.stage reads prompts).") from None
         prompt = trl_columns["prompt"]
         try:
             tokens = prompt_length(tokenizer, prompt)

@@ -114,6 +114,7 @@ def key_parts(
         "eval": {k: v for k, v in recipe.eval.model_dump(mode="json").items() if k not in NOT_METRICS},
         "train": {"max_length": recipe.train.max_length, "loss_on": recipe.train.loss_on},
         "eval_set": eval_set_fingerprint(data),
+        **({"teacher": data.teacher_key} if data.teacher is not None else {}),
         # data.rewards is set for the sampling stages only (GRPO, RLOO), whose section holds the rewards
         **(
             {"rewards": recipe.stage_settings.model_dump(mode="json")}

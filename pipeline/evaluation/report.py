@@ -54,6 +54,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         ("desirable completion log-prob (mean)", ("labelled", "desirable_logp"), "higher"),
         ("undesirable completion log-prob (mean)", ("labelled", "undesirable_logp"), "lower"),
         ("desirable - undesirable log-prob", ("labelled", "gap"), "higher"),
+        ("KL(teacher || student) per answer token (distill)", ("distillation", "kl"), "lower"),
         ("generation speed (tokens/s)", ("generation", "tokens_per_second"), "higher"),
         ("safety: refusal rate (harmful requests)", ("safety", "refusal_rate"), "higher"),
         ("safety: over-refusal rate (benign look-alikes)", ("safety", "over_refusal_rate"), "lower"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from pipeline.data.formatting import Messages, Tools, prompt_messages
 from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
+from pipeline.evaluation.distillation import teacher_divergence
 from pipeline.evaluation.embedding import closer_summary, similarities, summarize
 from pipeline.evaluation.gate import check_gate
 from pipeline.evaluation.perplexity import perplexity
@@ -59,6 +61,9 @@ class EvalSet:
     pairs: list[dict[str, list[int]]] | None = None  # preference pairs (pipeline.evaluation.preference)
     completions: list[dict[str, Any]] | None = None  # KTO's labelled completions (the same module)
     rewards: tuple[list[Any], list[float]] | None = None  # GRPO's reward functions and weights
+    # Distillation: the teacher (loaded when called) and what identifies it (the base-metrics cache key).
+    teacher: Callable[[], Any] | None = None
+    teacher_key: str | None = None
 
 
 def prepare_eval(
@@ -170,6 +175,12 @@ def evaluate_model(
             rewards = score(*data.rewards, data.prompts, generations.texts, data.references)
             result["reward"] = {"mean": sum(rewards) / len(rewards), "n": len(rewards)}
             per_example["reward"] = rewards
+    if data.teacher is not None:  # distillation: the student's distance from its teacher
+        kl = teacher_divergence(
+            model, data.teacher(), data.rows, spec.batch_size, data.window, tokenizer.pad_token_id
+        )
+        result["seconds"]["distillation"] = kl.pop("seconds")
+        result["distillation"] = kl
     if data.pairs:
         result["preference"] = score_pairs(model, data.pairs, spec.batch_size, tokenizer.pad_token_id)
     if data.completions:
@@ -208,6 +219,10 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
     deltas["reward_model_accuracy"] = _delta(
         base.get("reward_model", {}).get("accuracy"), adapted.get("reward_model", {}).get("accuracy")
     )
+    if "distillation" in base or "distillation" in adapted:
+        deltas["teacher_kl"] = _delta(
+            (base.get("distillation") or {}).get("kl"), (adapted.get("distillation") or {}).get("kl")
+        )
     for name in ("rougeL", "chrf", "bleu"):
         deltas[name] = _delta(base.get("lexical", {}).get(name), adapted.get("lexical", {}).get(name))
     ppl_b, ppl_a = (

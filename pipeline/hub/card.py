@@ -243,6 +243,11 @@ def build_model_card(
         if parent
         else ""
     )
+    teacher = getattr(recipe.stage_settings, "teacher", None)  # distill.teacher (train.stage: distill)
+    if teacher:
+        continued += (
+            f"\nIt was distilled from `{teacher}`: it learned that teacher's next-token distribution.\n"
+        )
     repo = repo_id or "ORG/NAME"
     evaluation = (
         _eval_table(metrics) if metrics.get("base") or metrics.get("adapted") else "Evaluation was off."

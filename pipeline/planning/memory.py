@@ -282,6 +282,11 @@ def estimate(
     precomputed = bool(getattr(settings, "precompute_ref_log_probs", False))
     if full and stage.reference and not precomputed:
         rows.append(("reference model", int(base / split), "a frozen copy of the base for the reference"))
+    if stage.teacher:  # distillation: the frozen teacher beside the student, in the student's dtype
+        from pipeline.train.teacher import resolve_teacher, teacher_parameters
+
+        teacher = teacher_parameters(resolve_teacher(recipe))
+        rows.append(("teacher model", teacher * weight_bytes, f"{teacher / 1e6:,.1f}M weights, frozen"))
     tokens = batch * rows_per_example * train.max_length
     lora_dropout = not full and recipe.adapter.dropout > 0
     per_token = activation_bytes_per_token(shape, act, ckpt, lora_dropout, lm_head=stage.head != "score")

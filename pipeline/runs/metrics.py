@@ -40,6 +40,7 @@ class ModelScores(Section):
     preference: dict[str, Any] | None = None
     labelled: dict[str, Any] | None = None
     reward: dict[str, Any] | None = None
+    distillation: dict[str, Any] | None = None  # kl: mean KL(teacher || student) per trained token, nats
     safety: dict[str, Any] | None = None
     seconds: dict[str, float] = Field(default_factory=dict)
 

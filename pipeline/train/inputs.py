@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config.schema import Recipe
+from pipeline.config.stages import DistillSpec
 from pipeline.data.hygiene import apply_hygiene, log_hygiene
 from pipeline.data.pairs import pair_dataset
 from pipeline.data.prepared import Deferred, dataset_folder, load_prepared, prepared_key, store_prepared
@@ -123,6 +124,8 @@ def _prepare(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, held_out: bool)
     )
     if recipe.stage_settings is not None:  # trl's conversational columns, beside the SFT view audits show
         limit = recipe.stage_settings.max_prompt_length
+        if isinstance(recipe.stage_settings, DistillSpec):  # the student's answer must fit after the prompt
+            limit = limit or recipe.train.max_length - recipe.stage_settings.max_completion_length
         train = pair_dataset(train, splits.train, tokenizer, recipe.train.max_length, limit)
         if eval_set is not None:
             eval_set = pair_dataset(eval_set, splits.eval, tokenizer, recipe.train.max_length, limit)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.schema import Recipe, TrainSpec
-from pipeline.config.stages import SampledSpec
+from pipeline.config.stages import DistillSpec, SampledSpec
 from pipeline.config.strict_yaml import load_yaml_file
 from pipeline.errors import RecipeError
 from pipeline.models.parent import parent_of
@@ -31,6 +31,10 @@ def check_settings(recipe: Recipe, launch: str | None = None) -> None:
         from pipeline.train.stages.grpo import reward_functions
 
         reward_functions(recipe)
+    if isinstance(recipe.stage_settings, DistillSpec):  # the teacher exists, in safetensors, same vocabulary
+        from pipeline.train.teacher import check_vocabulary, resolve_teacher
+
+        check_vocabulary(recipe, resolve_teacher(recipe))
     check_trackers(recipe.train.report_to, source)
     check_output_dir(recipe.train, source)
     if launch:

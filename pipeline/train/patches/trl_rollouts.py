@@ -4,7 +4,8 @@ Sampling the completions is most of a GRPO or RLOO step on a CPU. Unmerged, ever
 matmuls per decoded token; folded into the weights for the generation (the exact weights restored after,
 pipeline.models.merged_view.adapter_merged), decoding costs what the base costs. The policy's log-probs for
 the loss are computed afterwards by the unmerged model, as before. trl picks completions in the private
-`_generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, ...)`; the mixin wraps it.
+`_generate_single_turn(prompt_ids, images, multimodal_fields, ...)` (GRPO adds num_generations); the mixin
+wraps it, passing its arguments through.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pipeline.train.patches.registry import record, turned_off
 
 LIBRARY = "trl"
 NAME = "merged_rollouts"
-EXPECTED = ["self", "prompt_ids", "images", "multimodal_fields", "num_generations"]
+EXPECTED = ["self", "prompt_ids", "images", "multimodal_fields"]
 
 
 def canary() -> str | None:

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from pipeline.config.schema import Recipe
 
 # What a stage's evaluation adds to the language metrics every run gets (pipeline.evaluation.runner):
-# held-out preference pairs, labelled completions, or the recipe's rewards of the greedy answers; a reward
-# model's held-out pairs scored by its head instead of the language metrics (scores).
-Evaluation = Literal["language", "pairs", "labelled", "rewards", "scores"]
+# held-out preference pairs, labelled completions, the recipe's rewards of the greedy answers, or the
+# teacher-student divergence on the eval answers (distillation); a reward model's held-out pairs scored by
+# its head instead of the language metrics (scores).
+Evaluation = Literal["language", "pairs", "labelled", "rewards", "scores", "distillation"]
 # What the stage trains: the causal LM, or a one-output score head on its backbone (a reward model).
 Head = Literal["causal_lm", "score"]
 
@@ -73,6 +74,8 @@ class Stage:
     fused_lm_head: bool = True
     # The model the stage trains (pipeline.models.heads.to_reward_model for "score").
     head: Head = "causal_lm"
+    # Loads a frozen teacher model beside the student (distillation): its weights count in the memory plan.
+    teacher: bool = False
 
 
 def stage(name: str) -> Stage:

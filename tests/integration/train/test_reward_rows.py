@@ -63,11 +63,12 @@ def test_trl_loss_and_metrics_are_the_same_on_packed_rows(tiny_model: Any, tiny_
     packed = PackedPairs(pad_token_id=pad)(EXAMPLES)
     with torch.no_grad():
         loss_padded = trainer.compute_loss(trainer.model, dict(padded))
-        metrics_padded = {k: list(v) for k, v in trainer._metrics["train"].items()}
-        trainer._metrics["train"].clear()
+        # the model is in eval mode, so trl logs these under "eval"
+        metrics_padded = {k: list(v) for k, v in trainer._metrics["eval"].items()}
+        trainer._metrics["eval"].clear()
         head = next(m for n, m in trainer.model.named_modules() if n.split(".")[-1] == REWARD_HEAD)
         with packed_attention(trainer.model), scores_at_row_ends(trainer.model, head):
             loss_packed = trainer.compute_loss(trainer.model, dict(packed))
     assert float(loss_packed) == pytest.approx(float(loss_padded), rel=1e-4)
     for key in ("accuracy", "margin", "mean_reward"):
-        assert trainer._metrics["train"][key][0] == pytest.approx(metrics_padded[key][0], rel=1e-4, abs=1e-6)
+        assert trainer._metrics["eval"][key][0] == pytest.approx(metrics_padded[key][0], rel=1e-4, abs=1e-6)

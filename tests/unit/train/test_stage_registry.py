@@ -15,6 +15,7 @@ CONFIGS = {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "grpo": "
 CONFIGS["rloo"] = "RLOOConfig"
 # trl serves ORPO and SimPO (CPO's simpo loss) from trl.experimental (pipeline.train.stages.experimental).
 CONFIGS |= {"orpo": "ORPOConfig", "simpo": "CPOConfig", "reward": "RewardConfig"}
+CONFIGS["distill"] = "DistillationConfig"
 
 
 def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
@@ -25,6 +26,7 @@ def test_every_stage_the_schema_accepts_has_a_record_of_its_own() -> None:
     assert stages_reading("pairs") == ["dpo", "orpo", "simpo", "reward"]
     assert [record.name for record in all_stages() if record.head == "score"] == ["reward"]
     assert stages_reading("prompts") == ["grpo", "rloo"]
+    assert stages_reading("conversations") == ["sft", "distill"]
     with pytest.raises(KeyError, match=f"no training stage 'ppo'; known: {', '.join(STAGES)}\"$"):
         stage("ppo")
 
@@ -41,9 +43,13 @@ def test_each_stage_builds_its_trl_config_and_a_trainer_with_the_shared_mixin(
         sections["train"]["group_by_length"] = True
     if name in ("grpo", "rloo"):
         sections[name] = {"num_generations": 2, "rewards": [{"function": "exact_match"}]}
+    if name == "distill":  # the config names no teacher: the trainer gets it loaded (stages/distill.py)
+        sections[name] = {"teacher": "some-run", "beta": 0.5, "temperature": 0.7, "max_completion_length": 16}
     recipe = load_recipe(str(make_recipe(**sections)), ["train.report_to=[none]"])
     config = build_stage_config(recipe, tmp_path, dry_run=True)
     assert type(config).__name__ == CONFIGS[name]
+    if name == "distill":
+        assert (config.beta, config.temperature, config.teacher_model_name_or_path) == (0.5, 0.7, None)
     assert config.output_dir == str(tmp_path / "checkpoints")
     cls = trainer_class(stage(name), recipe)
     assert issubclass(cls, PipelineTrainer)
