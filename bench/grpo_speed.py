@@ -49,17 +49,14 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     if variant == "ours":
         from pipeline.train.loop import train_model
 
+        model = load_model(recipe)
+        before = _greedy_reward(model, inputs, recipe, functions, weights)
         trained = train_model(
-            recipe,
-            Path(output) / "run",
-            load_model(recipe),
-            inputs.tokenizer,
-            inputs.train,
-            callbacks=[clock.callback],
+            recipe, Path(output) / "run", model, inputs.tokenizer, inputs.train, callbacks=[clock.callback]
         )
         policy, history = trained.trainer.model, trained.metrics["log_history"]
     else:
-        policy, history = _plain_trl(recipe, inputs, functions, weights, output, clock)
+        policy, history, before = _plain_trl(recipe, inputs, functions, weights, output, clock)
     steps = clock.step_seconds()
     train_rewards = [row["reward"] for row in history if "reward" in row]
     return {
@@ -68,6 +65,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         "median_step_s": statistics.median(steps),
         "mean_step_s": statistics.fmean(steps),
         "train_reward": statistics.fmean(train_rewards) if train_rewards else None,
+        "held_out_reward_before": before,
         "held_out_reward": _greedy_reward(policy, inputs, recipe, functions, weights),
     }
 
@@ -94,7 +92,7 @@ def _greedy_reward(
 
 def _plain_trl(
     recipe: Any, inputs: Any, functions: list[Any], weights: list[float], output: str, clock: StepClock
-) -> tuple[Any, list[dict[str, Any]]]:
+) -> tuple[Any, list[dict[str, Any]], float]:
     """The plain TRL script: from_pretrained, a conversational prompt dataset, LoraConfig, GRPOConfig defaults."""
     from datasets import Dataset
     from peft import LoraConfig
@@ -107,6 +105,7 @@ def _plain_trl(
     grpo = recipe.settings_of(GRPOSpec)
     torch_seed(recipe.train.seed)
     model = AutoModelForCausalLM.from_pretrained(str(resolve_model(recipe.model.name)))
+    before = _greedy_reward(model, inputs, recipe, functions, weights)
     config = GRPOConfig(
         output_dir=output,
         per_device_train_batch_size=recipe.train.batch_size,
@@ -142,7 +141,7 @@ def _plain_trl(
         callbacks=[clock.callback],
     )
     trainer.train()
-    return trainer.model, trainer.state.log_history
+    return trainer.model, trainer.state.log_history, before
 
 
 def main() -> None:

@@ -108,10 +108,13 @@ def test_rollouts_decode_through_the_merged_adapter_and_weights_come_back_exactl
     seen: list[bool] = []
     original = GRPOTrainer._generate_single_turn
 
-    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def spy(
+        self: Any, prompt_ids: Any, images: Any, multimodal_fields: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        # the patch's canary reads this signature: it must stay trl's
         layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
         seen.append(bool(layers) and all(layer.merged for layer in layers))
-        return original(self, *args, **kwargs)
+        return original(self, prompt_ids, images, multimodal_fields, *args, **kwargs)
 
     monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", spy)
     inputs = prepare_inputs(recipe)
