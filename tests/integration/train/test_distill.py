@@ -64,7 +64,8 @@ def test_trains_lora_only_against_a_frozen_teacher(
 
 
 def test_run_reports_the_teacher_divergence_falling(make_recipe: Any, teacher_dir: Path) -> None:
-    run = finetune(load_recipe(str(_recipe(make_recipe, str(teacher_dir)))))
+    run = finetune(load_recipe(str(_recipe(make_recipe, str(teacher_dir), save_steps=3))))
+    assert (run.run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json").is_file()
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     base, adapted = metrics["base"]["distillation"], metrics["adapted"]["distillation"]
     assert base["tokens"] == adapted["tokens"] > 0 and base["examples"] == adapted["examples"] == 4
