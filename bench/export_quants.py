@@ -4,6 +4,7 @@ Exports RUN once per type with `pipeline export` (each file checked by llama.cpp
 on the run's eval split), then reads export.json. Needs llama.cpp's environment (`make llamacpp-env`).
 
     .venv/bin/python bench/export_quants.py runs/lora-small-<time> [--dtypes f16 q8_0 q6_k q5_k_m q4_k_m q4_0]
+        [--without-imatrix]   # each k-quant once more without the importance matrix, side by side
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 DTYPES = ["f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]
+KQUANTS = ("q6_k", "q5_k_m", "q4_k_m", "q4_0")
 
 
 def _cpu() -> str:
@@ -24,6 +26,12 @@ def _cpu() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown CPU"
+
+
+def _types(counts: dict[str, int]) -> str:
+    """'Q5_0 166, Q4_K 16, ...': the file's tensors by ggml type, most first, F32 norms left out."""
+    shown = sorted(((n, t) for t, n in counts.items() if t != "F32"), reverse=True)
+    return ", ".join(f"{t} {n}" for n, t in shown)
 
 
 def main() -> int:
@@ -58,8 +66,8 @@ def main() -> int:
     first = rows[0][1]["llama_cpp"]
     print(f"Run {args.run.name}; {first['data']}, {first['positions']} positions; CPU {_cpu()}.\n")
     print("| `--dtype` | file MiB | perplexity (llama.cpp) | vs merged fp32 | tolerance | same next token "
-          "| minimum | same greedy answers | imatrix tokens | export s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| minimum | same greedy answers | imatrix tokens | tensor types | export s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for dtype, entry, seconds in rows:
         check = entry["llama_cpp"]
         print(
@@ -67,7 +75,7 @@ def main() -> int:
             f"(merged {check['perplexity_reference']:.3f}) | {100 * check['perplexity_ratio_diff']:.3g} % "
             f"| {100 * check['perplexity_tolerance']:.3g} % | {100 * check['top1_agreement']:.1f} % "
             f"| {100 * check['top1_minimum']:.0f} % | {check['greedy_same']}/{check['greedy_prompts']} "
-            f"| {entry.get('imatrix_tokens') or '-'} | {seconds:.0f} |"
+            f"| {entry.get('imatrix_tokens') or '-'} | {_types(entry['tensor_types'])} | {seconds:.0f} |"
         )
     return 0
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import AssetError, RecipeError
+from pipeline.export.engine_check import Engine, prepare_engine, quantized
 from pipeline.export.gguf_writer import GGUF_DTYPES, check_supported
 from pipeline.export.kquants import KQUANTS
-from pipeline.export.llamacpp import find_llamacpp_env, missing_env_line, require_llamacpp_env
+from pipeline.export.llamacpp import missing_env_line, require_llamacpp_env
 from pipeline.files import atomic_dir, write_json, write_text
 from pipeline.models.artifacts import TargetRef, resolve_target
 from pipeline.runs.record import load_run
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from pipeline.export.engine_check import LlamaCppCheck
     from pipeline.export.gguf_writer import WrittenGguf
     from pipeline.export.ollama import ChatFormat
-    from pipeline.export.reference import Reference
     from pipeline.export.verify import GgufCheck
 
 FORMATS = ("gguf", "ollama", "gguf-lora")
@@ -115,7 +115,7 @@ def _write_checked(
 
     model, tokenizer, batch, logits = loaded
     if dtype in KQUANTS:
-        written = _quantized(model, tokenizer, path, dtype, name, engine)
+        written = quantized(model, tokenizer, path, dtype, name, engine)
         del model
         loaded[0] = None
         return written, None, engine.check(path, dtype, shown)
@@ -126,60 +126,6 @@ def _write_checked(
     if not check.passed:
         raise AssetError(failure(check, shown) + " Nothing was kept.")
     return written, check, engine.check(path, dtype, shown)
-
-
-def _quantized(model: Any, tokenizer: Any, path: Path, dtype: str, name: str, engine: Engine) -> WrittenGguf:
-    """f16 by our writer, then llama.cpp's quantizer (with the importance matrix) into path."""
-    from pipeline.export.gguf_writer import WrittenGguf, write_gguf
-    from pipeline.export.kquants import quantize, tensor_types
-
-    source = path.with_name(f".{path.stem}.f16-{os.getpid()}.gguf")
-    try:
-        base = write_gguf(model, tokenizer, source, "f16", name)
-        assert engine.env is not None  # export_run required it for a k-quant
-        quantize(engine.env, source, path, dtype, engine.imatrix)
-    finally:
-        source.unlink(missing_ok=True)
-    types = tensor_types(path)
-    return WrittenGguf(path, base.architecture, dtype, sum(types.values()), types, path.stat().st_size)
-
-
-@dataclass
-class Engine:
-    """llama.cpp's side of an export: its environment, the merged model's scores, the importance matrix."""
-
-    env: Path | None
-    reference: Reference | None
-    imatrix: dict[str, list[float]] | None = None
-    imatrix_tokens: int = 0
-
-    def check(self, path: Path, dtype: str, shown: Path, lora: Path | None = None) -> LlamaCppCheck | None:
-        """llama.cpp's verdict on path (None without its environment); a failure raises its one line naming
-        shown (the file the user asked for, not its temporary name)."""
-        from pipeline.export.engine_check import check_gguf, require_passed
-
-        if self.env is None or self.reference is None:
-            return None
-        verdict = check_gguf(self.env, path, dtype, self.reference, lora)
-        require_passed(verdict, shown)
-        return verdict
-
-
-def _engine(model: Any, tokenizer: Any, ref: TargetRef, dtype: str, imatrix: bool) -> Engine:
-    """Score the eval split with the merged model and, for a k-quant, measure the importance matrix."""
-    from pipeline.export.kquants import IMATRIX_RECORDS, importance_matrix
-    from pipeline.export.reference import build_reference, encode, run_records
-
-    env = find_llamacpp_env()
-    if env is None:
-        return Engine(None, None)
-    engine = Engine(env, build_reference(model, tokenizer, ref))
-    if dtype in KQUANTS and imatrix:
-        sequences = encode(run_records(ref, "train"), tokenizer, IMATRIX_RECORDS)
-        if sequences:
-            engine.imatrix = importance_matrix(model, sequences, check_supported(model.config, ref.base.name))
-            engine.imatrix_tokens = sum(len(s) for s in sequences)
-    return engine
 
 
 def _report(path: Path, key: str, entry: dict[str, Any]) -> None:
@@ -251,7 +197,7 @@ def export_run(
         tokenizer = load_tokenizer(ref.base, folder=ref.tokenizer_dir)
         chat = detect_format(tokenizer, adds_token(tokenizer, tokenizer.bos_token_id, first=True), target)
     model, tokenizer, batch, logits, merge = _load(target, ref)
-    engine = _engine(model, tokenizer, ref, dtype, imatrix)
+    engine = prepare_engine(model, tokenizer, ref, dtype, imatrix)
     if engine.env is None:
         log.warning(
             "llama.cpp check skipped: %s; transformers' GGUF reader checks the file.", missing_env_line()
@@ -352,9 +298,7 @@ def _export_lora(
     text = modelfile(base_name, chat, _system_prompt(ref), _parameters(config), adapter=adapter_name)
     with atomic_dir(output) as folder:
         if dtype in KQUANTS:
-            written_base = _quantized(
-                base, tokenizer, folder / base_name, dtype, Path(base_name).stem, engine
-            )
+            written_base = quantized(base, tokenizer, folder / base_name, dtype, Path(base_name).stem, engine)
         else:
             written_base = write_gguf(base, tokenizer, folder / base_name, dtype, Path(base_name).stem)
         del base

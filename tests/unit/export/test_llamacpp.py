@@ -171,3 +171,16 @@ def test_without_llama_cpp_the_export_says_so_and_k_quants_stop_first(
     assert "llama.cpp check skipped: no llama.cpp environment at" in caplog.text
     entry = json.loads(result.report.read_text())["exports"]["f.gguf"]
     assert "make llamacpp-env" in entry["llama_cpp"]["skipped"]
+
+
+@needs_llamacpp
+def test_cli_prints_llama_cpp_verdict(run_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli.app import app
+
+    out = tmp_path / "cli.gguf"
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--dtype", "q8_0", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("llama.cpp: perplexity"))
+    assert "merged" in line and "on the eval split (4 records)" in line and "same greedy answer for" in line
