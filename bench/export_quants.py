@@ -40,11 +40,15 @@ def main() -> int:
     parser.add_argument("run", type=Path)
     parser.add_argument("--dtypes", nargs="+", default=DTYPES)
     parser.add_argument("--output", type=Path, help="folder for the GGUF files (default RUN/export)")
+    parser.add_argument("--without-imatrix", action="store_true", help="k-quants also without the imatrix")
     args = parser.parse_args()
     folder = args.output or args.run / "export"
+    jobs = [(dtype, True) for dtype in args.dtypes]
+    if args.without_imatrix:
+        jobs += [(dtype, False) for dtype in args.dtypes if dtype in KQUANTS]
     rows = []
-    for dtype in args.dtypes:
-        path = folder / f"{args.run.name}-{dtype}.gguf"
+    for dtype, imatrix in jobs:
+        path = folder / f"{args.run.name}-{dtype}{'' if imatrix else '-no-imatrix'}.gguf"
         started = time.perf_counter()
         command = [
             sys.executable,
@@ -57,12 +61,13 @@ def main() -> int:
             "-o",
             str(path),
         ]
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command + ([] if imatrix else ["--no-imatrix"]), capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{dtype}: export failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
             return 1
         entry = json.loads((folder / "export.json").read_text())["exports"][path.name]
-        rows.append((dtype, entry, time.perf_counter() - started))
+        label = dtype if imatrix or dtype not in KQUANTS else f"{dtype} (no imatrix)"
+        rows.append((label, entry, time.perf_counter() - started))
     first = rows[0][1]["llama_cpp"]
     print(f"Run {args.run.name}; {first['data']}, {first['positions']} positions; CPU {_cpu()}.\n")
     print("| `--dtype` | file MiB | perplexity (llama.cpp) | vs merged fp32 | tolerance | same next token "

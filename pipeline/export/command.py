@@ -188,7 +188,7 @@ def export_run(
     if dtype in KQUANTS:
         require_llamacpp_env(f"--dtype {dtype} (llama.cpp's quantizer)")
     if fmt == "gguf-lora":
-        _check_lora_target(ref, target, dtype)
+        _check_lora_target(ref, target)
     output = Path(output) if output is not None else default_output(ref, fmt, dtype)
     if fmt == "gguf" and output.suffix != ".gguf":
         raise RecipeError(f"--output {output}: a GGUF file name must end in .gguf.")
@@ -245,7 +245,7 @@ def _parameters(config: Any) -> dict[str, Any]:
     return {"temperature": 0.7, "top_p": 0.9, "num_ctx": context}
 
 
-def _check_lora_target(ref: TargetRef, target: str, dtype: str) -> None:
+def _check_lora_target(ref: TargetRef, target: str) -> None:
     """--format gguf-lora needs a LoRA adapter llama.cpp can carry, and llama.cpp to check it applied."""
     from pipeline.export.gguf_lora import adapter_problems
 
