@@ -57,8 +57,7 @@ def continuous(
     model: Any, tokenizer: Any, prompts: list[str], batch: int, tokens: int
 ) -> tuple[list[list[int]], int]:
     """transformers' continuous batching: every request queued at once, `batch` sequences at a time in a paged cache."""
-    from transformers import GenerationConfig
-    from transformers import ContinuousBatchingConfig
+    from transformers import ContinuousBatchingConfig, GenerationConfig
 
     inputs = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     config = GenerationConfig(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import AssetError
 from pipeline.export.gguf_writer import check_supported
 from pipeline.export.kquants import KQUANTS
-from pipeline.export.llamacpp import call, find_llamacpp_env
+from pipeline.export.llamacpp import call, find_llamacpp_env, require_llamacpp_env
 from pipeline.export.reference import Reference
 
 if TYPE_CHECKING:
@@ -158,11 +158,11 @@ def quantized(model: Any, tokenizer: Any, path: Path, dtype: str, name: str, eng
     from pipeline.export.gguf_writer import WrittenGguf, write_gguf
     from pipeline.export.kquants import quantize, tensor_types
 
+    env = engine.env or require_llamacpp_env(f"--dtype {dtype} (llama.cpp's quantizer)")
     source = path.with_name(f".{path.stem}.f16-{os.getpid()}.gguf")
     try:
         base = write_gguf(model, tokenizer, source, "f16", name)
-        assert engine.env is not None  # export_run required it for a k-quant
-        quantize(engine.env, source, path, dtype, engine.imatrix)
+        quantize(env, source, path, dtype, engine.imatrix)
     finally:
         source.unlink(missing_ok=True)
     types = tensor_types(path)
