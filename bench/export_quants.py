@@ -46,7 +46,7 @@ def main() -> int:
     jobs = [(dtype, True) for dtype in args.dtypes]
     if args.without_imatrix:
         jobs += [(dtype, False) for dtype in args.dtypes if dtype in KQUANTS]
-    rows = []
+    rows, refused = [], []
     for dtype, imatrix in jobs:
         path = folder / f"{args.run.name}-{dtype}{'' if imatrix else '-no-imatrix'}.gguf"
         started = time.perf_counter()
@@ -62,12 +62,15 @@ def main() -> int:
             str(path),
         ]
         done = subprocess.run(command + ([] if imatrix else ["--no-imatrix"]), capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{dtype}: export failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-            return 1
-        entry = json.loads((folder / "export.json").read_text())["exports"][path.name]
         label = dtype if imatrix or dtype not in KQUANTS else f"{dtype} (no imatrix)"
+        if done.returncode != 0:  # refused by its check (outside tolerance) or broken: say which, go on
+            refused.append(f"{label}: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        entry = json.loads((folder / "export.json").read_text())["exports"][path.name]
         rows.append((label, entry, time.perf_counter() - started))
+    if not rows:
+        print("\n".join(refused), file=sys.stderr)
+        return 1
     first = rows[0][1]["llama_cpp"]
     print(f"Run {args.run.name}; {first['data']}, {first['positions']} positions; CPU {_cpu()}.\n")
     print("| `--dtype` | file MiB | perplexity (llama.cpp) | vs merged fp32 | tolerance | same next token "
@@ -82,6 +85,8 @@ def main() -> int:
             f"| {100 * check['top1_minimum']:.0f} % | {check['greedy_same']}/{check['greedy_prompts']} "
             f"| {entry.get('imatrix_tokens') or '-'} | {_types(entry['tensor_types'])} | {seconds:.0f} |"
         )
+    for line in refused:
+        print(f"\nNot kept: {line}")
     return 0
 
 
