@@ -7,6 +7,7 @@ at a time, so two models side by side generate in parallel while the server's th
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
 import threading
@@ -55,17 +56,32 @@ class ChatWorker:
             raise PipelineError(self.error or f"chat model {self.target} did not load.")
 
     def ask(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Stream one answer: {"piece": ...} messages, then {"done": ...} (or {"error": ...})."""
+        """Stream one answer: {"piece": ...} messages, then {"done": ...} (or {"error": ...}).
+
+        A pump thread reads the whole answer off the pipe whether or not the caller keeps reading (a closed
+        browser tab), so the next request never sees the end of this one."""
+        answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._pump, args=(messages, sampling, answers), daemon=True).start()
+        while True:
+            message = answers.get()
+            yield message
+            if "done" in message or "error" in message:
+                return
+
+    def _pump(self, messages: list[dict[str, str]], sampling: dict[str, Any], out: queue.Queue[Any]) -> None:
         with self.lock:
-            self._wait_ready()
-            assert self.process.stdin is not None
-            self.process.stdin.write(json.dumps({"messages": messages, "sampling": sampling}) + "\n")
-            self.process.stdin.flush()
-            while True:
-                message = self._read()
-                yield message
-                if "done" in message or "error" in message:
-                    return
+            try:
+                self._wait_ready()
+                assert self.process.stdin is not None
+                self.process.stdin.write(json.dumps({"messages": messages, "sampling": sampling}) + "\n")
+                self.process.stdin.flush()
+                while True:
+                    message = self._read()
+                    out.put(message)
+                    if "done" in message or "error" in message:
+                        return
+            except (PipelineError, OSError, ValueError) as exc:
+                out.put({"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
 
     def close(self) -> None:
         """End the child process."""

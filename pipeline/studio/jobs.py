@@ -109,6 +109,17 @@ class JobQueue:
         job = self._running["train"]
         return job if job is not None and job.run == run else None
 
+    def active_for(self, run: str) -> Job | None:
+        """A queued or running training job that writes run folder `run` (a resume), if any."""
+        return next(
+            (
+                j
+                for j in self.jobs.values()
+                if j.lane == "train" and j.run == run and j.state in ("queued", "running")
+            ),
+            None,
+        )
+
     def stop(self, job_id: int) -> Job:
         """Stop a job: SIGINT to a running one (checkpoint, resumable), a queued one is dropped."""
         with self._lock:

@@ -54,14 +54,16 @@ def preference_page(request: Request, name: str) -> HTMLResponse:
 @router.get("/api/runs/{name}/events")
 async def events(request: Request, name: str, since: int = 0) -> StreamingResponse:
     """Server-sent events: each line of the run's events.jsonl from byte `since`, then new ones as the run
-    appends them, until the run ends (a last `end` event)."""
+    appends them, until the run has ended (its last event ends it and no studio job resumes it: a last `end`
+    event)."""
     path = request.app.state.index.folder(name) / EVENTS
-    return StreamingResponse(_follow(request, path, since), media_type="text/event-stream")
+    return StreamingResponse(_follow(request, name, path, since), media_type="text/event-stream")
 
 
-async def _follow(request: Request, path: Any, offset: int) -> AsyncIterator[str]:
+async def _follow(request: Request, name: str, path: Any, offset: int) -> AsyncIterator[str]:
     pending = b""
     ended = False
+    jobs = request.app.state.jobs
     while not await request.is_disconnected():
         chunk = b""
         if path.is_file():
@@ -74,9 +76,9 @@ async def _follow(request: Request, path: Any, offset: int) -> AsyncIterator[str
         for line in lines:
             event = parse_event(line.decode("utf-8", "replace"))
             if event is not None:
-                ended = ended or getattr(event, "kind", "") in ENDS
+                ended = getattr(event, "kind", "") in ENDS
                 yield f"data: {event.model_dump_json()}\n\n"
-        if ended:
+        if ended and jobs.active_for(name) is None:
             yield f"event: end\ndata: {json.dumps({'offset': offset})}\n\n"
             return
         await asyncio.sleep(POLL_SECONDS)

@@ -80,9 +80,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
     root = tmp_path_factory.mktemp("studio")
     files = write_chat_files(root / "data")
     recipes = {}
-    for name, steps in (("live", 300), ("stoppable", 1500), ("chatted", 20)):
+    for name, steps in (("live", 300), ("stoppable", 800), ("chatted", 20)):
+        train = {"max_steps": steps, "save_steps": 10_000}  # a stop saves its own checkpoint
         recipes[name] = write_tiny_recipe(
-            root / f"{name}.yaml", tiny_model_dir, files, root / "runs", train={"max_steps": steps}
+            root / f"{name}.yaml", tiny_model_dir, files, root / "runs", train=train
         )
     return {"root": root, "runs": root / "runs", "recipes": recipes, "model": tiny_model_dir}
 
@@ -187,11 +188,11 @@ def test_a_run_is_stopped_and_resumed(studio: str, page: Any, workspace: dict[st
     assert job["state"] in ("running", "queued")
     name = _wait_for_run(studio, "finetune stoppable")
     page.goto(f"{studio}/runs/{name}")
-    page.locator("#s-step", has_text=" / 1500").wait_for(timeout=RUN_TIMEOUT)
+    page.locator("#s-step", has_text=" / 800").wait_for(timeout=RUN_TIMEOUT)
     page.click("#stop")
     page.locator("#state.stopped").wait_for(timeout=RUN_TIMEOUT)
     stopped_at = RunRecord.load(workspace["runs"] / name).events[-1]
-    assert stopped_at.kind == "stopped" and 0 < stopped_at.step < 1500
+    assert stopped_at.kind == "stopped" and 0 < stopped_at.step < 800
     assert (workspace["runs"] / name / "checkpoints").is_dir()
     page.click("#resume")
     page.locator("#state.finished").wait_for(timeout=RUN_TIMEOUT)
