@@ -91,7 +91,7 @@ def main() -> None:
                     page.fill("#prompt", "What does `json.dumps` do?")
                     page.click("#send")
                     page.locator("#stats-right", has_text="tokens/s").wait_for(timeout=180_000)
-                page.wait_for_timeout(800)
+                page.wait_for_timeout(3000)  # charts draw once the replayed events are in
                 target = IMAGES / f"studio-{name}.png"
                 page.screenshot(path=str(target))
                 shrink(target)
