@@ -32,7 +32,7 @@ TORCH_LOCK_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--ext
 COMPILE     = $(TOOLS)/bin/uv pip compile -q --generate-hashes --python-version 3.11 \
               --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
 
-.PHONY: setup lock test-latest finetune test test-fast lint format bench docs clean vllm-env llamacpp-env
+.PHONY: setup lock test-latest finetune test test-fast lint format bench docs clean vllm-env llamacpp-env studio browser-env
 
 # The lock is complete (every dependency pinned and hashed), hence --no-deps; `pip check` proves it consistent.
 $(STAMP): pyproject.toml Makefile $(LOCK) $(ASSETS_LOCK)
@@ -90,6 +90,14 @@ ifeq ($(strip $(LAUNCH)),)
 else
 	$(PY) -m pipeline finetune $(RECIPE) $(ARGS) --launch $(LAUNCH)
 endif
+
+studio: $(STAMP)  ## the web app on http://127.0.0.1:7860 (make studio ARGS="--port 8000 --runs runs")
+	$(PY) -m pipeline studio $(ARGS)
+
+# Debian's chromium for the studio's browser tests, driven by playwright (never `playwright install`, which
+# downloads a browser build).
+browser-env:  ## chromium from apt for tests/integration/studio (.ci/run calls it)
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 test: $(STAMP)  ## the whole suite CI runs (slow end-to-end tests included), with the 15 slowest tests
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from pipeline.cli import environment, evaluate, export, inference, ship, train
+from pipeline.cli import environment, evaluate, export, inference, ship, studio, train
 from pipeline.cli.data import data_app, tokens
 from pipeline.errors import PipelineError
 
@@ -128,6 +128,7 @@ for command in (
     inference.serve,
     tokens,
     environment.env,
+    studio.studio,
 ):
     app.command()(command)
 app.add_typer(data_app, name="data")

@@ -12,6 +12,11 @@ from transformers import TrainerCallback
 
 from pipeline.runs.events import Checkpoint, Evaluation, EventLog, Started, Step, Trained
 
+# Log keys a Step event has its own field for (or that are not per-step figures); every other number the
+# trainer logs (DPO's rewards/margins and rewards/accuracies, GRPO's reward and frac_reward_zero_std, ...) is
+# kept on the event as an extra field, which the studio's preference page charts.
+STEP_LOGS = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "step"}
+
 
 def _number(value: Any) -> float | None:
     """A finite float, or None (missing, not a number, NaN)."""
@@ -71,6 +76,7 @@ class EventEmitter(TrainerCallback):
             grad_norm=_number(logs.get("grad_norm")),
             tokens_per_second=rate,
             seconds_left=left,
+            **{k: _number(v) for k, v in logs.items() if k not in STEP_LOGS and _number(v) is not None},
         )
 
     def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own package and any lower layer, never a peer or a higher one):
 errors, ranks -> files (and train.cpu_head, train.sampling: what the patches install) -> train.patches -> config -> runs ->
-models -> data -> train, inference -> evaluation -> hub, planning, export -> workflow -> cli -> __main__.
+models -> data -> train, inference -> evaluation -> hub, planning, export -> workflow -> studio -> cli -> __main__.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ LAYERS = [
     {"evaluation"},
     {"hub", "planning", "export"},
     {"workflow"},
+    {
+        "studio"
+    },  # the web app: beside cli (a person's entry point), below it so `pipeline studio` can start it
     {"cli"},
     {"__main__"},
 ]

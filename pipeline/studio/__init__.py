@@ -1,0 +1,1 @@
+"""The studio: a local web app over the same code the CLI runs (recipes, data, runs, chat, shipping)."""
