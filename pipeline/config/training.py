@@ -161,6 +161,22 @@ class TrainSpec(Spec):
         return self
 
 
+class ForgettingGate(Spec):
+    """eval.gate: did the adapted model lose general ability (general-text perplexity, benchmarks)?"""
+
+    forgetting: bool = Field(
+        False,
+        description="Exit non-zero when general-text perplexity or a benchmark is worse than the base beyond "
+        "the tolerances below (checked and reported either way; eval.fail_if_worse enforces it too).",
+    )
+    general_perplexity_tolerance: float = Field(
+        0.05, ge=0, le=100, description="Allowed relative rise of general-text perplexity."
+    )
+    benchmark_tolerance: float = Field(
+        0.02, ge=0, le=1, description="Allowed drop of a benchmark's main score (accuracy, exact match: 0-1)."
+    )
+
+
 class EvalSpec(Spec):
     enabled: bool = Field(True, description="Evaluate base vs adapted at the end of finetune.")
     base: bool = Field(
@@ -209,6 +225,32 @@ class EvalSpec(Spec):
         le=1,
         description="Allowed drop in preference accuracy on held-out pairs (train.stage: dpo) before failing.",
     )
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness tasks run on base and adapted: shipped offline (offline_mmlu, "
+        "offline_bbh_mc, offline_bbh_gen) or any lm-eval task whose data is in the local Hugging Face cache.",
+    )
+    benchmark_limit: int | None = Field(
+        None, gt=0, le=MAX_COUNT, description="Examples per benchmark task (the first N); None = all."
+    )
+    benchmark_fewshot: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Few-shot examples per benchmark prompt; None = each task's own setting.",
+    )
+    general_text: bool = Field(
+        False,
+        description="Also measure perplexity on the shipped general-English text (not the training domain): "
+        "a forgetting check.",
+    )
+    general_text_examples: int = Field(
+        64, gt=0, le=MAX_COUNT, description="Passages of the general-text set scored (the first N)."
+    )
+    gate: ForgettingGate = Field(
+        default_factory=ForgettingGate,
+        description="The forgetting gate: general perplexity and benchmarks against the base.",
+    )
     safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
     safety_tolerance: float = Field(
         0.1,
@@ -222,6 +264,10 @@ class EvalSpec(Spec):
         if self.stride is not None and self.context_length is not None and self.stride >= self.context_length:
             raise ValueError(
                 "stride must be smaller than context_length (each window re-reads the rest as context)"
+            )
+        if self.gate.forgetting and not self.base:
+            raise ValueError(
+                "gate.forgetting compares with the base model but base is false; set eval.base: true"
             )
         if self.fail_if_worse and not self.base:
             raise ValueError(

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from pipeline.config.schema import Recipe
-from pipeline.evaluation import plots
+from pipeline.evaluation import forgetting, plots
 from pipeline.evaluation.document import Code, Image, Section, Table, to_html, to_markdown
 from pipeline.files import write_json, write_text
 from pipeline.runs.metrics import METRICS, check_metrics
@@ -60,7 +60,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         (name, pick(base, *path), pick(adapted, *path), better)
         for name, path, better in rows
         if pick(base, *path) is not None or pick(adapted, *path) is not None
-    ]
+    ] + [(name, b, a, better) for name, b, a, better, _path in forgetting.comparison_rows(base, adapted)]
 
 
 def _fmt(value: Any) -> str:
@@ -148,7 +148,8 @@ def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | Non
     gate = metrics.get("gate")
     if gate:
         verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
-        console.print(f"regression gate: {verdict}" + ("" if gate["enabled"] else " (not enforced)"))
+        enforced = gate["enabled"] or (gate.get("forgetting") or {}).get("enabled")
+        console.print(f"regression gate: {verdict}" + ("" if enforced else " (not enforced)"))
     console.print(f"Results: [bold]{run_dir}[/]  (metrics.json, report.md, report.html)")
 
 
@@ -206,7 +207,11 @@ def _gate_section(gate: dict[str, Any]) -> Section:
         for c in gate["checks"]
     ]
     enforced = (
-        "enforced (eval.fail_if_worse)" if gate["enabled"] else "recorded only (eval.fail_if_worse is off)"
+        "enforced (eval.fail_if_worse)"
+        if gate["enabled"]
+        else "the forgetting checks enforced (eval.gate.forgetting), the others recorded only"
+        if (gate.get("forgetting") or {}).get("enabled")
+        else "recorded only (eval.fail_if_worse and eval.gate.forgetting are off)"
     )
     return Section(
         "Regression gate",
@@ -248,6 +253,9 @@ def build_sections(recipe: Recipe, metrics: dict[str, Any], rows: list[dict[str,
     sections = [_summary_section(metrics)] if "adapted" in metrics else []
     if metrics.get("gate"):
         sections.append(_gate_section(metrics["gate"]))
+    outside = forgetting.section(metrics)
+    if outside is not None:
+        sections.append(outside)
     base, adapted, train = metrics.get("base", {}), metrics.get("adapted", {}), metrics.get("train", {})
     figures = [
         (

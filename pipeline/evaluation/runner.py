@@ -20,6 +20,7 @@ from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
 from pipeline.evaluation.embedding import closer_summary, similarities, summarize
+from pipeline.evaluation.forgetting import compare as compare_outside
 from pipeline.evaluation.gate import check_gate
 from pipeline.evaluation.perplexity import perplexity
 from pipeline.evaluation.preference import (
@@ -169,6 +170,16 @@ def evaluate_model(
         result["labelled"] = score_completions(
             model, data.completions, spec.batch_size, tokenizer.pad_token_id
         )
+    if spec.general_text:  # perplexity outside the training domain (pipeline.evaluation.general_text)
+        from pipeline.evaluation.general_text import general_perplexity
+
+        result["general_text"] = general_perplexity(model, tokenizer, spec)
+        result["seconds"]["general_text"] = result["general_text"]["seconds"]
+    if spec.benchmarks:  # lm-evaluation-harness tasks on the model held here (pipeline.evaluation.benchmarks)
+        from pipeline.evaluation.benchmarks import run_benchmarks
+
+        result["benchmarks"] = run_benchmarks(model, tokenizer, spec)
+        result["seconds"]["benchmarks"] = result["benchmarks"]["seconds"]
     if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.evaluation.safety)
         from pipeline.evaluation.safety import evaluate_safety
 
@@ -207,11 +218,14 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
     # NaN marks an example without scored tokens (NaN != NaN).
     pairs = [(b, a) for b, a in zip(ppl_b, ppl_a, strict=True) if b == b and a == a]
     base_ppl = base.get("perplexity")
+    outside, forgetting = compare_outside(base, adapted)
+    deltas.update(outside)
     preference = compare_pairs(base.get("preference", {}), adapted.get("preference", {}))
     labelled = compare_completions(base.get("labelled", {}), adapted.get("labelled", {}))
     return {
         **({"preference": preference} if preference else {}),
         **({"labelled": labelled} if labelled else {}),
+        **({"forgetting": forgetting} if forgetting else {}),
         "deltas": deltas,
         "perplexity_relative": adapted["perplexity"] / base_ppl - 1
         if base_ppl and adapted.get("perplexity")
@@ -254,6 +268,8 @@ def write_results(
     rows = example_rows(metrics, data) if data is not None else []
     for side in ("base", "adapted"):
         metrics.get(side, {}).pop("per_example", None)
+        for section in ("general_text", "benchmarks"):  # their worst examples are in comparison.forgetting
+            (metrics.get(side, {}).get(section) or {}).pop("per_example", None)
     metrics.setdefault("schema_version", METRICS_SCHEMA)
     write_report(out_dir, recipe, metrics, rows)
     return metrics

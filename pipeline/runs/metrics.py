@@ -41,6 +41,8 @@ class ModelScores(Section):
     labelled: dict[str, Any] | None = None
     reward: dict[str, Any] | None = None
     safety: dict[str, Any] | None = None
+    general_text: dict[str, Any] | None = None  # perplexity outside the training domain (2026-12)
+    benchmarks: dict[str, Any] | None = None  # lm-eval tasks: {'tasks': {task: {metric: value}}} (2026-12)
     seconds: dict[str, float] = Field(default_factory=dict)
 
 
@@ -64,6 +66,7 @@ class Comparison(Section):
     perplexity_improved_rate: float | None = None
     adapted_closer_rate: float | None = None
     adapted_closer_rate_ci95: list[float] | None = None  # 95% Wilson interval
+    forgetting: dict[str, Any] | None = None  # what got most worse outside the training domain (2026-12)
 
 
 class Metrics(Section):
