@@ -161,6 +161,27 @@ class TrainSpec(Spec):
         return self
 
 
+class JudgeSpec(Spec):
+    """eval.judge: an OpenAI-compatible chat endpoint compares base and adapted answers, in both orders."""
+
+    endpoint: str = Field(
+        description="Base URL of the API, e.g. http://127.0.0.1:8000/v1 (`pipeline serve`)."
+    )
+    model: str = Field(description="The judge model's name at that endpoint.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key (never stored or shown)."
+    )
+    max_tokens: int = Field(8, gt=0, le=MAX_TOKENS, description="Tokens of each verdict.")
+    timeout: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for one verdict.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
+        return value
+
+
 class ForgettingGate(Spec):
     """eval.gate: did the adapted model lose general ability (general-text perplexity, benchmarks)?"""
 
@@ -251,6 +272,11 @@ class EvalSpec(Spec):
         default_factory=ForgettingGate,
         description="The forgetting gate: general perplexity and benchmarks against the base.",
     )
+    judge: JudgeSpec | None = Field(
+        None,
+        description="Pairwise judge of base vs adapted answers ({endpoint, model}); needs generate_examples > 0. "
+        "None = off.",
+    )
     safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
     safety_tolerance: float = Field(
         0.1,
@@ -264,6 +290,10 @@ class EvalSpec(Spec):
         if self.stride is not None and self.context_length is not None and self.stride >= self.context_length:
             raise ValueError(
                 "stride must be smaller than context_length (each window re-reads the rest as context)"
+            )
+        if self.judge is not None and (self.generate_examples == 0 or not self.base):
+            raise ValueError(
+                "judge compares base and adapted answers: set eval.generate_examples above 0 and eval.base: true"
             )
         if self.gate.forgetting and not self.base:
             raise ValueError(

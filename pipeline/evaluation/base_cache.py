@@ -50,6 +50,7 @@ NOT_METRICS = frozenset(
         "safety_tolerance",
         "preference_tolerance",
         "gate",
+        "judge",
     }
 )
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.bin", "*.gguf")

@@ -113,6 +113,20 @@ def closer_text(metrics: dict[str, Any]) -> str | None:
     return f"{rate:.0%} ({detail}{count} answers)"
 
 
+def judge_text(metrics: dict[str, Any]) -> str | None:
+    """The judge's verdict in one line (eval.judge), or its error; None without a judge."""
+    judge = (metrics.get("comparison") or {}).get("judge")
+    if not judge:
+        return None
+    if judge.get("win_rate") is None:
+        return judge.get("error") or "judge: no verdicts"
+    return (
+        f"judge {judge['model']}: adapted answer preferred {judge['win_rate']:.0%} (95% confidence interval "
+        f"{_interval(judge['win_rate_ci95'], percent=True)}, {judge['n']} prompts, both orders; the two orders "
+        f"agreed on {judge['consistent_rate']:.0%})"
+    )
+
+
 def base_note(metrics: dict[str, Any]) -> str | None:
     """One line saying the base metrics came from the cache, or that there are none; None otherwise."""
     if "base" not in metrics:
@@ -145,6 +159,9 @@ def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | Non
     closer = closer_text(metrics)
     if closer:
         console.print(f"adapted answer closer to the reference than the base's: {closer}")
+    judged = judge_text(metrics)
+    if judged:
+        console.print(judged)
     gate = metrics.get("gate")
     if gate:
         verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
@@ -164,6 +181,9 @@ def _summary_section(metrics: dict[str, Any]) -> Section:
     closer = closer_text(metrics)
     if closer:
         rows.append(["answers closer to the reference than the base's", "", closer, "", "higher"])
+    judged = judge_text(metrics)
+    if judged:
+        rows.append(["pairwise judge", "", judged, "", "higher"])
     rewards = comparison.get("preference") or {}
     for label, key, better in (
         ("reward accuracy (implicit reward, chosen > rejected)", "reward_accuracy", "higher"),

@@ -19,10 +19,10 @@ from pipeline.data.formatting import Messages, Tools, prompt_messages
 from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
-from pipeline.evaluation.embedding import closer_summary, similarities, summarize
+from pipeline.evaluation.embedding import closer_summary
+from pipeline.evaluation.evaluate_modules import load_module
 from pipeline.evaluation.forgetting import compare as compare_outside
 from pipeline.evaluation.gate import check_gate
-from pipeline.evaluation.perplexity import perplexity
 from pipeline.evaluation.preference import (
     compare_completions,
     compare_pairs,
@@ -116,7 +116,14 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Every metric for one model; `per_example` holds per-example values (for eval_examples.jsonl).
     system_prompt (data.system_prompt) is given to the safety prompts as training gave it to every record."""
-    ppl = perplexity(model, data.rows, batch_size=spec.batch_size, window=data.window, stride=data.stride)
+    ppl = load_module("trained_token_perplexity").compute(
+        input_ids=[row["input_ids"] for row in data.rows],
+        assistant_masks=[row["assistant_masks"] for row in data.rows],
+        model=model,
+        batch_size=spec.batch_size,
+        window=data.window,
+        stride=data.stride,
+    )
     result: dict[str, Any] = {
         key: ppl[key]
         for key in (
@@ -144,8 +151,11 @@ def evaluate_model(
                 tools=data.prompt_tools,
             )
         started = time.perf_counter()
-        scores = similarities(generations.texts, data.references, spec.embedding_model)
-        result["similarity"] = summarize(scores)
+        similarity = load_module("answer_similarity").compute(
+            predictions=generations.texts, references=data.references, model=spec.embedding_model
+        )
+        scores = similarity.pop("scores")
+        result["similarity"] = similarity
         result["lexical"] = lexical.corpus_scores(generations.texts, data.references)
         result["generation"] = {
             "examples": len(data.prompts),
@@ -263,6 +273,12 @@ def write_results(
 
     if "base" in metrics and "adapted" in metrics:
         metrics["comparison"] = compare(metrics["base"], metrics["adapted"])
+        answers = [metrics[side].get("per_example", {}).get("answer") for side in ("base", "adapted")]
+        if recipe.eval.judge is not None and data is not None and all(answers):
+            from pipeline.evaluation.judge import judge_answers
+
+            questions = [p[-1]["content"] if p else "" for p in data.prompts]
+            metrics["comparison"]["judge"] = judge_answers(recipe.eval.judge, questions, *answers)  # type: ignore[arg-type]
     if "base" in metrics and "adapted" in metrics:  # the gate compares with the base; none without it
         metrics["gate"] = check_gate(metrics, recipe.eval)
     rows = example_rows(metrics, data) if data is not None else []

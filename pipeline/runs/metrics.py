@@ -67,6 +67,7 @@ class Comparison(Section):
     adapted_closer_rate: float | None = None
     adapted_closer_rate_ci95: list[float] | None = None  # 95% Wilson interval
     forgetting: dict[str, Any] | None = None  # what got most worse outside the training domain (2026-12)
+    judge: dict[str, Any] | None = None  # eval.judge: win rate of adapted over base answers (2026-12)
 
 
 class Metrics(Section):
