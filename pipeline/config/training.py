@@ -194,7 +194,11 @@ class ForgettingGate(Spec):
         0.05, ge=0, le=100, description="Allowed relative rise of general-text perplexity."
     )
     benchmark_tolerance: float = Field(
-        0.02, ge=0, le=1, description="Allowed drop of a benchmark's main score (accuracy, exact match: 0-1)."
+        0.05,
+        ge=0,
+        le=1,
+        description="Allowed drop of a benchmark's main score (accuracy, exact match: 0-1); over N questions one "
+        "question moves it by 1/N.",
     )
 
 

@@ -11,6 +11,7 @@ only the log-likelihoods go through pipeline.evaluation.perplexity's packed, per
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -25,14 +26,16 @@ LOGGERS = ("lm_eval", "lm-eval")
 
 @contextlib.contextmanager
 def quiet_harness() -> Iterator[None]:
-    """lm-eval's INFO/WARNING lines (seeds, 'pretrained is not a str', task listings) hidden for the block:
-    the run's own lines say what is evaluated."""
+    """lm-eval's INFO/WARNING lines (seeds, 'pretrained is not a str', task listings) and its progress bars
+    (written to sys.stderr; logging handlers keep the real stream) hidden for the block: the run's own lines
+    say what is evaluated, and an error still propagates."""
     loggers = [logging.getLogger(name) for name in LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
