@@ -4,8 +4,9 @@ implement; tests/unit/evaluation/test_harness.py is the canary for both).
 
 `PackedLM` is lm-eval's `HFLM` given the loaded model (a PeftModel included, so the adapter is scored without
 a second load) and its tokenizer; tokenization, few-shot prompts, generation and metrics stay lm-eval's, and
-only the log-likelihoods go through pipeline.evaluation.perplexity's packed, per-example-attention scoring
-(no padding, the vocabulary projection only at the continuation's positions).
+only the log-likelihoods are ours: the options of one question share one pass over the question
+(pipeline.evaluation.choices), the rest go through pipeline.evaluation.perplexity's packed,
+per-example-attention scoring (no padding, the vocabulary projection only at the continuation's positions).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pipeline.evaluation.perplexity import loglikelihoods
+from pipeline.evaluation.choices import shared_context_loglikelihoods
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -57,7 +58,9 @@ def harness_lm(
             override_bs: int | None = None,
         ) -> list[tuple[float, bool]]:
             pairs = [(context, continuation) for _, context, continuation in requests]
-            return loglikelihoods(self.model, pairs, batch_size=override_bs or int(self.batch_size))
+            return shared_context_loglikelihoods(
+                self.model, pairs, batch_size=override_bs or int(self.batch_size)
+            )
 
     with quiet_harness():
         return (PackedLM if packed else HFLM)(

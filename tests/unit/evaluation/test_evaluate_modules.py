@@ -47,5 +47,5 @@ def test_answer_similarity_module_offline() -> None:
     out = metric.compute(
         predictions=["eating bread", "carrying a baby"], references=["eating food", "eating food"]
     )
-    assert out["n"] == 2 and out["scores"][0] == pytest.approx(0.755, abs=0.01) and out["scores"][1] < 0.1
+    assert out["n"] == 2 and 0.6 < out["scores"][0] < 0.8 and out["scores"][1] < out["scores"][0] - 0.4
     assert out["mean"] == pytest.approx(sum(out["scores"]) / 2)

@@ -54,6 +54,20 @@ def test_packed_loglikelihoods_equal_lm_evals_own_wrapper(tiny_tokenizer: Any, d
             assert greedy_a == greedy_b
 
 
+def test_options_sharing_a_context_equal_lm_evals_own_wrapper(tiny_tokenizer: Any) -> None:
+    from pipeline.evaluation.harness import harness_lm
+
+    model = build_tiny_model(len(tiny_tokenizer), seed=4)
+    question = "Question: which one is the animal?\nAnswer:"
+    options = [" the cat", " a big dog running", " stone", " the quick brown fox jumps"]
+    pairs = [(question, o) for o in options] + [("Hello there", " friend"), ("Hello there", " x")]
+    ours = harness_lm(model, tiny_tokenizer, batch_size=4).loglikelihood(_requests(pairs))
+    theirs = harness_lm(model, tiny_tokenizer, batch_size=4, packed=False).loglikelihood(_requests(pairs))
+    for (a, greedy_a), (b, greedy_b) in zip(ours, theirs, strict=True):
+        assert abs(a - b) <= 1e-4 * abs(b) and greedy_a == greedy_b, (a, b)
+    assert len({round(a, 6) for a, _ in ours}) == len(pairs)  # distinct options, distinct scores
+
+
 def test_greedy_flag_is_true_when_the_continuation_is_the_argmax(tiny_tokenizer: Any) -> None:
     from pipeline.evaluation.perplexity import loglikelihoods
 

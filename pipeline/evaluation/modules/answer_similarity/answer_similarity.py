@@ -4,7 +4,7 @@ reference under a sentence-transformers model (default: the packaged all-MiniLM-
     import evaluate
     metric = evaluate.load("pipeline/evaluation/modules/answer_similarity")
     metric.compute(predictions=["eating bread"], references=["eating food"])
-    # {'mean': 0.75..., 'mean_ci95': None, 'median': ..., 'p10': ..., 'n': 1, 'scores': [0.75...]}
+    # {'mean': 0.705..., 'mean_ci95': None, 'median': ..., 'p10': ..., 'n': 1, 'scores': [0.705...]}
 
 The pipeline scores its generated answers through this module (pipeline.evaluation.modules.load_module).
 """
