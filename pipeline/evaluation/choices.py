@@ -31,9 +31,9 @@ def _group(model: PreTrainedModel, context: list[int], options: list[list[int]])
         ids = torch.zeros(len(options), width - 1, dtype=torch.long)
         for row, option in enumerate(options):
             ids[row, : len(option) - 1] = torch.tensor(option[:-1])
-        cache = out.past_key_values
+        cache = out.cache
         cache.batch_repeat_interleave(len(options))
-        rest = model(input_ids=ids.to(device), past_key_values=cache, use_cache=False).logits.float()
+        rest = model(input_ids=ids.to(device), cache=cache, use_cache=False).logits.float()
         rest = torch.log_softmax(rest, dim=-1).cpu()
     first = first.cpu()
     results = []
