@@ -218,7 +218,7 @@ def _gate_section(gate: dict[str, Any]) -> Section:
     verdict = "PASS" if gate["passed"] else "FAIL"
     rows = [
         [
-            c["metric"],
+            c["metric"] + (f" (sign test p = {c['p_value']:.2g})" if c.get("p_value") is not None else ""),
             _fmt(c["base"]),
             _fmt(c["adapted"]),
             _fmt(c["limit"]),

@@ -32,6 +32,26 @@ def test_checks_use_the_tolerances() -> None:
     assert nan[0]["passed"] is False
 
 
+def test_a_drop_within_chance_passes_a_significant_one_fails() -> None:
+    from pipeline.evaluation.forgetting import sign_test
+
+    assert sign_test(2, 0) == 0.25 and sign_test(0, 0) == 1.0 and sign_test(6, 0) == pytest.approx(1 / 64)
+
+    def metrics(lost: int, gained: int) -> dict[str, Any]:
+        flips = {"offline_mmlu": {"lost": lost, "gained": gained, "lost_examples": []}}
+        after = 0.5 - (lost - gained) / 32
+        return {
+            "base": _side(10.0, 0.5),
+            "adapted": _side(10.0, after),
+            "comparison": {"forgetting": {"benchmark_answers_lost": flips}},
+        }
+
+    noise = checks(metrics(2, 0), EvalSpec())[1]  # 6 points down: past 0.05, but 2 of 2 changes is chance
+    assert noise["passed"] and noise["p_value"] == 0.25 and noise["adapted"] < noise["limit"]
+    forgot = checks(metrics(6, 0), EvalSpec())[1]
+    assert not forgot["passed"] and forgot["p_value"] < 0.05
+
+
 def test_forgetting_gate_enforced_alone() -> None:
     metrics = {"base": _side(10.0, 0.5), "adapted": _side(20.0, 0.5)}
     recorded = check_gate(metrics, EvalSpec())
