@@ -6,7 +6,9 @@ writes with transformers: one example per forward, `labels` with -100 outside th
 model's own loss times the token count. Ours is `pipeline.evaluation.perplexity.perplexity` exactly as
 evaluation calls it (it also computes the all-token perplexity in the same pass). Runs alternate (plain,
 ours, plain, ours, ...) so that load from other processes hits both alike; the best time of each counts.
-The last line is JSON.
+The target is a share of the roofline (FLOP/s of our pass over the rate of its own GEMMs measured here),
+reported as training's is: on bf16 weights the model body dominates both sides, so a ratio against the plain
+loop cannot say how much faster scoring could get. The last line is JSON.
 
     .venv/bin/python bench/eval_speed.py [--rounds 2] [--examples N] [--batch-size 8]
 """
@@ -39,6 +41,37 @@ def plain_loop(model: Any, rows: list[dict[str, Any]]) -> float:
                 nll += float(model(input_ids=ids, labels=labels).loss) * n
                 count += n
     return math.exp(nll / count)
+
+
+def scoring_roofline(
+    model: Any, rows: list[dict[str, Any]], seconds: float, batch_size: int
+) -> dict[str, Any]:
+    """FLOPs of our scoring pass (forward only, the LM head on every position as perplexity_all_tokens needs,
+    causal attention) per second, and their share of the roofline: the rate of the same forward GEMMs
+    measured now on this machine (pipeline.train.roofline), as training's share is measured."""
+    import torch
+
+    from pipeline.train.roofline import Gemm, roofline
+
+    lengths = [len(r["input_ids"]) for r in rows]
+    tokens = sum(lengths)
+    linears = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention = (
+        2 * config.num_hidden_layers * config.num_attention_heads * head_dim * sum(n * n for n in lengths)
+    )
+    flops = sum(2 * k * n for k, n in linears) * tokens + attention
+    per_batch = max(1, round(tokens / max(1, len(rows)) * batch_size))
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    peak = roofline([Gemm(per_batch, k, n) for k, n in linears], dtype, "cpu")
+    achieved = flops / seconds
+    return {
+        "gflops": round(achieved / 1e9, 1),
+        "roofline_gflops": round(peak.flops_per_second / 1e9, 1),
+        "roofline_source": peak.source,
+        "roofline_share": round(achieved / peak.flops_per_second, 3),
+    }
 
 
 def main() -> None:
@@ -91,6 +124,12 @@ def main() -> None:
     print(f"plain one-at-a-time loop: {plain_s:.2f} s, perplexity {plain_value:.6f}")
     print(f"ours (batched, sorted):   {ours_s:.2f} s, perplexity {ours_value:.6f}")
     print(f"speed-up {plain_s / ours_s:.2f}x, relative difference {relative:.2e}")
+    share = scoring_roofline(model, data.rows, ours_s, batch_size)
+    print(
+        f"ours: {share['gflops']:.0f} GFLOP/s = {share['roofline_share']:.2f} of the roofline "
+        f"({share['roofline_gflops']:.0f} GFLOP/s, {share['roofline_source']}); training's share: a run's "
+        "metrics.json train.roofline_share or bench/roofline.py"
+    )
     print(
         json.dumps(
             {
@@ -106,6 +145,7 @@ def main() -> None:
                 "ours_perplexity": ours_value,
                 "relative_difference": relative,
                 "speedup": round(plain_s / ours_s, 3),
+                **{f"scoring_{key}": value for key, value in share.items()},
             }
         )
     )

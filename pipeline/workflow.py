@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 
 from pipeline.config.schema import Recipe
+from pipeline.evaluation.benchmarks import check_benchmarks
 from pipeline.evaluation.gate import enforce_gate
 from pipeline.evaluation.report import print_summary
 from pipeline.evaluation.runner import EvalSet, evaluate_model, prepare_eval, write_results
@@ -189,6 +190,7 @@ def prepare(recipe: Recipe, launch: str | None = None) -> Inputs:
 
     distributed.start(recipe.train.distributed_timeout)
     check_settings(recipe, launch)
+    check_benchmarks(recipe.eval)  # eval.benchmarks' data loads (offline) before any weight does
     wait = recipe.train.data_wait_timeout
     distributed.prepare_assets(recipe.model, wait)
     # One rank per machine reads, checks and tokenizes; the others reuse its cache (or stop with its error).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 
@@ -36,9 +38,18 @@ def evaluate(
         help="Also report refusal / over-refusal rates on the bundled "
         "safety prompts (same as eval.safety=true).",
     ),
+    benchmarks: str = typer.Option(
+        None,
+        "--benchmarks",
+        help="Comma-separated lm-eval tasks run on both models (eval.benchmarks), e.g. offline_mmlu,offline_bbh_mc; "
+        "also measures general-text perplexity (eval.general_text).",
+    ),
 ) -> None:
     """Perplexity, answer similarity, lexical overlap and speed of TARGET vs its base; writes a report."""
     from pipeline.evaluation.command import run_eval
 
     overrides = [*(overrides or []), *(["eval.safety=true"] if safety else [])]
+    if benchmarks:
+        tasks = ", ".join(json.dumps(t.strip()) for t in benchmarks.split(",") if t.strip())
+        overrides += [f"eval.benchmarks=[{tasks}]", "eval.general_text=true"]
     run_eval(target, recipe, data, overrides, output, base, compare, fail_if_worse)

@@ -162,6 +162,47 @@ class TrainSpec(Spec):
         return self
 
 
+class JudgeSpec(Spec):
+    """eval.judge: an OpenAI-compatible chat endpoint compares base and adapted answers, in both orders."""
+
+    endpoint: str = Field(
+        description="Base URL of the API, e.g. http://127.0.0.1:8000/v1 (`pipeline serve`)."
+    )
+    model: str = Field(description="The judge model's name at that endpoint.")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="Environment variable holding the API key (never stored or shown)."
+    )
+    max_tokens: int = Field(8, gt=0, le=MAX_TOKENS, description="Tokens of each verdict.")
+    timeout: float = Field(60.0, gt=0, le=3600, description="Seconds to wait for one verdict.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("endpoint must be an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
+        return value
+
+
+class ForgettingGate(Spec):
+    """eval.gate: did the adapted model lose general ability (general-text perplexity, benchmarks)?"""
+
+    forgetting: bool = Field(
+        False,
+        description="Exit non-zero when general-text perplexity or a benchmark is worse than the base beyond "
+        "the tolerances below (checked and reported either way; eval.fail_if_worse enforces it too).",
+    )
+    general_perplexity_tolerance: float = Field(
+        0.05, ge=0, le=100, description="Allowed relative rise of general-text perplexity."
+    )
+    benchmark_tolerance: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Allowed drop of a benchmark's main score (accuracy, exact match: 0-1); over N questions one "
+        "question moves it by 1/N.",
+    )
+
+
 class EvalSpec(Spec):
     enabled: bool = Field(True, description="Evaluate base vs adapted at the end of finetune.")
     base: bool = Field(
@@ -210,6 +251,37 @@ class EvalSpec(Spec):
         le=1,
         description="Allowed drop in preference accuracy on held-out pairs (train.stage: dpo) before failing.",
     )
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness tasks run on base and adapted: shipped offline (offline_mmlu, "
+        "offline_bbh_mc, offline_bbh_gen) or any lm-eval task whose data is in the local Hugging Face cache.",
+    )
+    benchmark_limit: int | None = Field(
+        None, gt=0, le=MAX_COUNT, description="Examples per benchmark task (the first N); None = all."
+    )
+    benchmark_fewshot: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Few-shot examples per benchmark prompt; None = each task's own setting.",
+    )
+    general_text: bool = Field(
+        False,
+        description="Also measure perplexity on the shipped general-English text (not the training domain): "
+        "a forgetting check.",
+    )
+    general_text_examples: int = Field(
+        64, gt=0, le=MAX_COUNT, description="Passages of the general-text set scored (the first N)."
+    )
+    gate: ForgettingGate = Field(
+        default_factory=ForgettingGate,
+        description="The forgetting gate: general perplexity and benchmarks against the base.",
+    )
+    judge: JudgeSpec | None = Field(
+        None,
+        description="Pairwise judge of base vs adapted answers ({endpoint, model}); needs generate_examples > 0. "
+        "None = off.",
+    )
     safety: bool = Field(False, description="Also run the bundled refusal/over-refusal prompt set.")
     safety_tolerance: float = Field(
         0.1,
@@ -223,6 +295,14 @@ class EvalSpec(Spec):
         if self.stride is not None and self.context_length is not None and self.stride >= self.context_length:
             raise ValueError(
                 "stride must be smaller than context_length (each window re-reads the rest as context)"
+            )
+        if self.judge is not None and (self.generate_examples == 0 or not self.base):
+            raise ValueError(
+                "judge compares base and adapted answers: set eval.generate_examples above 0 and eval.base: true"
+            )
+        if self.gate.forgetting and not self.base:
+            raise ValueError(
+                "gate.forgetting compares with the base model but base is false; set eval.base: true"
             )
         if self.fail_if_worse and not self.base:
             raise ValueError(

@@ -49,6 +49,8 @@ NOT_METRICS = frozenset(
         "similarity_tolerance",
         "safety_tolerance",
         "preference_tolerance",
+        "gate",
+        "judge",
     }
 )
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "*.bin", "*.gguf")
@@ -90,6 +92,19 @@ def eval_set_fingerprint(data: EvalSet) -> str:
     )
 
 
+def outside_fingerprint() -> str:
+    """SHA-256 of the shipped task and text files and the lm-eval version (eval.benchmarks, eval.general_text)."""
+    from importlib.metadata import version
+
+    from pipeline.evaluation.benchmarks import TASKS_DIR
+
+    digest = hashlib.sha256(version("lm-eval").encode())
+    for path in sorted(TASKS_DIR.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def key_parts(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, data: EvalSet, weights: str
 ) -> dict[str, Any]:
@@ -115,6 +130,8 @@ def key_parts(
         "train": {"max_length": recipe.train.max_length, "loss_on": recipe.train.loss_on},
         "eval_set": eval_set_fingerprint(data),
         **({"teacher": data.teacher_key} if data.teacher is not None else {}),
+        # the shipped benchmark and general-text files, and lm-eval's version, when the eval reads them
+        **({"outside": outside_fingerprint()} if recipe.eval.benchmarks or recipe.eval.general_text else {}),
         # data.rewards is set for the sampling stages only (GRPO, RLOO), whose section holds the rewards
         **(
             {"rewards": recipe.stage_settings.model_dump(mode="json")}

@@ -98,6 +98,7 @@ def run_eval(
 ) -> EvalOutcome:
     """Evaluate TARGET (and its base, unless compare is off), write the report, then apply the gate."""
     from pipeline.config.schema import ModelSpec
+    from pipeline.evaluation.benchmarks import check_benchmarks
     from pipeline.evaluation.gate import enforce_gate
     from pipeline.evaluation.report import print_summary
     from pipeline.evaluation.runner import evaluate_model, prepare_eval, write_results
@@ -107,6 +108,7 @@ def run_eval(
     ref = resolve_target(target)
     gate = [] if fail_if_worse is None else [f"eval.fail_if_worse={str(fail_if_worse).lower()}"]
     spec = eval_recipe(ref, recipe, data, [*(overrides or []), *gate])
+    check_benchmarks(spec.eval)  # a task whose data is missing stops here, before any weight loads
     records = load_eval_records(spec.data)
     loaded = load_target(target)
     data_set = prepare_eval(records, loaded.tokenizer, spec.eval, spec.train.max_length, spec.train.loss_on)

@@ -1,7 +1,8 @@
 """The regression gate: is the adapted model worse than the base beyond the recipe's tolerances?
 
 Checked on every evaluation and recorded in metrics.json; it stops the run (EvaluationGateError, a
-non-zero exit) only with eval.fail_if_worse, after every file of the run folder has been written.
+non-zero exit) only with eval.fail_if_worse (every check) or eval.gate.forgetting (the checks outside the
+training domain: pipeline.evaluation.forgetting), after every file of the run folder has been written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from pipeline.config.schema import EvalSpec
 from pipeline.errors import EvaluationGateError
+from pipeline.evaluation.forgetting import checks as forgetting_checks
 
 
 def _number(value: Any) -> float | None:
@@ -72,7 +74,16 @@ def check_gate(metrics: dict[str, Any], spec: EvalSpec) -> dict[str, Any]:
     from pipeline.evaluation.safety import safety_checks
 
     checks += safety_checks(base.get("safety"), adapted.get("safety"), spec.safety_tolerance)
-    return {"enabled": spec.fail_if_worse, "passed": all(c["passed"] for c in checks), "checks": checks}
+    outside = forgetting_checks(metrics, spec)
+    return {
+        "enabled": spec.fail_if_worse,
+        "passed": all(c["passed"] for c in checks + outside),
+        "checks": checks + outside,
+        "forgetting": {
+            "enabled": spec.fail_if_worse or spec.gate.forgetting,
+            "passed": all(c["passed"] for c in outside),
+        },
+    }
 
 
 def gate_message(gate: dict[str, Any], where: Path | str) -> str:
@@ -90,12 +101,20 @@ def gate_message(gate: dict[str, Any], where: Path | str) -> str:
     return (
         f"evaluation gate: the adapted model is worse than the base: {'; '.join(failed)}. "
         f"Report: {where}. Fix the training settings (e.g. train.learning_rate), raise "
-        "eval.perplexity_tolerance / eval.similarity_tolerance / eval.preference_tolerance, or set eval.fail_if_worse: false."
+        "eval.perplexity_tolerance / eval.similarity_tolerance / eval.preference_tolerance / "
+        "eval.gate.general_perplexity_tolerance / eval.gate.benchmark_tolerance, or set eval.fail_if_worse: false "
+        "and eval.gate.forgetting: false."
     )
 
 
 def enforce_gate(metrics: dict[str, Any], where: Path | str) -> None:
     """Raise EvaluationGateError when the gate is enabled and failed (metrics['gate'] from check_gate)."""
     gate = metrics.get("gate")
-    if gate and gate.get("enabled") and not gate.get("passed"):
+    if not gate:
+        return
+    if gate.get("enabled") and not gate.get("passed"):
         raise EvaluationGateError(gate_message(gate, where))
+    forgetting = gate.get("forgetting") or {}
+    if forgetting.get("enabled") and not forgetting.get("passed"):
+        only = {**gate, "checks": [c for c in gate["checks"] if c.get("kind") == "forgetting"]}
+        raise EvaluationGateError(gate_message(only, where))

@@ -128,8 +128,9 @@ def _packed(
     )  # fmt: skip
 
 
-def _token_nll(model: PreTrainedModel, batch: Batch) -> Any:
-    """NLL (float64, CPU) of the next token at every `keep` position, in row-major order.
+def _token_nll(model: PreTrainedModel, batch: Batch, greedy: bool = False) -> Any:
+    """NLL (float64, CPU) of the next token at every `keep` position, in row-major order; with greedy, also
+    whether that token is the model's argmax there (a pair).
 
     `logits_to_keep` as a boolean mask makes the model project only those positions onto the vocabulary
     (the lm_head is ~20% of a small model's FLOPs), and only those logits are upcast to float32.
@@ -150,6 +151,8 @@ def _token_nll(model: PreTrainedModel, batch: Batch) -> Any:
     if logits.dim() == 3:  # a model whose forward ignores a boolean logits_to_keep
         logits = logits[keep]
     nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    if greedy:
+        return nll.double().cpu(), (logits.argmax(-1) == targets).cpu()
     return nll.double().cpu()
 
 
@@ -255,3 +258,41 @@ def perplexity(
         "per_example_distribution": distribution(per_example),
         "seconds": time.perf_counter() - started,
     }
+
+
+def loglikelihoods(
+    model: PreTrainedModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int = 8
+) -> list[tuple[float, bool]]:
+    """(log-likelihood, is greedy) of each continuation given its context, as token ids: lm-eval's
+    loglikelihood request, through the same packed, per-example-attention scoring as perplexity().
+
+    Each pair is scored as one row (context + continuation, the last token dropped as input); rows longer
+    than the model's context keep their last tokens, as lm-eval's Hugging Face wrapper does.
+    """
+    import torch
+
+    limit = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    ids, masks = [], []
+    for context, continuation in pairs:
+        row = (list(context) + list(continuation))[-(limit + 1) :]
+        ids.append(row)
+        masks.append([0] * (len(row) - len(continuation)) + [1] * len(continuation))
+    windows = [Window(i, 0, len(row), 1) for i, row in enumerate(ids)]  # the masks pick the scored tokens
+    total = [0.0] * len(ids)
+    greedy = [True] * len(ids)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), packed_rows(model) as packed:
+            make_batch = _packed if packed else _padded
+            for group in _order(windows, batch_size):
+                batch = make_batch(group, ids, masks, False)
+                token_nll, hits = _token_nll(model, batch, greedy=True)
+                owners = batch.window[batch.keep]
+                for index, w in enumerate(group):
+                    picked = owners == index
+                    total[w.example] -= float(token_nll[picked].sum())
+                    greedy[w.example] = bool(hits[picked].all())
+    finally:
+        model.train(was_training)
+    return list(zip(total, greedy, strict=True))

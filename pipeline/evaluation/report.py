@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from pipeline.config.schema import Recipe
-from pipeline.evaluation import plots
+from pipeline.evaluation import forgetting, plots
 from pipeline.evaluation.document import Code, Image, Section, Table, to_html, to_markdown
 from pipeline.files import write_json, write_text
 from pipeline.runs.metrics import METRICS, check_metrics
@@ -63,7 +63,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[tuple[str, float | None, fl
         (name, pick(base, *path), pick(adapted, *path), better)
         for name, path, better in rows
         if pick(base, *path) is not None or pick(adapted, *path) is not None
-    ]
+    ] + [(name, b, a, better) for name, b, a, better, _path in forgetting.comparison_rows(base, adapted)]
 
 
 def _fmt(value: Any) -> str:
@@ -116,6 +116,20 @@ def closer_text(metrics: dict[str, Any]) -> str | None:
     return f"{rate:.0%} ({detail}{count} answers)"
 
 
+def judge_text(metrics: dict[str, Any]) -> str | None:
+    """The judge's verdict in one line (eval.judge), or its error; None without a judge."""
+    judge = (metrics.get("comparison") or {}).get("judge")
+    if not judge:
+        return None
+    if judge.get("win_rate") is None:
+        return judge.get("error") or "judge: no verdicts"
+    return (
+        f"judge {judge['model']}: adapted answer preferred {judge['win_rate']:.0%} (95% confidence interval "
+        f"{_interval(judge['win_rate_ci95'], percent=True)}, {judge['n']} prompts, both orders; the two orders "
+        f"agreed on {judge['consistent_rate']:.0%})"
+    )
+
+
 def base_note(metrics: dict[str, Any]) -> str | None:
     """One line saying the base metrics came from the cache, or that there are none; None otherwise."""
     if "base" not in metrics:
@@ -148,10 +162,14 @@ def print_summary(metrics: dict[str, Any], run_dir: Path, console: Console | Non
     closer = closer_text(metrics)
     if closer:
         console.print(f"adapted answer closer to the reference than the base's: {closer}")
+    judged = judge_text(metrics)
+    if judged:
+        console.print(judged)
     gate = metrics.get("gate")
     if gate:
         verdict = "[green]passed[/]" if gate["passed"] else "[red]FAILED[/]"
-        console.print(f"regression gate: {verdict}" + ("" if gate["enabled"] else " (not enforced)"))
+        enforced = gate["enabled"] or (gate.get("forgetting") or {}).get("enabled")
+        console.print(f"regression gate: {verdict}" + ("" if enforced else " (not enforced)"))
     console.print(f"Results: [bold]{run_dir}[/]  (metrics.json, report.md, report.html)")
 
 
@@ -166,6 +184,9 @@ def _summary_section(metrics: dict[str, Any]) -> Section:
     closer = closer_text(metrics)
     if closer:
         rows.append(["answers closer to the reference than the base's", "", closer, "", "higher"])
+    judged = judge_text(metrics)
+    if judged:
+        rows.append(["pairwise judge", "", judged, "", "higher"])
     rewards = comparison.get("preference") or {}
     for label, key, better in (
         ("reward accuracy (implicit reward, chosen > rejected)", "reward_accuracy", "higher"),
@@ -200,7 +221,7 @@ def _gate_section(gate: dict[str, Any]) -> Section:
     verdict = "PASS" if gate["passed"] else "FAIL"
     rows = [
         [
-            c["metric"],
+            c["metric"] + (f" (sign test p = {c['p_value']:.2g})" if c.get("p_value") is not None else ""),
             _fmt(c["base"]),
             _fmt(c["adapted"]),
             _fmt(c["limit"]),
@@ -209,7 +230,11 @@ def _gate_section(gate: dict[str, Any]) -> Section:
         for c in gate["checks"]
     ]
     enforced = (
-        "enforced (eval.fail_if_worse)" if gate["enabled"] else "recorded only (eval.fail_if_worse is off)"
+        "enforced (eval.fail_if_worse)"
+        if gate["enabled"]
+        else "the forgetting checks enforced (eval.gate.forgetting), the others recorded only"
+        if (gate.get("forgetting") or {}).get("enabled")
+        else "recorded only (eval.fail_if_worse and eval.gate.forgetting are off)"
     )
     return Section(
         "Regression gate",
@@ -251,6 +276,9 @@ def build_sections(recipe: Recipe, metrics: dict[str, Any], rows: list[dict[str,
     sections = [_summary_section(metrics)] if "adapted" in metrics else []
     if metrics.get("gate"):
         sections.append(_gate_section(metrics["gate"]))
+    outside = forgetting.section(metrics)
+    if outside is not None:
+        sections.append(outside)
     base, adapted, train = metrics.get("base", {}), metrics.get("adapted", {}), metrics.get("train", {})
     figures = [
         (

@@ -21,9 +21,10 @@ from pipeline.data.tokenize import encode_record
 from pipeline.errors import DataError, RecipeError
 from pipeline.evaluation import lexical
 from pipeline.evaluation.distillation import teacher_divergence
-from pipeline.evaluation.embedding import closer_summary, similarities, summarize
+from pipeline.evaluation.embedding import closer_summary
+from pipeline.evaluation.evaluate_modules import load_module
+from pipeline.evaluation.forgetting import compare as compare_outside
 from pipeline.evaluation.gate import check_gate
-from pipeline.evaluation.perplexity import perplexity
 from pipeline.evaluation.preference import (
     compare_completions,
     compare_pairs,
@@ -127,7 +128,14 @@ def evaluate_model(
         if not data.pairs:
             raise DataError("eval data: a reward model is evaluated on preference pairs and there are none.")
         return evaluate_reward_model(model, data.pairs, spec.batch_size, tokenizer.pad_token_id)
-    ppl = perplexity(model, data.rows, batch_size=spec.batch_size, window=data.window, stride=data.stride)
+    ppl = load_module("trained_token_perplexity").compute(
+        input_ids=[row["input_ids"] for row in data.rows],
+        assistant_masks=[row["assistant_masks"] for row in data.rows],
+        model=model,
+        batch_size=spec.batch_size,
+        window=data.window,
+        stride=data.stride,
+    )
     result: dict[str, Any] = {
         key: ppl[key]
         for key in (
@@ -155,8 +163,11 @@ def evaluate_model(
                 tools=data.prompt_tools,
             )
         started = time.perf_counter()
-        scores = similarities(generations.texts, data.references, spec.embedding_model)
-        result["similarity"] = summarize(scores)
+        similarity = load_module("answer_similarity").compute(
+            predictions=generations.texts, references=data.references, model=spec.embedding_model
+        )
+        scores = similarity.pop("scores")
+        result["similarity"] = similarity
         result["lexical"] = lexical.corpus_scores(generations.texts, data.references)
         result["generation"] = {
             "examples": len(data.prompts),
@@ -187,6 +198,16 @@ def evaluate_model(
         result["labelled"] = score_completions(
             model, data.completions, spec.batch_size, tokenizer.pad_token_id
         )
+    if spec.general_text:  # perplexity outside the training domain (pipeline.evaluation.general_text)
+        from pipeline.evaluation.general_text import general_perplexity
+
+        result["general_text"] = general_perplexity(model, tokenizer, spec)
+        result["seconds"]["general_text"] = result["general_text"]["seconds"]
+    if spec.benchmarks:  # lm-evaluation-harness tasks on the model held here (pipeline.evaluation.benchmarks)
+        from pipeline.evaluation.benchmarks import run_benchmarks
+
+        result["benchmarks"] = run_benchmarks(model, tokenizer, spec)
+        result["seconds"]["benchmarks"] = result["benchmarks"]["seconds"]
     if spec.safety:  # the bundled refusal / over-refusal prompt set (pipeline.evaluation.safety)
         from pipeline.evaluation.safety import evaluate_safety
 
@@ -232,11 +253,14 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
     # NaN marks an example without scored tokens (NaN != NaN).
     pairs = [(b, a) for b, a in zip(ppl_b, ppl_a, strict=True) if b == b and a == a]
     base_ppl = base.get("perplexity")
+    outside, forgetting = compare_outside(base, adapted)
+    deltas.update(outside)
     preference = compare_pairs(base.get("preference", {}), adapted.get("preference", {}))
     labelled = compare_completions(base.get("labelled", {}), adapted.get("labelled", {}))
     return {
         **({"preference": preference} if preference else {}),
         **({"labelled": labelled} if labelled else {}),
+        **({"forgetting": forgetting} if forgetting else {}),
         "deltas": deltas,
         "perplexity_relative": adapted["perplexity"] / base_ppl - 1
         if base_ppl and adapted.get("perplexity")
@@ -274,11 +298,19 @@ def write_results(
 
     if "base" in metrics and "adapted" in metrics:
         metrics["comparison"] = compare(metrics["base"], metrics["adapted"])
+        answers = [metrics[side].get("per_example", {}).get("answer") for side in ("base", "adapted")]
+        if recipe.eval.judge is not None and data is not None and all(answers):
+            from pipeline.evaluation.judge import judge_answers
+
+            questions = [p[-1]["content"] if p else "" for p in data.prompts]
+            metrics["comparison"]["judge"] = judge_answers(recipe.eval.judge, questions, *answers)  # type: ignore[arg-type]
     if "base" in metrics and "adapted" in metrics:  # the gate compares with the base; none without it
         metrics["gate"] = check_gate(metrics, recipe.eval)
     rows = example_rows(metrics, data) if data is not None else []
     for side in ("base", "adapted"):
         metrics.get(side, {}).pop("per_example", None)
+        for section in ("general_text", "benchmarks"):  # their worst examples are in comparison.forgetting
+            (metrics.get(side, {}).get(section) or {}).pop("per_example", None)
     metrics.setdefault("schema_version", METRICS_SCHEMA)
     write_report(out_dir, recipe, metrics, rows)
     return metrics

@@ -100,7 +100,7 @@ def eval_results(recipe: Recipe, metrics: dict[str, Any]) -> list[EvalResult]:
     sources = recipe.data.eval or recipe.data.train
     dataset = sources[0].path
     split = sources[0].split if recipe.data.eval else f"held-out {recipe.data.eval_size} of train"
-    results = []
+    results = benchmark_results(metrics)
     for name, base, adapted, _better in comparison_rows(metrics):
         for label, value in (("adapted", adapted), ("base model", base)):
             if value is None or name not in METRIC_TYPES:
@@ -117,6 +117,30 @@ def eval_results(recipe: Recipe, metrics: dict[str, Any]) -> list[EvalResult]:
                     metric_value=round(float(value), 6),
                 )
             )
+    return results
+
+
+def benchmark_results(metrics: dict[str, Any]) -> list[EvalResult]:
+    """The lm-eval benchmark scores of base and adapted as `model-index` entries, one data set per task."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for label, side in (("adapted", "adapted"), ("base model", "base")):
+        for task, scores in ((metrics.get(side) or {}).get("benchmarks") or {}).get("tasks", {}).items():
+            for metric, value in scores.items():
+                if metric in ("n", "main") or not isinstance(value, (int, float)):
+                    continue
+                results.append(
+                    EvalResult(
+                        task_type="text-generation",
+                        task_name=f"lm-evaluation-harness {task}",
+                        dataset_type=task,
+                        dataset_name=task,
+                        metric_type=metric,
+                        metric_name=f"{task} {metric}, {label}",
+                        metric_value=round(float(value), 6),
+                    )
+                )
     return results
 
 

@@ -42,6 +42,8 @@ class ModelScores(Section):
     reward: dict[str, Any] | None = None
     distillation: dict[str, Any] | None = None  # kl: mean KL(teacher || student) per trained token, nats
     safety: dict[str, Any] | None = None
+    general_text: dict[str, Any] | None = None  # perplexity outside the training domain (2026-12)
+    benchmarks: dict[str, Any] | None = None  # lm-eval tasks: {'tasks': {task: {metric: value}}} (2026-12)
     seconds: dict[str, float] = Field(default_factory=dict)
 
 
@@ -65,6 +67,8 @@ class Comparison(Section):
     perplexity_improved_rate: float | None = None
     adapted_closer_rate: float | None = None
     adapted_closer_rate_ci95: list[float] | None = None  # 95% Wilson interval
+    forgetting: dict[str, Any] | None = None  # what got most worse outside the training domain (2026-12)
+    judge: dict[str, Any] | None = None  # eval.judge: win rate of adapted over base answers (2026-12)
 
 
 class Metrics(Section):
