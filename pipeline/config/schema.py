@@ -21,6 +21,8 @@ from pipeline.config.stages import (
     RLOOSpec,
     SampledSpec,
     SimPOSpec,
+    check_distill_lengths,
+    check_stage_model,
     check_stage_sections,
 )
 from pipeline.config.templates import template_path
@@ -325,6 +327,9 @@ class Recipe(Spec):
     def _sections_fit_the_stage(self) -> Recipe:
         sections = {name: getattr(self, name) for name in STAGE_SECTIONS}
         check_stage_sections(self.train.stage, sections, self.train.model_fields_set, self.train.batch_size)
+        check_stage_model(self.train.stage, self.adapter.method, bool(self.model.adapter))
+        if self.train.stage == "distill" and self.distill is not None:
+            check_distill_lengths(self.distill, self.train.max_length)
         sampled, stage = self.stage_settings, self.train.stage
         if isinstance(sampled, SampledSpec) and (self.train.batch_size * self.train.grad_accum) % (
             group := sampled.num_generations
@@ -332,20 +337,6 @@ class Recipe(Spec):
             raise ValueError(
                 f"train.batch_size x train.grad_accum ({self.train.batch_size} x {self.train.grad_accum}) must be "
                 f"a multiple of {stage}.num_generations ({group}): each prompt's group of completions trains together"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _completions_fit(self) -> Recipe:
-        if self.train.stage != "distill" or self.distill is None:
-            return self
-        longest, completion = self.train.max_length, self.distill.max_completion_length
-        prompt = self.distill.max_prompt_length
-        if (prompt or 1) + completion > longest:
-            what = f" + max_prompt_length ({prompt})" if prompt else ""
-            raise ValueError(
-                f"distill.max_completion_length ({completion}){what} leaves no room in train.max_length "
-                f"({longest}) for the prompt and the answer; lower it or raise train.max_length"
             )
         return self
 
@@ -372,11 +363,6 @@ class Recipe(Spec):
             raise ValueError(
                 f"adapter.method full cannot train a {self.model.quantization}-quantized base; "
                 "use adapter.method: lora (QLoRA) or model.quantization: none"
-            )
-        if self.train.stage == "reward" and (self.adapter.method == "full" or self.model.adapter):
-            raise ValueError(
-                "train.stage reward trains a new LoRA adapter with its score head on the base; use "
-                "adapter.method: lora (or dora) and no model.adapter"
             )
         return self
 

@@ -371,3 +371,23 @@ def check_stage_sections(
                     f"train.{key} applies to train.stage: sft only (the {stage} trainer scores whole "
                     f"completions); remove train.{key}"
                 )
+
+
+def check_stage_model(stage: str, method: str, continues_adapter: bool) -> None:
+    """Raise ValueError when the stage cannot train this kind of model (adapter.method, model.adapter)."""
+    if stage == "reward" and (method == "full" or continues_adapter):
+        raise ValueError(
+            "train.stage reward trains a new LoRA adapter with its score head on the base; use "
+            "adapter.method: lora (or dora) and no model.adapter"
+        )
+
+
+def check_distill_lengths(distill: DistillSpec, max_length: int) -> None:
+    """Raise ValueError when distill's prompt and completion lengths leave no room in train.max_length."""
+    completion, prompt = distill.max_completion_length, distill.max_prompt_length
+    if (prompt or 1) + completion > max_length:
+        what = f" + max_prompt_length ({prompt})" if prompt else ""
+        raise ValueError(
+            f"distill.max_completion_length ({completion}){what} leaves no room in train.max_length "
+            f"({max_length}) for the prompt and the answer; lower it or raise train.max_length"
+        )
