@@ -6,6 +6,7 @@ a chat model or a task starts, and in the memory plan's first request, so the st
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +32,8 @@ def create_app(runs_dir: Path, key: str | None = None, env: dict[str, str] | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Read every run folder once in the background, so the first ledger request finds the rows cached.
+        threading.Thread(target=app.state.index.summaries, name="ledger-warmup", daemon=True).start()
         yield
         app.state.jobs.shutdown()  # running children get SIGINT: they checkpoint, resumable
         app.state.chat.close()
