@@ -15,53 +15,14 @@ each adapted model against the base on the eval pairs (scored the same way for b
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from stage_bench import StepClock, overrides, parse, run_variants, torch_seed
+
 RECIPE = "dpo-small"
-
-
-def overrides(args: argparse.Namespace, output: str) -> list[str]:
-    return [
-        f"train.max_steps={args.steps}",
-        f"train.batch_size={args.batch}",
-        "train.save_steps=100000",
-        "train.logging_steps=1",
-        "train.report_to=[none]",
-        f"train.output_dir={output}",
-        f"data.max_examples={args.steps * args.batch}",
-        *args.set,
-    ]
-
-
-class StepClock:
-    """A transformers callback that records the wall time at the end of every optimizer step."""
-
-    def __init__(self) -> None:
-        from transformers import TrainerCallback
-
-        clock = self
-
-        class _Callback(TrainerCallback):
-            def on_step_end(self, *_: Any, **__: Any) -> None:
-                clock.ends.append(time.perf_counter())
-
-            def on_train_begin(self, *_: Any, **__: Any) -> None:
-                clock.ends.append(time.perf_counter())
-
-        self.ends: list[float] = []
-        self.callback = _Callback()
-
-    def step_seconds(self) -> list[float]:
-        """Seconds of each step after the first (the first pays one-time costs)."""
-        return [b - a for a, b in zip(self.ends[1:], self.ends[2:], strict=False)]
 
 
 def _eval_pairs(recipe: Any, tokenizer: Any, count: int) -> list[dict[str, list[int]]]:
@@ -161,39 +122,11 @@ def _plain_trl(recipe: Any, inputs: Any, pairs: list[Any], output: str, clock: S
     return trainer.model, base
 
 
-def torch_seed(seed: int) -> None:
-    """Seed torch as load_model does before LoRA initialisation."""
-    import torch
-
-    torch.manual_seed(seed)
-
-
 def main() -> None:
     """Run (a) plain TRL and (b) ours in turn, each in its own process, and print the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--eval-pairs", type=int, default=120)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--set", action="append", default=[], help="a recipe override for both, e.g. model.dtype=float32"
-    )
-    parser.add_argument("--only", choices=["trl", "ours"], help="run one variant")
-    parser.add_argument("--variant", choices=["trl", "ours"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.variant:
-        print("RESULT " + json.dumps(run_variant(args.variant, args)), flush=True)
-        return
-    results = {}
-    for variant in [args.only] if args.only else ["trl", "ours"]:
-        command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-        out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        results[variant] = json.loads(line.removeprefix("RESULT "))
-        print(json.dumps(results[variant]), flush=True)
-    if args.only:
+    args = parse(__doc__, steps=12, batch=8)
+    results = run_variants(__file__, args, run_variant)
+    if results is None:
         return
     trl, ours = results["trl"], results["ours"]
     print(f"\n{args.steps} steps x {args.batch} pairs, {trl['pairs']} held-out pairs, {args.threads} threads")

@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from dpo_speed import StepClock, overrides, torch_seed
+from stage_bench import StepClock, overrides, parse, run_variants, torch_seed
 
-ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "grpo-small"
 HELD_OUT = (
     64  # the training file's last prompts: a run of --steps x --batch / num_generations never reaches them
@@ -147,30 +144,9 @@ def _plain_trl(
 
 def main() -> None:
     """Run (a) plain TRL and (b) ours in turn, each in its own process, and print the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--set", action="append", default=[], help="a recipe override for both, e.g. grpo.num_generations=8"
-    )
-    parser.add_argument("--only", choices=["trl", "ours"], help="run one variant")
-    parser.add_argument("--variant", choices=["trl", "ours"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.eval_pairs = 0
-    if args.variant:
-        print("RESULT " + json.dumps(run_variant(args.variant, args)), flush=True)
-        return
-    results = {}
-    for variant in [args.only] if args.only else ["trl", "ours"]:
-        command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-        out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        results[variant] = json.loads(line.removeprefix("RESULT "))
-        print(json.dumps(results[variant]), flush=True)
-    if args.only:
+    args = parse(__doc__, steps=12, batch=8, eval_pairs=None)
+    results = run_variants(__file__, args, run_variant)
+    if results is None:
         return
     trl, ours = results["trl"], results["ours"]
     ratio = trl["median_step_s"] / ours["median_step_s"]

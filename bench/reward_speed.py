@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from dpo_speed import StepClock, overrides, torch_seed
+from stage_bench import StepClock, overrides, parse, run_variants, torch_seed
 
-ROOT = Path(__file__).resolve().parent.parent
 RECIPE = "reward-small"
 
 
@@ -118,30 +115,9 @@ def _plain_trl(recipe: Any, inputs: Any, output: str, clock: StepClock) -> Any:
 
 def main() -> None:
     """Run (a) plain TRL and (b) ours in turn, each in its own process, and print the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--eval-pairs", type=int, default=120)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--set", action="append", default=[], help="a recipe override for both, e.g. model.dtype=float32"
-    )
-    parser.add_argument("--only", choices=["trl", "ours"], help="run one variant")
-    parser.add_argument("--variant", choices=["trl", "ours"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.variant:
-        print("RESULT " + json.dumps(run_variant(args.variant, args)), flush=True)
-        return
-    results = {}
-    for variant in [args.only] if args.only else ["trl", "ours"]:
-        command = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
-        out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-        results[variant] = json.loads(line.removeprefix("RESULT "))
-        print(json.dumps(results[variant]), flush=True)
-    if args.only:
+    args = parse(__doc__, steps=30, batch=4, eval_pairs=120)
+    results = run_variants(__file__, args, run_variant)
+    if results is None:
         return
     trl, ours = results["trl"], results["ours"]
     ratio = trl["median_step_s"] / ours["median_step_s"]
