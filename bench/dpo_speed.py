@@ -20,7 +20,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stage_bench import StepClock, overrides, parse, run_variants, torch_seed
+from stage_bench import (
+    StepClock,
+    overrides,
+    parse,
+    plain_arguments,
+    plain_lora,
+    print_speed,
+    run_variants,
+    torch_seed,
+)
 
 RECIPE = "dpo-small"
 
@@ -76,7 +85,6 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 def _plain_trl(recipe: Any, inputs: Any, pairs: list[Any], output: str, clock: StepClock) -> tuple[Any, Any]:
     """The plain TRL script: from_pretrained, a conversational dataset, LoraConfig, DPOConfig defaults."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
@@ -89,27 +97,11 @@ def _plain_trl(recipe: Any, inputs: Any, pairs: list[Any], output: str, clock: S
     base = score_pairs(model, pairs, 16, inputs.tokenizer.pad_token_id)
     rows = {key: inputs.train[key] for key in ("prompt", "chosen", "rejected")}
     config = DPOConfig(
-        output_dir=output,
-        per_device_train_batch_size=recipe.train.batch_size,
-        learning_rate=recipe.train.learning_rate,
-        lr_scheduler_type=recipe.train.lr_scheduler,
-        warmup_steps=0,
-        max_steps=recipe.train.max_steps,
+        **plain_arguments(recipe, output),
         max_length=recipe.train.max_length,
         beta=recipe.settings_of(DPOSpec).beta,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=recipe.train.seed,
-        data_seed=recipe.train.seed,
     )
-    peft = LoraConfig(
-        r=recipe.adapter.r,
-        lora_alpha=recipe.adapter.alpha,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
+    peft = plain_lora(recipe)
     trainer = DPOTrainer(
         model=model,
         args=config,
@@ -129,13 +121,10 @@ def main() -> None:
     if results is None:
         return
     trl, ours = results["trl"], results["ours"]
-    print(f"\n{args.steps} steps x {args.batch} pairs, {trl['pairs']} held-out pairs, {args.threads} threads")
-    print("| | (a) plain TRL | (b) ours | ratio |")
-    print("|---|---|---|---|")
-    print(
-        f"| median step (s) | {trl['median_step_s']:.2f} | {ours['median_step_s']:.2f} | "
-        f"**{trl['median_step_s'] / ours['median_step_s']:.2f}x** |"
+    heading = (
+        f"{args.steps} steps x {args.batch} pairs, {trl['pairs']} held-out pairs, {args.threads} threads"
     )
+    print_speed(trl, ours, heading)
     print(f"| held-out reward accuracy | {trl['reward_accuracy']:.3f} | {ours['reward_accuracy']:.3f} | |")
     print(
         f"| preference accuracy before -> after | {trl['accuracy_before']:.3f} -> {trl['accuracy_after']:.3f} | "

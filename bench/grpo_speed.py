@@ -21,12 +21,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stage_bench import StepClock, overrides, parse, run_variants, torch_seed
+from stage_bench import (
+    StepClock,
+    overrides,
+    parse,
+    plain_arguments,
+    plain_lora,
+    print_speed,
+    run_variants,
+    torch_seed,
+)
 
 RECIPE = "grpo-small"
-HELD_OUT = (
-    64  # the training file's last prompts: a run of --steps x --batch / num_generations never reaches them
-)
+# The training file's last prompts: a run of --steps x --batch / num_generations never reaches them.
+HELD_OUT = 64
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +101,6 @@ def _plain_trl(
     """The plain TRL script: from_pretrained, a conversational prompt dataset, LoraConfig, GRPOConfig defaults;
     returns the trained model, trl's log and the base's greedy reward."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
@@ -105,30 +112,14 @@ def _plain_trl(
     model = AutoModelForCausalLM.from_pretrained(str(resolve_model(recipe.model.name)))
     before = _greedy_reward(model, inputs, recipe, functions, weights)
     config = GRPOConfig(
-        output_dir=output,
-        per_device_train_batch_size=recipe.train.batch_size,
-        learning_rate=recipe.train.learning_rate,
-        lr_scheduler_type=recipe.train.lr_scheduler,
-        warmup_steps=0,
-        max_steps=recipe.train.max_steps,
+        **plain_arguments(recipe, output),
         num_generations=grpo.num_generations,
         max_completion_length=grpo.max_completion_length,
         temperature=grpo.temperature,
         beta=grpo.beta,
         reward_weights=weights,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=recipe.train.seed,
-        data_seed=recipe.train.seed,
     )
-    peft = LoraConfig(
-        r=recipe.adapter.r,
-        lora_alpha=recipe.adapter.alpha,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
+    peft = plain_lora(recipe)
     trainer = GRPOTrainer(
         model=model,
         args=config,
@@ -149,13 +140,7 @@ def main() -> None:
     if results is None:
         return
     trl, ours = results["trl"], results["ours"]
-    ratio = trl["median_step_s"] / ours["median_step_s"]
-    print(f"\n{args.steps} steps x {args.batch} completions, {args.threads} threads")
-    print("| | (a) plain TRL | (b) ours | ratio |")
-    print("|---|---|---|---|")
-    print(
-        f"| median step (s) | {trl['median_step_s']:.2f} | {ours['median_step_s']:.2f} | **{ratio:.2f}x** |"
-    )
+    ratio = print_speed(trl, ours, f"{args.steps} steps x {args.batch} completions, {args.threads} threads")
     print(f"| mean training reward (trl's log) | {trl['train_reward']:.3f} | {ours['train_reward']:.3f} | |")
     for key, name in (("held_out_reward_before", "before"), ("held_out_reward", "after")):
         print(f"| unseen prompts' greedy reward {name} | {trl[key]:.3f} | {ours[key]:.3f} | |")

@@ -22,7 +22,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stage_bench import StepClock, overrides, parse, run_variants, torch_seed
+from stage_bench import (
+    StepClock,
+    overrides,
+    parse,
+    plain_arguments,
+    plain_lora,
+    print_speed,
+    run_variants,
+    torch_seed,
+)
 
 RECIPE = "reward-small"
 
@@ -71,7 +80,6 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 def _plain_trl(recipe: Any, inputs: Any, output: str, clock: StepClock) -> Any:
     """The plain TRL script: from_pretrained, a conversational dataset, LoraConfig, RewardConfig defaults."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
@@ -83,24 +91,11 @@ def _plain_trl(recipe: Any, inputs: Any, output: str, clock: StepClock) -> Any:
     )
     rows = {key: inputs.train[key] for key in ("prompt", "chosen", "rejected")}
     config = RewardConfig(
-        output_dir=output,
-        per_device_train_batch_size=recipe.train.batch_size,
-        learning_rate=recipe.train.learning_rate,
-        lr_scheduler_type=recipe.train.lr_scheduler,
-        warmup_steps=0,
-        max_steps=recipe.train.max_steps,
+        **plain_arguments(recipe, output),
         max_length=recipe.train.max_length,
         center_rewards_coefficient=recipe.reward.center_rewards_coefficient if recipe.reward else None,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        seed=recipe.train.seed,
-        data_seed=recipe.train.seed,
     )
-    peft = LoraConfig(
-        r=recipe.adapter.r, lora_alpha=recipe.adapter.alpha, target_modules="all-linear", task_type="SEQ_CLS"
-    )
+    peft = plain_lora(recipe, "SEQ_CLS")
     trainer = RewardTrainer(
         model=model,
         args=config,
@@ -120,12 +115,10 @@ def main() -> None:
     if results is None:
         return
     trl, ours = results["trl"], results["ours"]
-    ratio = trl["median_step_s"] / ours["median_step_s"]
-    print(f"\n{args.steps} steps x {args.batch} pairs, {trl['pairs']} held-out pairs, {args.threads} threads")
-    print("| | (a) plain TRL | (b) ours | ratio |")
-    print("|---|---|---|---|")
-    print(
-        f"| median step (s) | {trl['median_step_s']:.2f} | {ours['median_step_s']:.2f} | **{ratio:.2f}x** |"
+    ratio = print_speed(
+        trl,
+        ours,
+        f"{args.steps} steps x {args.batch} pairs, {trl['pairs']} held-out pairs, {args.threads} threads",
     )
     print(f"| held-out pairwise accuracy | {trl['accuracy']:.3f} | {ours['accuracy']:.3f} | |")
     print(f"| held-out margin | {trl['margin']:.3f} | {ours['margin']:.3f} | |")

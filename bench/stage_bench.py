@@ -94,3 +94,42 @@ def run_variants(
         results[variant] = json.loads(line.removeprefix("RESULT "))
         print(json.dumps(results[variant]), flush=True)
     return None if args.only else results
+
+
+def plain_arguments(recipe: Any, output: str) -> dict[str, Any]:
+    """The TrainingArguments a plain TRL script sets from the recipe (trl's defaults for everything else)."""
+    return {
+        "output_dir": output,
+        "per_device_train_batch_size": recipe.train.batch_size,
+        "learning_rate": recipe.train.learning_rate,
+        "lr_scheduler_type": recipe.train.lr_scheduler,
+        "warmup_steps": 0,
+        "max_steps": recipe.train.max_steps,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": recipe.train.seed,
+        "data_seed": recipe.train.seed,
+    }
+
+
+def plain_lora(recipe: Any, task_type: str = "CAUSAL_LM") -> Any:
+    """The LoraConfig a plain TRL script writes: the recipe's rank and alpha on all linear layers."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.adapter.r, lora_alpha=recipe.adapter.alpha, target_modules="all-linear", task_type=task_type
+    )
+
+
+def print_speed(trl: dict[str, Any], ours: dict[str, Any], heading: str) -> float:
+    """The comparison table's heading and step-time row; returns the ratio plain TRL / ours."""
+    ratio = trl["median_step_s"] / ours["median_step_s"]
+    print(f"\n{heading}")
+    print("| | (a) plain TRL | (b) ours | ratio |")
+    print("|---|---|---|---|")
+    print(
+        f"| median step (s) | {trl['median_step_s']:.2f} | {ours['median_step_s']:.2f} | **{ratio:.2f}x** |"
+    )
+    return ratio
