@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 
 from pipeline.runs.events import EVENTS, parse_event
 from pipeline.runs.record import RunRecord
+from pipeline.runs.rollouts import read_rollouts
 from pipeline.studio.compare import comparison
 from pipeline.studio.pages import render
 from pipeline.studio.runs_index import summarize
@@ -49,6 +50,20 @@ def preference_page(request: Request, name: str) -> HTMLResponse:
     """DPO/KTO reward margins and accuracy, GRPO/RLOO rewards and the share of flat-reward groups, by step."""
     record = RunRecord.load(request.app.state.index.folder(name))
     return render(request, "preference.html", "runs", run=summarize(record).as_dict())
+
+
+@router.get("/runs/{name}/rollouts", response_class=HTMLResponse)
+def rollouts_page(request: Request, name: str) -> HTMLResponse:
+    """GRPO/RLOO: the last rounds' prompt groups, each completion's rewards, and the share of flat groups."""
+    folder = request.app.state.index.folder(name)
+    rounds = []
+    for item in read_rollouts(folder):
+        groups = item["groups"]
+        names = list(dict.fromkeys(k for g in groups for c in g["completions"] for k in c["rewards"]))
+        flat = sum(bool(g.get("flat")) for g in groups) / len(groups) if groups else 0.0
+        rounds.append({"step": item.get("step"), "groups": groups, "names": names, "flat_share": flat})
+    run = summarize(RunRecord.load(folder)).as_dict()
+    return render(request, "rollouts.html", "runs", run=run, rounds=rounds)
 
 
 @router.get("/api/runs/{name}/events")

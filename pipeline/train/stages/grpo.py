@@ -82,17 +82,19 @@ def padded(recipe: Recipe) -> str:
 
 
 def sampling_mixins(recipe: Recipe) -> tuple[type, ...]:
-    """Mixins of GRPO and RLOO (Stage.mixins): rollouts decode through the merged adapter (a patch of trl's
+    """Mixins of GRPO and RLOO (Stage.mixins): each round's rollouts and rewards recorded in the run folder
+    (pipeline.train.rollout_log); rollouts decode through the merged adapter (a patch of trl's
     generation, pipeline.train.patches.trl_rollouts; merged_rollouts: false in the stage's section turns it
     off)."""
     from pipeline.models.merged_view import adapter_merged
     from pipeline.train.patches.registry import record
     from pipeline.train.patches.trl_rollouts import NAME, merged_rollouts
+    from pipeline.train.rollout_log import RecordedRollouts
 
     if not sampled_settings(recipe).merged_rollouts:
         record(NAME, False, f"{recipe.train.stage}.merged_rollouts is off")
-        return ()
-    return merged_rollouts(adapter_merged)
+        return (RecordedRollouts,)
+    return (RecordedRollouts, *merged_rollouts(adapter_merged))
 
 
 def sampling_callbacks(recipe: Recipe) -> list[Any]:

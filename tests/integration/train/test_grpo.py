@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from pipeline.config.loader import load_recipe
 from pipeline.errors import RecipeError
+from pipeline.runs.rollouts import read_rollouts
 from pipeline.workflow import finetune, prepare
 
 PROMPTS = [{"prompt": f"What is {a} plus {b}?", "answer": str(a + b)} for a in range(4) for b in range(3)]
@@ -49,6 +50,19 @@ def test_grpo_trains_on_varying_rewards_and_scores_greedy_answers(make_recipe: A
         "rewards/regex/mean",
         "rewards/short/mean",
     } <= logged
+    rounds = read_rollouts(run.run_dir)  # every generation round, newest first, grouped by prompt
+    assert rounds and sorted(r["step"] for r in rounds) == [r["step"] for r in rounds][::-1]
+    for group in (g for r in rounds for g in r["groups"]):
+        assert len(group["completions"]) == 2  # grpo.num_generations
+        for completion in group["completions"]:
+            values = completion["rewards"]
+            assert list(values) == ["length", "exact_match", "regex", "short"]
+            weighted = (
+                values["length"] + 2.0 * values["exact_match"] + 0.5 * values["regex"] + 0.1 * values["short"]
+            )
+            assert completion["total"] == pytest.approx(weighted)
+        totals = [c["total"] for c in group["completions"]]
+        assert group["flat"] == (max(totals) - min(totals) < 1e-9)
     for row in scored_greedy_answers(run.run_dir, 3):  # the reward is the weighted sum of the four functions
         answer, reference = row["adapted_answer"], row["reference"]
         expected = max(0.0, 1 - abs(len(answer) - 12) / 12) + 2.0 * (
