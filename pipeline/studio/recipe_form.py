@@ -38,6 +38,8 @@ def flow(value: Any) -> str:
     """A value as one line of YAML flow text (what a dotted override takes)."""
     if value is None:
         return "null"
+    if isinstance(value, BaseModel):  # a nested section's default (e.g. eval.gate): its settings as a mapping
+        value = value.model_dump(mode="json")
     text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
     return text.removesuffix("...").strip()
 

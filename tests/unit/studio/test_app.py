@@ -137,3 +137,30 @@ def test_ship_page_never_shows_the_token(client: TestClient, monkeypatch: pytest
     monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
     page = client.get("/runs/lora-small-20261201-000000/ship").text
     assert "hf_secretvalue123" not in page and "HF_TOKEN is set" in page
+
+
+def test_ship_page_offers_every_export_type_with_its_size(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from pipeline.export.command import DTYPES, FORMATS
+
+    runs, base = tmp_path / "runs", tmp_path / "base"
+    base.mkdir()
+    save_file(
+        {"a": np.zeros((1000, 1000), np.float32), "b": np.zeros((1000,), np.float32)},
+        str(base / "m.safetensors"),
+    )
+    folder = write_run(runs, "lora-small-20261203-000000", [2.0])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["model"]["folder"] = str(base)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    page = TestClient(create_app(runs)).get("/runs/lora-small-20261203-000000/ship").text
+    assert "1.0M weights in the base" in page
+    for dtype in DTYPES:
+        assert f'<option value="{dtype}">' in page
+    assert "f32 (4 bytes/weight, about 4 MiB)" in page and "q4_k_m (0.606 bytes/weight, about 1 MiB)" in page
+    for fmt in FORMATS:
+        assert f"<option>{fmt}</option>" in page
