@@ -12,6 +12,7 @@ from pipeline.config.loader import RECIPES_DIR, list_recipe_files
 from pipeline.config.strict_yaml import load_yaml_file
 from pipeline.errors import PipelineError
 from pipeline.studio import recipe_form
+from pipeline.studio.jobs import pipeline_argv
 from pipeline.studio.pages import body, overrides_of, render
 
 router = APIRouter()
@@ -95,6 +96,20 @@ async def plan(request: Request) -> dict[str, Any]:
         return _plan(recipe, tuple(overrides), text)
     except PipelineError as exc:
         return {"ok": False, "errors": [str(exc).splitlines()[0]]}
+
+
+@router.post("/api/recipes/estimate")
+async def estimate_tokens(request: Request) -> dict[str, Any]:
+    """`pipeline tokens RECIPE [overrides]` as a task: tokens per example, the share cut at max_length, and
+    the training time measured on a few steps of this machine; its output is the job's tail."""
+    recipe, overrides, text = _request(await body(request))
+    if text is not None:
+        raise PipelineError("estimate: save the YAML as a recipe first, then estimate it from the form.")
+    loaded, errors = recipe_form.check(recipe, overrides, None)
+    if loaded is None:
+        raise PipelineError(errors[0] if errors else f"{recipe}: not a valid recipe.")
+    argv = pipeline_argv("tokens", str(loaded.path or recipe), *overrides)
+    return request.app.state.jobs.submit("task", f"tokens {loaded.name}", argv).as_dict()
 
 
 @router.post("/api/recipes/save")

@@ -101,6 +101,13 @@ function recipePage() {
     yaml.hidden = mode !== "yaml";
     check();
   }));
+  $("#estimate").addEventListener("click", async () => {
+    const out = $("#estimate-output");
+    try {
+      const job = await api("/api/recipes/estimate", request());
+      await followJob(job.id, out);
+    } catch (err) { out.hidden = false; out.textContent = err.message; }
+  });
   $("#save").addEventListener("click", async () => {
     try {
       const saved = await api("/api/recipes/save", { ...request(), name: $("#save-name").value || $("#save-name").placeholder });

@@ -164,3 +164,31 @@ def test_ship_page_offers_every_export_type_with_its_size(tmp_path: Path) -> Non
     assert "f32 (4 bytes/weight, about 4 MiB)" in page and "q4_k_m (0.606 bytes/weight, about 1 MiB)" in page
     for fmt in FORMATS:
         assert f"<option>{fmt}</option>" in page
+
+
+def test_estimate_runs_pipeline_tokens_on_the_edited_recipe(client: TestClient) -> None:
+    submitted = []
+
+    class Job:
+        def as_dict(self) -> dict[str, str]:
+            return {"id": "1"}
+
+    def submit(kind: str, title: str, argv: list[str]) -> Job:
+        submitted.append((kind, title, argv))
+        return Job()
+
+    client.app.state.jobs.submit = submit  # type: ignore[attr-defined]
+    answer = client.post(
+        "/api/recipes/estimate", json={"recipe": "lora-small", "overrides": ["train.max_length=256"]}
+    )
+    assert answer.status_code == 200 and answer.json() == {"id": "1"}
+    ((kind, title, argv),) = submitted
+    assert (kind, title) == ("task", "tokens lora-small")
+    assert (
+        argv[-3:-1] == ["tokens", str(load_recipe("lora-small").path)] and argv[-1] == "train.max_length=256"
+    )
+    bad = client.post(
+        "/api/recipes/estimate", json={"recipe": "lora-small", "overrides": ["train.max_length=-1"]}
+    )
+    assert bad.status_code == 400 and "train.max_length" in bad.json()["error"]
+    assert 'id="estimate"' in client.get("/recipes/edit?recipe=lora-small").text
