@@ -237,9 +237,10 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
             base.get("similarity", {}).get("mean"), adapted.get("similarity", {}).get("mean")
         ),
     }
-    deltas["reward_model_accuracy"] = _delta(
-        base.get("reward_model", {}).get("accuracy"), adapted.get("reward_model", {}).get("accuracy")
-    )
+    if "reward_model" in base or "reward_model" in adapted:  # train.stage: reward
+        deltas["reward_model_accuracy"] = _delta(
+            base.get("reward_model", {}).get("accuracy"), adapted.get("reward_model", {}).get("accuracy")
+        )
     if "distillation" in base or "distillation" in adapted:
         deltas["teacher_kl"] = _delta(
             (base.get("distillation") or {}).get("kl"), (adapted.get("distillation") or {}).get("kl")
