@@ -54,6 +54,7 @@ def test_json_carries_the_same_facts_without_the_token(monkeypatch: pytest.Monke
         "trainer_sampler",
         "transformers_attention",
         "trl_lm_head",
+        "trl_rollouts",
     }
 
 
