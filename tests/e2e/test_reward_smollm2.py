@@ -30,5 +30,7 @@ def test_reward_small_ranks_held_out_pairs_better_and_merges(tmp_path: Path) -> 
     assert "reward model accuracy" in (run_dir / "report.md").read_text()
     merged = _pipeline("merge", str(run_dir))
     assert merged.returncode == 0, merged.stderr[-3000:]
-    config = json.loads((run_dir / "merged" / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["num_labels"] == 1
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(run_dir / "merged")
+    assert config.architectures == ["LlamaForSequenceClassification"] and config.num_labels == 1
